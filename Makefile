@@ -1,0 +1,51 @@
+# stream-monitor: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+KAFKA  := $(PY) deploy/local/kafka.py
+export KAFKA_PORT ?= 9092
+KAFKA_BOOTSTRAP_LOCAL := 127.0.0.1:$(KAFKA_PORT)
+PYTEST_ARGS ?=
+
+.PHONY: venv kafka-up kafka-down demo test test-unit bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+kafka-up: venv
+	$(KAFKA) up
+
+kafka-down:
+	@if [ -x $(PY) ]; then $(KAFKA) down; else $(PYTHON) deploy/local/kafka.py down; fi
+
+# The broker is stopped even when the tests fail; the exit status is pytest's.
+# pytest exit code 5 (nothing collected) is a failure here too.
+test: venv
+	$(KAFKA) up
+	KAFKA_BOOTSTRAP=$(KAFKA_BOOTSTRAP_LOCAL) $(PY) -m pytest $(PYTEST_ARGS); \
+	  status=$$?; \
+	  $(KAFKA) down; \
+	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	  exit $$status
+
+test-unit: venv
+	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+demo: venv
+	$(KAFKA) up
+	@$(PY) -m stream_monitor.demo --bootstrap $(KAFKA_BOOTSTRAP_LOCAL); \
+	  status=$$?; $(KAFKA) down; exit $$status
+
+bench: venv
+	@for script in bench/*.py; do \
+	  case $$script in */_*) continue;; esac; \
+	  echo "== $$script"; $(PY) $$script || exit 1; \
+	done
+
+clean: kafka-down
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
