@@ -1,0 +1,262 @@
+"""The ``stream-monitor`` command line: run, replay, simulate, check-config, alerts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+from stream_monitor import __version__
+from stream_monitor.errors import ConfigError
+
+log = logging.getLogger("stream_monitor")
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None):  # type: ignore[no-untyped-def]
+    from stream_monitor.config import load_settings
+    return load_settings(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream_monitor import logs
+    from stream_monitor.metrics import Health, Metrics, MetricsServer
+    from stream_monitor.service import Service
+
+    settings = _load(args.config)
+    logs.configure(settings.log_level)
+    log.info("starting", extra={"version": __version__, "settings": settings.redacted()})
+    metrics = Metrics()
+    health = Health()
+    server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port).start()
+    log.info("serving metrics", extra={"url": f"http://{settings.metrics.host}:{server.port}/metrics"})
+    service = Service(settings, metrics, health)
+    service.install_signal_handlers()
+    try:
+        return service.run(max_idle_s=args.exit_when_idle)
+    finally:
+        server.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream_monitor.replay import replay
+
+    settings = _load(args.config)
+    if not Path(args.input).is_file():
+        print(f"replay: input file not found: {args.input}", file=sys.stderr)
+        return EXIT_CONFIG
+    started = time.perf_counter()
+    with open(args.alerts_out, "wb") as out:
+        summary = replay(settings, Path(args.input), out)
+    print(summary.render())
+    print(f"replay: {time.perf_counter() - started:.2f} s, alerts written to {args.alerts_out}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream_monitor.simulate import Scenario, generate, parse_drift
+
+    try:
+        drifts = tuple(parse_drift(text) for text in args.drift)
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    scenario = Scenario(models=tuple(args.model), n_events=args.events, n_numeric=args.numeric,
+                        n_categorical=args.categorical, drifts=drifts, seed=args.seed,
+                        error_rate=args.error_rate, model_version=args.model_version)
+    if args.out:
+        labels = open(args.labels_out, "wb") if args.labels_out else None
+        count = 0
+        with open(args.out, "wb") as out:
+            for event, label in generate(scenario):
+                out.write(orjson.dumps(event) + b"\n")
+                if labels:
+                    labels.write(orjson.dumps(label) + b"\n")
+                count += 1
+        if labels:
+            labels.close()
+        print(f"simulate: wrote {count} events to {args.out}")
+        return 0
+    return _simulate_to_kafka(args, scenario)
+
+
+def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: ignore[no-untyped-def]
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20,
+                         "enable.idempotence": True})
+    failures: list[str] = []
+
+    def report(error, _message) -> None:  # type: ignore[no-untyped-def]
+        if error is not None:
+            failures.append(str(error))
+
+    started = time.monotonic()
+    count = 0
+    for event, label in generate(scenario):
+        key = event["model"].encode()
+        while True:
+            try:
+                producer.produce(args.topic, orjson.dumps(event), key=key, on_delivery=report)
+                if args.labels_topic:
+                    producer.produce(args.labels_topic, orjson.dumps(label), key=key, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.2)
+        count += 1
+        if args.rate:
+            ahead = count / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                producer.poll(0)
+                time.sleep(ahead)
+        if count % 1000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(60)
+    if failures or remaining:
+        print(f"simulate: {len(failures)} messages failed, {remaining} undelivered: "
+              f"{failures[:1]}", file=sys.stderr)
+        return 1
+    print(f"simulate: produced {count} events to {args.topic} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    print(orjson.dumps(settings.redacted(), option=orjson.OPT_INDENT_2).decode())
+    print("config OK", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer, KafkaError
+
+    from stream_monitor.alerts import format_alert
+
+    settings = _load(args.config)
+    topic = args.topic or settings.topics.alerts
+    consumer = Consumer({
+        **settings.kafka.client_properties(),
+        "bootstrap.servers": args.bootstrap or settings.kafka.bootstrap_servers,
+        # a private group: reading alerts never moves anyone else's offsets
+        "group.id": f"stream-monitor-alerts-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+    })
+    consumer.subscribe([topic])
+    shown = 0
+    idle_since = time.monotonic()
+    try:
+        while args.max is None or shown < args.max:
+            message = consumer.poll(0.5)
+            if message is None:
+                if args.exit_when_idle is not None and time.monotonic() - idle_since > args.exit_when_idle:
+                    break
+                continue
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    print(f"alerts: {message.error()}", file=sys.stderr)
+                continue
+            idle_since = time.monotonic()
+            try:
+                alert = orjson.loads(message.value())
+            except orjson.JSONDecodeError:
+                continue
+            if args.model and alert.get("model") != args.model:
+                continue
+            if args.signal and alert.get("signal") != args.signal:
+                continue
+            if args.severity and alert.get("severity") not in args.severity:
+                continue
+            print(orjson.dumps(alert).decode() if args.json else format_alert(alert), flush=True)
+            shown += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-monitor",
+        description="Streaming drift detection for ML systems on Kafka.")
+    parser.add_argument("--version", action="version", version=f"stream-monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="consume from Kafka, detect drift, publish alerts and metrics",
+                              description="Run the monitor as a Kafka consumer-group member.")
+    run.add_argument("--config", help="YAML settings file (env STREAM_MONITOR_* overrides it)")
+    run.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                     help="stop after this long without a message (for batch jobs and benchmarks)")
+    run.set_defaults(handler=cmd_run)
+
+    replay = commands.add_parser("replay", help="run the detectors over JSON-lines files, no broker",
+                                 description="Replay prediction events from a file; write alerts as JSON lines.")
+    replay.add_argument("--input", required=True, metavar="EVENTS.jsonl")
+    replay.add_argument("--alerts-out", required=True, metavar="ALERTS.jsonl")
+    replay.add_argument("--config", help="YAML settings file; default: every signal, default detectors")
+    replay.set_defaults(handler=cmd_replay)
+
+    simulate = commands.add_parser(
+        "simulate", help="produce synthetic events with scheduled drifts (seeded)",
+        description="Generate synthetic prediction events (and labels) to Kafka or to files. "
+                    "Drift: [MODEL:]SIGNAL@EVENT:KIND=VALUE[:over=N], KIND in shift|scale|share|error.")
+    simulate.add_argument("--model", action="append", default=None, help="model name (repeatable)")
+    simulate.add_argument("--model-version", default="1")
+    simulate.add_argument("--events", type=int, default=10_000, help="events per model")
+    simulate.add_argument("--numeric", type=int, default=20, help="numeric features per model")
+    simulate.add_argument("--categorical", type=int, default=1, help="categorical features per model")
+    simulate.add_argument("--drift", action="append", default=[], help="a scheduled drift (repeatable)")
+    simulate.add_argument("--error-rate", type=float, default=0.05, help="base error rate of the labels")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    target = simulate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="EVENTS.jsonl", help="write events to this file")
+    target.add_argument("--bootstrap", help="produce to this Kafka cluster")
+    simulate.add_argument("--labels-out", metavar="LABELS.jsonl", help="with --out: write labels here")
+    simulate.add_argument("--topic", default="ml.predictions")
+    simulate.add_argument("--labels-topic", help="with --bootstrap: produce labels to this topic")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    check = commands.add_parser("check-config", help="validate a config file and print it (secrets masked)",
+                                description="Validate the settings; exit 2 listing every bad field.")
+    check.add_argument("--config", help="YAML settings file")
+    check.set_defaults(handler=cmd_check_config)
+
+    alerts = commands.add_parser("alerts", help="subscribe to the alerts topic and print alerts",
+                                 description="Print drift alerts from the alerts topic as they arrive.")
+    alerts.add_argument("--config", help="YAML settings file (for brokers, topic, client properties)")
+    alerts.add_argument("--bootstrap", help="brokers (default: from the config)")
+    alerts.add_argument("--topic", help="alerts topic (default: from the config)")
+    alerts.add_argument("--model", help="only this model")
+    alerts.add_argument("--signal", help="only this signal, e.g. feature:amount")
+    alerts.add_argument("--severity", action="append", choices=["info", "warning", "critical"],
+                        help="only these severities (repeatable)")
+    alerts.add_argument("--json", action="store_true", help="print the alert JSON")
+    alerts.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
+    alerts.add_argument("--max", type=int, help="stop after printing this many")
+    alerts.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                        help="stop after this long without an alert")
+    alerts.set_defaults(handler=cmd_alerts)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "model", None) is None and args.command == "simulate":
+        args.model = ["fraud"]
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"stream-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

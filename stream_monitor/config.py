@@ -1,0 +1,231 @@
+"""The service's configuration: one validated, frozen settings object.
+
+Sources, later ones winning: defaults, a YAML file (``--config``), environment
+variables prefixed ``STREAM_MONITOR_`` (nested fields joined by ``__``, e.g.
+``STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS``), and secret files in the
+directory named by ``STREAM_MONITOR_SECRETS_DIR`` (one file per field, e.g.
+``kafka__sasl_password``). A bad config raises :class:`ConfigError` listing
+every bad field with its reason; secrets never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from stream_monitor import detectors
+from stream_monitor.errors import ConfigError
+
+__all__ = ["ConfigError", "ModelRule", "Settings", "load_settings"]
+
+_SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DetectorSpecModel(_Frozen):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReferenceRule(_Frozen):
+    """Where a signal's reference distribution comes from.
+
+    ``warmup``: the first N values of the signal (0 means each detector's own
+    default). ``snapshot``: a JSON file mapping signal name to a list of values
+    (numeric) or to ``{category: count}`` (categorical), identified by ``id``.
+    """
+
+    warmup: int = Field(default=0, ge=0, le=1_000_000)
+    snapshot: Path | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _snapshot_needs_id(self) -> ReferenceRule:
+        if self.snapshot is not None:
+            if not self.id:
+                raise ValueError("a reference snapshot needs an 'id'")
+            if not self.snapshot.is_file():
+                raise ValueError(f"reference snapshot file not found: {self.snapshot}")
+        return self
+
+
+class ModelRule(_Frozen):
+    """What to monitor for models whose name matches ``model`` (a glob)."""
+
+    model: str = "*"
+    #: signals to monitor (``feature:<name>``, ``prediction``, ``performance:*``);
+    #: globs allowed; None means every signal that appears, up to the cap
+    signals: list[str] | None = None
+    #: detectors per signal kind; a kind left out uses the calibrated default set
+    detectors: dict[Literal["numeric", "categorical", "error"], list[DetectorSpecModel]] = Field(
+        default_factory=dict)
+    reference: ReferenceRule = Field(default_factory=ReferenceRule)
+    #: severity of feature and prediction drift alerts; performance drift is "critical"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    #: for a score prediction: the class is ``prediction >= threshold``
+    classification_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _detectors_build(self) -> ModelRule:
+        problems = []
+        for kind, specs in self.detectors.items():
+            for position, spec in enumerate(specs):
+                try:
+                    detector = detectors.build(detectors.DetectorSpec(spec.name, spec.params))
+                except detectors.SpecError as exc:
+                    problems.append(f"detectors.{kind}[{position}]: {exc}")
+                    continue
+                if detector.kind != kind:
+                    problems.append(f"detectors.{kind}[{position}]: {spec.name!r} watches "
+                                    f"{detector.kind} signals, not {kind}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def matches(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.model)
+
+    def wants(self, signal: str) -> bool:
+        return self.signals is None or any(fnmatch.fnmatchcase(signal, p) for p in self.signals)
+
+
+class KafkaSettings(_Frozen):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "stream-monitor"
+    #: librdkafka properties passed verbatim to every client (consumer and producer)
+    #: (kept out of repr: they may hold credentials; log redacted() instead)
+    properties: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)
+    #: SASL password; prefer the env variable or a secret file to the YAML file
+    sasl_password: SecretStr | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name at least one broker (host:port)")
+        return value
+
+    def client_properties(self) -> dict[str, Any]:
+        """The librdkafka properties shared by all clients, secrets included."""
+        merged: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, **self.properties}
+        if self.sasl_password is not None:
+            merged["sasl.password"] = self.sasl_password.get_secret_value()
+        return merged
+
+
+class TopicSettings(_Frozen):
+    predictions: str = "ml.predictions"
+    labels: str | None = "ml.labels"
+    alerts: str = "ml.drift-alerts"
+    dead_letter: str = "ml.dead-letter"
+
+
+class ConsumerSettings(_Frozen):
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    poll_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    commit_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    #: /readyz reports ready once the summed lag is at most this
+    ready_max_lag: int = Field(default=10_000, ge=0)
+
+
+class LimitSettings(_Frozen):
+    max_message_bytes: int = Field(default=1_000_000, ge=64)
+    max_string_length: int = Field(default=1024, ge=1)
+    max_features: int = Field(default=1024, ge=1)
+    max_models: int = Field(default=100, ge=1)
+    max_signals_per_model: int = Field(default=64, ge=1)
+
+
+class MetricsSettings(_Frozen):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class LabelSettings(_Frozen):
+    """How long predictions wait for their labels, and labels for predictions."""
+
+    retention_events: int = Field(default=100_000, ge=1)
+    retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    early_label_events: int = Field(default=10_000, ge=0)
+    early_label_seconds: float = Field(default=3600, ge=0)
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="STREAM_MONITOR_", env_nested_delimiter="__",
+        secrets_dir=os.environ.get("STREAM_MONITOR_SECRETS_DIR"),
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    #: when set, events of other models are dead-lettered as ``unknown_model``
+    allowed_models: list[str] | None = None
+    #: per-model rules; the first whose glob matches applies; none matching means defaults
+    models: list[ModelRule] = Field(default_factory=list)
+    #: the drift_active gauge drops back to 0 after this many quiet values of the signal
+    drift_active_values: int = Field(default=10_000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the YAML file (set by load_settings) is the lowest-priority source
+        return (init_settings, env_settings, file_secret_settings,
+                YamlConfigSettingsSource(settings_cls))
+
+    def rule_for(self, model: str) -> ModelRule:
+        for rule in self.models:
+            if rule.matches(model):
+                return rule
+        return _DEFAULT_RULE
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as data for logs: secrets and secret-looking properties masked."""
+        data = self.model_dump(mode="json")
+        kafka = data["kafka"]
+        if kafka.get("sasl_password") is not None:
+            kafka["sasl_password"] = "***"
+        kafka["properties"] = {
+            key: ("***" if any(marker in key.lower() for marker in _SECRET_PROPERTY_MARKERS) else value)
+            for key, value in kafka["properties"].items()
+        }
+        return data
+
+
+_DEFAULT_RULE = ModelRule()
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings; raise :class:`ConfigError` with every problem."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError([("--config", f"file not found: {path}")])
+    settings_cls: type[Settings] = Settings
+    if path is not None:
+        settings_cls = type("Settings", (Settings,), {
+            "model_config": {**Settings.model_config, "yaml_file": str(path)},
+            "__module__": __name__,
+        })
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([(".".join(str(part) for part in error["loc"]) or "(root)",
+                            error["msg"]) for error in exc.errors()]) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. YAML syntax errors from the source
+        raise ConfigError([(str(path or "(environment)"), f"{type(exc).__name__}: {exc}")]) from None

@@ -1,0 +1,162 @@
+"""Prometheus metrics and the HTTP endpoint (``/metrics``, ``/healthz``, ``/readyz``).
+
+All names carry the ``stream_monitor_`` prefix and base units. Label values
+are bounded: topics and partitions are the deployment's, reject reasons are
+the fixed set in :data:`stream_monitor.events.REJECT_REASONS`, and models and
+signals are capped by ``limits.max_models`` and ``limits.max_signals_per_model``.
+
+The registry is injected so that tests build a fresh ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from socketserver import ThreadingMixIn
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+
+from stream_monitor import __version__
+
+__all__ = ["Health", "Metrics", "MetricsServer"]
+
+_SIGNAL_LABELS = ("model", "model_version", "signal", "detector")
+
+
+class Metrics:
+    """Every metric the service exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.build_info = Info("stream_monitor_build", "Version of the running stream-monitor.",
+                               registry=registry)
+        self.build_info.info({"version": __version__})
+        self.events_consumed = Counter(
+            "stream_monitor_events_consumed_total", "Messages read from an input topic.",
+            ("topic",), registry=registry)
+        self.events_rejected = Counter(
+            "stream_monitor_events_rejected_total",
+            "Input messages sent to the dead-letter topic, by reason.", ("topic", "reason"),
+            registry=registry)
+        self.values_skipped = Counter(
+            "stream_monitor_values_skipped_total",
+            "Signal values not fed to detectors: missing (null), or of the wrong kind for the signal.",
+            ("model", "reason"), registry=registry)
+        self.signals_dropped = Counter(
+            "stream_monitor_signals_dropped_total",
+            "Values of signals not monitored because the model reached its signal cap.",
+            ("model",), registry=registry)
+        self.models_dropped = Counter(
+            "stream_monitor_models_dropped_total",
+            "Events of models not monitored because the model cap was reached.", registry=registry)
+        self.signals_active = Gauge(
+            "stream_monitor_signals", "Signals monitored per model.", ("model",), registry=registry)
+        self.detector_statistic = Gauge(
+            "stream_monitor_detector_statistic", "Current value of a detector's test statistic.",
+            _SIGNAL_LABELS, registry=registry)
+        self.detector_threshold = Gauge(
+            "stream_monitor_detector_threshold",
+            "Value a detector's statistic must cross to signal drift.", _SIGNAL_LABELS,
+            registry=registry)
+        self.drift_detections = Counter(
+            "stream_monitor_drift_detections_total", "Drift detections (one alert each).",
+            _SIGNAL_LABELS, registry=registry)
+        self.drift_active = Gauge(
+            "stream_monitor_drift_active",
+            "1 from a detection until the signal has been quiet for the model's drift_active_values.",
+            _SIGNAL_LABELS, registry=registry)
+        self.alerts_produced = Counter(
+            "stream_monitor_alerts_produced_total", "Alerts delivered to the alerts topic.",
+            registry=registry)
+        self.processing_seconds = Histogram(
+            "stream_monitor_batch_processing_seconds",
+            "Time to decode, route and detect one consumed batch.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry)
+        self.batch_size = Histogram(
+            "stream_monitor_batch_size_messages", "Messages per consumed batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), registry=registry)
+        self.consumer_lag = Gauge(
+            "stream_monitor_consumer_lag_messages",
+            "Messages between the consumer's position and the partition's high watermark.",
+            ("topic", "partition"), registry=registry)
+        self.last_event_timestamp = Gauge(
+            "stream_monitor_last_event_timestamp_seconds",
+            "Event time of the last event processed, per model.", ("model",), registry=registry)
+        self.kafka_errors = Counter(
+            "stream_monitor_kafka_errors_total", "Errors reported by the Kafka client, by code.",
+            ("code",), registry=registry)
+
+
+class Health:
+    """Liveness and readiness, updated by the consumer loop, read by the HTTP server."""
+
+    def __init__(self, stale_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._stale_after_s = stale_after_s
+        self._last_beat = clock()
+        self._ready = False
+        self._ready_reason = "starting"
+        self._lock = threading.Lock()
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last_beat = self._clock()
+
+    def set_ready(self, ready: bool, reason: str) -> None:
+        with self._lock:
+            self._ready, self._ready_reason = ready, reason
+
+    def alive(self) -> tuple[bool, str]:
+        with self._lock:
+            age = self._clock() - self._last_beat
+        if age > self._stale_after_s:
+            return False, f"consumer loop silent for {age:.0f} s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        with self._lock:
+            return self._ready, self._ready_reason
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        """Scrapes every few seconds would flood the log; stay silent."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class MetricsServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a thread."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ, start_response):  # type: ignore[no-untyped-def]
+            path = environ.get("PATH_INFO", "/")
+            if path in ("/healthz", "/readyz"):
+                ok, reason = health.alive() if path == "/healthz" else health.ready()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+                return [f"{reason}\n".encode()]
+            if path == "/metrics" or path == "/":
+                return metrics_app(environ, start_response)
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+        self._server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
+                                        daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,294 @@
+"""The long-running Kafka consumer: consume, decode, detect, alert, commit.
+
+Commit order (at-least-once): for each consumed batch, alerts and dead letters
+are produced and the producer is flushed until every one of them is delivered;
+only then are the batch's offsets stored, and librdkafka commits stored
+offsets every ``consumer.commit_interval_s`` and once more at shutdown. A crash
+between delivery and commit re-processes the batch (alerts may repeat, with the
+same ``alert_id``); nothing is lost.
+
+Bad messages never stall a partition: each goes to the dead-letter topic with
+its original key, value and headers plus ``error.*`` and ``source.*`` headers.
+
+SIGTERM or Ctrl-C: the current batch finishes, the producer flushes, offsets
+are committed, the consumer closes and :meth:`Service.run` returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from stream_monitor.config import Settings
+from stream_monitor.errors import BadMessage
+from stream_monitor.events import Limits, decode_prediction
+from stream_monitor.metrics import Health, Metrics
+from stream_monitor.monitor import Monitor, Record
+
+__all__ = ["Service", "consumer_config", "producer_config"]
+
+log = logging.getLogger("stream_monitor.service")
+
+
+def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """Our defaults, then the user's librdkafka properties, then what correctness needs."""
+    return {
+        "auto.offset.reset": "earliest",
+        "statistics.interval.ms": 5000,
+        "partition.assignment.strategy": "cooperative-sticky",
+        **settings.kafka.client_properties(),
+        "group.id": settings.kafka.group_id,
+        # offsets are stored by hand after the batch's alerts are delivered
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": int(settings.consumer.commit_interval_s * 1000),
+        **callbacks,
+    }
+
+
+def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    return {
+        "linger.ms": 5,
+        **settings.kafka.client_properties(),
+        "enable.idempotence": True,
+        "acks": "all",
+        **callbacks,
+    }
+
+
+class _Deliveries:
+    """Delivery reports of the messages produced for the current batch."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str, bytes | None, bytes | None, Any, KafkaError]] = []
+        self.delivered_alerts = 0
+
+    def callback(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
+                 headers: Any) -> Callable[[KafkaError | None, Message], None]:
+        def report(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                self.failed.append((kind, topic, key, value, headers, error))
+            elif kind == "alert":
+                self.delivered_alerts += 1
+        return report
+
+
+class Service:
+    """One consumer-group member running the monitor over the input topic."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, health: Health,
+                 on_alert: Callable[[bytes], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.monitor = Monitor(settings, metrics)
+        self._on_alert = on_alert
+        self._stop = threading.Event()
+        self._limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
+                              settings.limits.max_features)
+        self._allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
+        self._assigned: set[tuple[str, int]] = set()
+        self._lag: dict[tuple[str, int], int] = {}
+        self._deliveries = _Deliveries()
+        self.consumer = Consumer(consumer_config(
+            settings, error_cb=self._on_kafka_error, stats_cb=self._on_stats))
+        self.producer = Producer(producer_config(settings, error_cb=self._on_kafka_error))
+
+    # -- lifecycle ------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to finish its batch and shut down (signal-handler safe)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, max_idle_s: float | None = None) -> int:
+        """Consume until stopped; return the process exit status.
+
+        ``max_idle_s`` stops the loop after that long without a message (for
+        tests and benchmarks: "run until caught up").
+        """
+        topics = [self.settings.topics.predictions]
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        log.info("consuming", extra={"topics": topics, "group_id": self.settings.kafka.group_id})
+        batch_size = self.settings.consumer.batch_size
+        timeout = self.settings.consumer.poll_timeout_s
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                messages = self.consumer.consume(batch_size, timeout)
+                self.health.beat()
+                self.producer.poll(0)
+                if messages:
+                    idle_since = time.monotonic()
+                    self._process(messages)
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+                self._update_readiness(caught_up=len(messages) < batch_size)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.health.set_ready(False, "shutting down")
+        self._flush_until_delivered(deadline_s=8.0)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("final commit failed", extra={"error": str(exc)})
+        self.consumer.close()
+        log.info("stopped")
+
+    # -- the batch ------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        metrics = self.metrics
+        limits = self._limits
+        allowed = self._allowed
+        records: list[Record] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        consumed: dict[str, int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self._on_kafka_error(error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            next_offsets[(topic, partition)] = offset + 1
+            consumed[topic] = consumed.get(topic, 0) + 1
+            try:
+                event = decode_prediction(message.value(), limits)
+                if allowed is not None and event.model not in allowed:
+                    raise BadMessage("unknown_model", f"model {event.model!r} is not in allowed_models",
+                                     message.value())
+            except BadMessage as bad:
+                self._dead_letter(message, bad)
+                continue
+            kind, milliseconds = message.timestamp()
+            records.append(Record(event, partition, milliseconds / 1000.0 if kind else None))
+        for topic, count in consumed.items():
+            metrics.events_consumed.labels(topic).inc(count)
+        for alert in self.monitor.process(records):
+            value = alert.to_json()
+            self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
+            if self._on_alert is not None:
+                self._on_alert(value)
+        self._flush_until_delivered()
+        if next_offsets:
+            self.consumer.store_offsets(offsets=[
+                TopicPartition(topic, partition, offset)
+                for (topic, partition), offset in next_offsets.items()])
+        metrics.batch_size.observe(len(messages))
+        metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _dead_letter(self, message: Message, bad: BadMessage) -> None:
+        topic = message.topic()
+        headers = list(message.headers() or [])
+        headers += [
+            ("error.reason", bad.reason.encode()),
+            ("error.detail", bad.detail.encode("utf-8", "replace")[:1000]),
+            ("source.topic", topic.encode()),
+            ("source.partition", str(message.partition()).encode()),
+            ("source.offset", str(message.offset()).encode()),
+        ]
+        self._produce("dead_letter", self.settings.topics.dead_letter, message.key(), message.value(),
+                      headers)
+        self.metrics.events_rejected.labels(topic, bad.reason).inc()
+
+    def _produce(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
+                 headers: Any) -> None:
+        callback = self._deliveries.callback(kind, topic, key, value, headers)
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+                return
+            except BufferError:
+                # the local queue is full: serve delivery reports to make room, never drop
+                self.producer.poll(0.5)
+
+    def _flush_until_delivered(self, deadline_s: float | None = None) -> None:
+        """Flush; re-produce whatever failed, until all is delivered (or the deadline)."""
+        started = time.monotonic()
+        while True:
+            while len(self.producer) > 0:
+                self.producer.flush(1.0)
+                self.health.beat()
+                if deadline_s is not None and time.monotonic() - started > deadline_s:
+                    log.error("messages still undelivered at shutdown",
+                              extra={"pending": len(self.producer)})
+                    return
+            failed, self._deliveries.failed = self._deliveries.failed, []
+            delivered = self._deliveries.delivered_alerts
+            self._deliveries.delivered_alerts = 0
+            if delivered:
+                self.metrics.alerts_produced.inc(delivered)
+            if not failed:
+                return
+            log.warning("re-producing undelivered messages", extra={"count": len(failed),
+                                                                    "error": str(failed[0][-1])})
+            for kind, topic, key, value, headers, _ in failed:
+                self._produce(kind, topic, key, value, headers)
+            if deadline_s is not None and time.monotonic() - started > deadline_s:
+                return
+            time.sleep(0.5)
+
+    # -- callbacks ------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]"
+                                                              for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # the batch that read these partitions has been delivered and stored: commit it now
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed", extra={"error": str(exc)})
+        for p in partitions:
+            self._assigned.discard((p.topic, p.partition))
+            if self._lag.pop((p.topic, p.partition), None) is not None:
+                # this member no longer owns the partition: stop exporting its lag
+                self.metrics.consumer_lag.remove(p.topic, str(p.partition))
+        log.info("partitions revoked", extra={"partitions": [f"{p.topic}[{p.partition}]"
+                                                             for p in partitions]})
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        self.metrics.kafka_errors.labels(error.name()).inc()
+        level = logging.ERROR if error.fatal() else logging.WARNING
+        log.log(level, "kafka client error", extra={"code": error.name(), "error": error.str()})
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, partition_stats in topic_stats.get("partitions", {}).items():
+                number = int(partition)
+                lag = partition_stats.get("consumer_lag", -1)
+                if number < 0 or lag < 0 or (topic, number) not in self._assigned:
+                    continue
+                self._lag[(topic, number)] = lag
+                self.metrics.consumer_lag.labels(topic, partition).set(lag)
+
+    def _update_readiness(self, caught_up: bool) -> None:
+        if not self._assigned:
+            self.health.set_ready(False, "no partitions assigned")
+            return
+        lag = sum(self._lag.get(tp, 0) for tp in self._assigned)
+        if lag <= self.settings.consumer.ready_max_lag or caught_up:
+            self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}")
+        else:
+            self.health.set_ready(False, f"catching up: lag {lag} > {self.settings.consumer.ready_max_lag}")

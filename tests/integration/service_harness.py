@@ -1,0 +1,164 @@
+"""Helpers for running ``stream-monitor run`` against the real broker in tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer
+
+
+def write_config(path: Path, bootstrap: str, group_id: str, topics: dict[str, str],
+                 extra: str = "") -> Path:
+    path.write_text(f"""\
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  group_id: "{group_id}"
+topics:
+  predictions: "{topics['predictions']}"
+  labels: {('"' + topics['labels'] + '"') if topics.get('labels') else 'null'}
+  alerts: "{topics['alerts']}"
+  dead_letter: "{topics['dead_letter']}"
+consumer:
+  batch_size: 1000
+  poll_timeout_s: 0.2
+  commit_interval_s: 1.0
+metrics:
+  host: 127.0.0.1
+  port: 0
+{extra}""")
+    return path
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes | None, bytes | None]],
+            key: bytes | None = b"fraud") -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    count = 0
+    for item in values:
+        message_key, value = item if isinstance(item, tuple) else (key, item)
+        while True:
+            try:
+                producer.produce(topic, value, key=message_key)
+                break
+            except BufferError:
+                producer.poll(0.2)
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return count
+
+
+def read_all(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0) -> list[Any]:
+    """Every message of a topic from the beginning, until it stays idle."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    consumer.subscribe([topic])
+    messages = []
+    deadline = time.monotonic() + timeout_s
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - idle_since < idle_s:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error():
+                assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                continue
+            messages.append(message)
+            idle_since = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
+
+
+class MonitorProcess:
+    """``stream-monitor run`` in a subprocess; learns its metrics port from its log."""
+
+    def __init__(self, config: Path, log_path: Path, *extra_args: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(config), *extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self, timeout_s: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = re.search(rb'"url":"http://[^:]+:(\d+)/metrics"', self.log_path.read_bytes())
+            if match:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                raise AssertionError(f"monitor exited early:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"monitor did not serve metrics:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def scrape(self) -> str:
+        status, body = self.get("/metrics")
+        assert status == 200
+        return body
+
+    def wait_consumed(self, topic: str, expected: int, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if metric_value(self.scrape(), "stream_monitor_events_consumed_total", topic=topic) >= expected:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"monitor exited:\n{self.log()}")
+            time.sleep(0.3)
+        raise AssertionError(f"monitor did not consume {expected} events of {topic} in {timeout_s} s")
+
+    def terminate(self, timeout_s: float = 10.0) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout_s)
+        return code, time.monotonic() - started
+
+    def wait(self, timeout_s: float = 120.0) -> int:
+        return self.process.wait(timeout=timeout_s)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            return float(match["value"])
+    return 0.0
+
+
+def alerts_of(messages: list[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(message.value()) for message in messages]

@@ -1,0 +1,73 @@
+"""Settings: every bad field reported at once, env overrides, secrets kept out of logs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from stream_monitor.config import load_settings
+from stream_monitor.errors import ConfigError
+
+
+def test_every_bad_field_is_reported_with_its_reason(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("""
+kafka: {bootstrap_servers: " "}
+consumer: {batch_size: 0, commit_interval_s: -1}
+metrics: {port: 70000}
+models:
+  - model: fraud
+    detectors:
+      numeric: [{name: no_such_detector}]
+typo_field: 1
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    fields = [field for field, _ in caught.value.problems]
+    assert fields == ["kafka.bootstrap_servers", "consumer.batch_size", "consumer.commit_interval_s",
+                      "metrics.port", "models.0", "typo_field"]
+    assert "unknown detector" in str(caught.value)
+
+
+def test_a_bad_detector_parameter_names_the_parameter(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("models:\n  - detectors:\n      numeric: [{name: page_hinkley, params: {arl: -5}}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "arl" in str(caught.value)
+
+
+def test_missing_file_and_yaml_syntax_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kafka: [unclosed\n")
+    with pytest.raises(ConfigError):
+        load_settings(broken)
+
+
+def test_environment_overrides_the_file_and_settings_are_frozen(tmp_path, monkeypatch):
+    path = tmp_path / "ok.yaml"
+    path.write_text("kafka: {bootstrap_servers: 'file:9092', group_id: from-file}\n")
+    monkeypatch.setenv("STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS", "env:9092")
+    settings = load_settings(path)
+    assert settings.kafka.bootstrap_servers == "env:9092"
+    assert settings.kafka.group_id == "from-file"
+    with pytest.raises(Exception):
+        settings.kafka.group_id = "changed"  # type: ignore[misc]
+
+
+def test_secrets_never_reach_repr_or_logs(tmp_path, monkeypatch, caplog):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    monkeypatch.setenv("STREAM_MONITOR_KAFKA__SASL_PASSWORD", "hunter2-env")
+    path = tmp_path / "ok.yaml"
+    path.write_text("kafka:\n  properties: {sasl.username: svc, sasl.oauthbearer.client.secret: s3cr3t}\n")
+    settings = load_settings(path)
+    assert settings.kafka.client_properties()["sasl.password"] == "hunter2-env"
+    logging.getLogger("test").warning("settings", extra={"settings": settings.redacted()})
+    text = repr(settings) + str(settings.redacted()) + caplog.text
+    assert "hunter2-env" not in text
+    assert "s3cr3t" not in text
+    assert settings.redacted()["kafka"]["properties"]["sasl.username"] == "svc"

@@ -1,0 +1,77 @@
+"""The service never loses an alert: full local queues and failed deliveries are retried.
+
+A fake producer stands in for librdkafka here; the real thing is exercised by
+the integration tests.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError
+from prometheus_client import CollectorRegistry
+
+from stream_monitor.config import Settings
+from stream_monitor.metrics import Health, Metrics
+from stream_monitor.service import Service, consumer_config
+
+
+class FlakyProducer:
+    """Refuses the first ``full`` produce calls with BufferError; fails the first delivery."""
+
+    def __init__(self, full: int, failed_deliveries: int) -> None:
+        self.full = full
+        self.failed_deliveries = failed_deliveries
+        self.pending: list[tuple] = []
+        self.delivered: list[tuple[str, bytes | None, bytes | None]] = []
+        self.polls = 0
+
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        if self.full > 0:
+            self.full -= 1
+            raise BufferError("Local: Queue full")
+        self.pending.append((topic, key, value, on_delivery))
+
+    def poll(self, timeout=0):
+        self.polls += 1
+        return 0
+
+    def flush(self, timeout=None):
+        pending, self.pending = self.pending, []
+        for topic, key, value, on_delivery in pending:
+            if self.failed_deliveries > 0:
+                self.failed_deliveries -= 1
+                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+            else:
+                self.delivered.append((topic, key, value))
+                on_delivery(None, None)
+        return 0
+
+    def __len__(self):
+        return len(self.pending)
+
+
+def _service() -> Service:
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
+    return Service(settings, Metrics(CollectorRegistry()), Health())
+
+
+def test_buffer_error_and_failed_delivery_lose_nothing(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    service = _service()
+    fake = FlakyProducer(full=3, failed_deliveries=2)
+    service.producer = fake  # type: ignore[assignment]
+    for number in range(5):
+        service._produce("alert", "alerts", b"k", f"alert-{number}".encode(), None)
+    assert fake.polls >= 3  # a full queue was served, not dropped
+    service._flush_until_delivered()
+    assert sorted(value for _, _, value in fake.delivered) == [f"alert-{n}".encode() for n in range(5)]
+    assert service.metrics.registry.get_sample_value("stream_monitor_alerts_produced_total") == 5
+    service.consumer.close()
+
+
+def test_user_properties_cannot_turn_off_manual_offset_storage():
+    settings = Settings(kafka={"properties": {"enable.auto.offset.store": True, "fetch.min.bytes": 1000,
+                                              "group.id": "ignored"}, "group_id": "mine"})
+    config = consumer_config(settings)
+    assert config["enable.auto.offset.store"] is False
+    assert config["fetch.min.bytes"] == 1000
+    assert config["group.id"] == "mine"
