@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from stream_monitor import __version__
-from stream_monitor.errors import ConfigError
+from stream_monitor.errors import ConfigError, StreamMonitorError
 
 log = logging.getLogger("stream_monitor")
 
@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stream-monitor: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StreamMonitorError as exc:
+        print(f"stream-monitor: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Settings
-from stream_monitor.errors import BadMessage
+from stream_monitor.errors import BadMessage, StreamMonitorError
 from stream_monitor.events import Limits, decode_prediction
 from stream_monitor.metrics import Health, Metrics
 from stream_monitor.monitor import Monitor, Record
@@ -35,6 +35,13 @@ from stream_monitor.monitor import Monitor, Record
 __all__ = ["Service", "consumer_config", "producer_config"]
 
 log = logging.getLogger("stream_monitor.service")
+
+
+class TopicsMissing(StreamMonitorError):
+    def __init__(self, topics: list[str]) -> None:
+        super().__init__(f"topic(s) not found on the cluster: {', '.join(topics)}; create them "
+                         f"(see README) or fix topics.* in the config")
+        self.topics = topics
 
 
 def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
@@ -118,13 +125,14 @@ class Service:
         tests and benchmarks: "run until caught up").
         """
         topics = [self.settings.topics.predictions]
-        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
-        log.info("consuming", extra={"topics": topics, "group_id": self.settings.kafka.group_id})
         batch_size = self.settings.consumer.batch_size
         timeout = self.settings.consumer.poll_timeout_s
-        idle_since = time.monotonic()
         try:
+            self._check_topics()
+            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_revoke)
+            log.info("consuming", extra={"topics": topics, "group_id": self.settings.kafka.group_id})
+            idle_since = time.monotonic()
             while not self._stop.is_set():
                 messages = self.consumer.consume(batch_size, timeout)
                 self.health.beat()
@@ -138,6 +146,16 @@ class Service:
         finally:
             self._shutdown()
         return 0
+
+    def _check_topics(self) -> None:
+        """Fail at start, by name, when a topic we read or write does not exist."""
+        wanted = {self.settings.topics.predictions, self.settings.topics.alerts,
+                  self.settings.topics.dead_letter}
+        metadata = self.producer.list_topics(timeout=30)
+        missing = sorted(topic for topic in wanted
+                         if topic not in metadata.topics or metadata.topics[topic].error is not None)
+        if missing:
+            raise TopicsMissing(missing)
 
     def _shutdown(self) -> None:
         self.health.set_ready(False, "shutting down")

@@ -1,0 +1,135 @@
+"""End-to-end throughput: ``stream-monitor run`` over events preloaded in Kafka,
+beside the per-event river consumer a user would write by hand (same run).
+
+    python bench/e2e.py [--events 500000] [--baseline-events 5000] [--repeats 1]
+
+Preloads the events (20 numeric features, 1 categorical, a score prediction,
+one model) into a fresh topic of the broker at KAFKA_BOOTSTRAP (default: the
+local broker, started if needed), then measures events/s until caught up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+import river_consumer  # noqa: E402
+
+from stream_monitor.simulate import Scenario, generate  # noqa: E402
+
+
+def bootstrap() -> str:
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        return os.environ["KAFKA_BOOTSTRAP"]
+    subprocess.run([sys.executable, str(REPO / "deploy/local/kafka.py"), "up"], check=True)
+    return f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+
+
+def preload(servers: str, topic: str, events: int) -> float:
+    admin = AdminClient({"bootstrap.servers": servers})
+    for name, future in admin.create_topics([NewTopic(name, 1, 1) for name in
+                                             (topic, f"{topic}.alerts", f"{topic}.dlq")]).items():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    started = time.perf_counter()
+    for count, (event, _) in enumerate(generate(Scenario(n_events=events, seed=1))):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(event), key=b"fraud")
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if count % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+    return time.perf_counter() - started
+
+
+def consumed(port: int, topic: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf'stream_monitor_events_consumed_total\{{topic="{re.escape(topic)}"\}} (\S+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def run_monitor(servers: str, topic: str, events: int, workdir: Path) -> float:
+    """Seconds from the first event consumed to caught up."""
+    config = workdir / f"bench-{uuid.uuid4().hex[:6]}.yaml"
+    config.write_text(f"kafka: {{bootstrap_servers: '{servers}', group_id: bench-{uuid.uuid4().hex[:8]}}}\n"
+                      f"topics: {{predictions: '{topic}', alerts: '{topic}.alerts', "
+                      f"dead_letter: '{topic}.dlq'}}\n"
+                      "metrics: {host: 127.0.0.1, port: 0}\nlog_level: WARNING\n")
+    log_path = workdir / "monitor.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "stream_monitor.cli", "run", "--config",
+                                    str(config), "--exit-when-idle", "3"], stdout=log, stderr=log,
+                                   env={**os.environ, "STREAM_MONITOR_LOG_LEVEL": "INFO"})
+        try:
+            port = None
+            while port is None:
+                found = re.search(rb':(\d+)/metrics"', log_path.read_bytes())
+                port = int(found.group(1)) if found else None
+                if process.poll() is not None:
+                    raise RuntimeError(log_path.read_text())
+                time.sleep(0.05)
+            first = None
+            while True:
+                seen = consumed(port, topic)
+                if seen > 0 and first is None:
+                    first = time.perf_counter()
+                if seen >= events:
+                    return time.perf_counter() - first
+                time.sleep(0.05)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--baseline-events", type=int, default=5_000,
+                        help="events for the river consumer (it is slow; its rate is what counts)")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    servers = bootstrap()
+    topic = f"bench.e2e.{uuid.uuid4().hex[:8]}"
+    seconds = preload(servers, topic, args.events)
+    print(f"preloaded {args.events} events into {topic} in {seconds:.1f} s")
+    rates = []
+    baseline_rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            elapsed = run_monitor(servers, topic, args.events, Path(tmp))
+            rates.append(args.events / elapsed)
+            print(f"stream-monitor run: {args.events} events in {elapsed:.2f} s = {rates[-1]:,.0f} events/s")
+            seen, river_seconds, detections = river_consumer.run(servers, topic, args.baseline_events)
+            baseline_rates.append(seen / river_seconds)
+            print(f"river per-event consumer: {seen} events in {river_seconds:.2f} s = "
+                  f"{baseline_rates[-1]:,.0f} events/s ({detections} detections on stationary data)")
+    ours, theirs = statistics.median(rates), statistics.median(baseline_rates)
+    print(f"median: stream-monitor {ours:,.0f} events/s, river consumer {theirs:,.0f} events/s, "
+          f"ratio {ours / theirs:,.1f}x")
+    AdminClient({"bootstrap.servers": servers}).delete_topics([topic, f"{topic}.alerts", f"{topic}.dlq"])
+
+
+if __name__ == "__main__":
+    main()
