@@ -89,6 +89,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: ignore[no-untyped-def]
     from confluent_kafka import Producer
 
+    from stream_monitor.simulate import generate
+
     producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20,
                          "enable.idempotence": True})
     failures: list[str] = []
