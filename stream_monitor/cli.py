@@ -48,19 +48,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream_monitor.replay import replay
 
     settings = _load(args.config)
-    if not Path(args.input).is_file():
-        print(f"replay: input file not found: {args.input}", file=sys.stderr)
-        return EXIT_CONFIG
+    for path in (args.input, args.labels):
+        if path is not None and not Path(path).is_file():
+            print(f"replay: input file not found: {path}", file=sys.stderr)
+            return EXIT_CONFIG
     started = time.perf_counter()
     with open(args.alerts_out, "wb") as out:
-        summary = replay(settings, Path(args.input), out)
+        summary = replay(settings, Path(args.input), out,
+                         labels_path=Path(args.labels) if args.labels else None)
     print(summary.render())
     print(f"replay: {time.perf_counter() - started:.2f} s, alerts written to {args.alerts_out}")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream_monitor.simulate import Scenario, generate, parse_drift
+    from stream_monitor.simulate import Scenario, parse_drift, stream
 
     try:
         drifts = tuple(parse_drift(text) for text in args.drift)
@@ -69,16 +71,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     scenario = Scenario(models=tuple(args.model), n_events=args.events, n_numeric=args.numeric,
                         n_categorical=args.categorical, drifts=drifts, seed=args.seed,
-                        error_rate=args.error_rate, model_version=args.model_version)
+                        error_rate=args.error_rate, model_version=args.model_version,
+                        label_delay_events=args.label_delay)
     if args.out:
         labels = open(args.labels_out, "wb") if args.labels_out else None
         count = 0
         with open(args.out, "wb") as out:
-            for event, label in generate(scenario):
-                out.write(orjson.dumps(event) + b"\n")
-                if labels:
-                    labels.write(orjson.dumps(label) + b"\n")
-                count += 1
+            for kind, item in stream(scenario):
+                if kind == "prediction":
+                    out.write(orjson.dumps(item) + b"\n")
+                    count += 1
+                elif labels:
+                    labels.write(orjson.dumps(item) + b"\n")
         if labels:
             labels.close()
         print(f"simulate: wrote {count} events to {args.out}")
@@ -89,7 +93,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: ignore[no-untyped-def]
     from confluent_kafka import Producer
 
-    from stream_monitor.simulate import generate
+    from stream_monitor.simulate import stream
 
     producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20,
                          "enable.idempotence": True})
@@ -101,16 +105,18 @@ def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: igno
 
     started = time.monotonic()
     count = 0
-    for event, label in generate(scenario):
-        key = event["model"].encode()
+    for kind, item in stream(scenario):
+        if kind == "label" and not args.labels_topic:
+            continue
+        topic = args.topic if kind == "prediction" else args.labels_topic
         while True:
             try:
-                producer.produce(args.topic, orjson.dumps(event), key=key, on_delivery=report)
-                if args.labels_topic:
-                    producer.produce(args.labels_topic, orjson.dumps(label), key=key, on_delivery=report)
+                producer.produce(topic, orjson.dumps(item), key=item["model"].encode(), on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.2)
+        if kind == "label":
+            continue
         count += 1
         if args.rate:
             ahead = count / args.rate - (time.monotonic() - started)
@@ -201,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="run the detectors over JSON-lines files, no broker",
                                  description="Replay prediction events from a file; write alerts as JSON lines.")
     replay.add_argument("--input", required=True, metavar="EVENTS.jsonl")
+    replay.add_argument("--labels", metavar="LABELS.jsonl",
+                        help="label events, joined to the predictions like in 'run'")
     replay.add_argument("--alerts-out", required=True, metavar="ALERTS.jsonl")
     replay.add_argument("--config", help="YAML settings file; default: every signal, default detectors")
     replay.set_defaults(handler=cmd_replay)
@@ -216,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--categorical", type=int, default=1, help="categorical features per model")
     simulate.add_argument("--drift", action="append", default=[], help="a scheduled drift (repeatable)")
     simulate.add_argument("--error-rate", type=float, default=0.05, help="base error rate of the labels")
+    simulate.add_argument("--label-delay", type=int, default=500,
+                          help="a label arrives this many events after its prediction")
     simulate.add_argument("--seed", type=int, default=7)
     simulate.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     target = simulate.add_mutually_exclusive_group(required=True)

@@ -85,6 +85,29 @@ class Metrics:
         self.last_event_timestamp = Gauge(
             "stream_monitor_last_event_timestamp_seconds",
             "Event time of the last event processed, per model.", ("model",), registry=registry)
+        self.labels_total = Counter(
+            "stream_monitor_labels_total",
+            "Labels by outcome of the join: joined, duplicate, late (prediction expired), "
+            "unmatched (no prediction came), invalid (cannot be scored).", ("model", "outcome"),
+            registry=registry)
+        self.predictions_expired = Counter(
+            "stream_monitor_predictions_expired_total",
+            "Predictions that left the join without a label (retention reached).", ("model",),
+            registry=registry)
+        self.label_delay_seconds = Histogram(
+            "stream_monitor_label_delay_seconds",
+            "Event time from a prediction to its label, for joined pairs.",
+            buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600, 7 * 24 * 3600),
+            registry=registry)
+        self.model_performance = Gauge(
+            "stream_monitor_model_performance",
+            "Mean of a performance signal over the last 1000 joined labels "
+            "(error rate for performance:error_rate, mean absolute error for performance:abs_error).",
+            ("model", "model_version", "signal"), registry=registry)
+        self.join_waiting = Gauge(
+            "stream_monitor_join_waiting",
+            "Entries waiting in the label join: predictions without label, labels queued.",
+            ("kind",), registry=registry)
         self.kafka_errors = Counter(
             "stream_monitor_kafka_errors_total", "Errors reported by the Kafka client, by code.",
             ("code",), registry=registry)

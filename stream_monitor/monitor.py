@@ -109,6 +109,10 @@ class Monitor:
         self._signals_per_model: dict[str, set[str]] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
 
+    def models(self) -> dict[str, set[str]]:
+        """The models being monitored (within the model cap)."""
+        return self._signals_per_model
+
     # -- routing --------------------------------------------------------
 
     def _admit(self, event: PredictionEvent) -> _VersionState | None:

@@ -1,21 +1,28 @@
 """File replay: the same decode -> route -> detect path as ``run``, over JSON lines.
 
-The input file is read as one ordered stream (like one partition, numbered
-0). Bad lines are counted by reason and reported, never fatal.
+The events file is read as one ordered stream (like one partition, numbered
+0). With a labels file, the two are merged by event time (each file is taken
+to be in event-time order, as a log is; a line without ``ts`` keeps the time
+of the line before it; on a tie the prediction comes first), then go through
+the same label join as in ``run``. Bad lines are counted by reason and
+reported, never fatal.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
-from stream_monitor.events import Limits, decode_prediction
+from stream_monitor.events import Limits, decode_label, decode_prediction
 from stream_monitor.metrics import Metrics
-from stream_monitor.monitor import Monitor, Record
+from stream_monitor.monitor import Record
+from stream_monitor.pipeline import LabelRecord, Pipeline
 
 __all__ = ["ReplaySummary", "replay"]
 
@@ -24,50 +31,75 @@ __all__ = ["ReplaySummary", "replay"]
 class ReplaySummary:
     lines: int = 0
     events: int = 0
+    labels: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    label_outcomes: Counter[str] = field(default_factory=Counter)
 
     def render(self) -> str:
-        lines = [f"replay: {self.lines} lines, {self.events} events, "
+        lines = [f"replay: {self.lines} lines, {self.events} events, {self.labels} labels, "
                  f"{sum(self.rejected.values())} rejected, {sum(self.alerts.values())} alerts"]
         for reason, count in sorted(self.rejected.items()):
             lines.append(f"  rejected {reason}: {count}")
+        for outcome, count in sorted(self.label_outcomes.items()):
+            lines.append(f"  labels {outcome}: {count}")
         for (model, signal, detector), count in sorted(self.alerts.items()):
             lines.append(f"  alerts {model} {signal} {detector}: {count}")
         return "\n".join(lines)
 
 
-def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
-           metrics: Metrics | None = None) -> ReplaySummary:
-    """Run the monitor over a JSON-lines file of prediction events; write alerts as JSON lines."""
+def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
+          ) -> Iterator[tuple[float, int, int, Record | LabelRecord]]:
     limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
                     settings.limits.max_features)
     allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
-    monitor = Monitor(settings, metrics)
+    last_ts = float("-inf")
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle):
+            summary.lines += 1
+            raw = line.rstrip(b"\r\n")
+            try:
+                item: Record | LabelRecord
+                if kind == 0:
+                    event = decode_prediction(raw, limits)
+                    if allowed is not None and event.model not in allowed:
+                        raise BadMessage("unknown_model", f"model {event.model!r} is not allowed", raw)
+                    ts, item = event.ts, Record(event, 0, None)
+                    summary.events += 1
+                else:
+                    label = decode_label(raw, limits)
+                    ts, item = label.ts, LabelRecord(label, 0, None)
+                    summary.labels += 1
+            except BadMessage as bad:
+                summary.rejected[bad.reason] += 1
+                continue
+            if ts is not None:
+                last_ts = ts
+            yield last_ts, kind, number, item
+
+
+def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
+           metrics: Metrics | None = None, labels_path: Path | None = None) -> ReplaySummary:
+    """Run the monitor over JSON-lines files; write alerts as JSON lines."""
+    pipeline = Pipeline(settings, metrics)
     summary = ReplaySummary()
     batch_size = settings.consumer.batch_size
-    batch: list[Record] = []
+    batch: list[Record | LabelRecord] = []
 
     def flush() -> None:
-        for alert in monitor.process(batch):
+        for alert in pipeline.process(batch):
             alerts_out.write(alert.to_json() + b"\n")
             summary.alerts[(alert.model, alert.signal, alert.detector)] += 1
         batch.clear()
 
-    with open(events_path, "rb") as handle:
-        for line in handle:
-            summary.lines += 1
-            raw = line.rstrip(b"\r\n")
-            try:
-                event = decode_prediction(raw, limits)
-                if allowed is not None and event.model not in allowed:
-                    raise BadMessage("unknown_model", f"model {event.model!r} is not allowed", raw)
-            except BadMessage as bad:
-                summary.rejected[bad.reason] += 1
-                continue
-            summary.events += 1
-            batch.append(Record(event, 0, None))
-            if len(batch) >= batch_size:
-                flush()
+    streams = [_read(events_path, 0, settings, summary)]
+    if labels_path is not None:
+        streams.append(_read(labels_path, 1, settings, summary))
+    for _, _, _, item in heapq.merge(*streams, key=lambda entry: entry[:3]):
+        batch.append(item)
+        if len(batch) >= batch_size:
+            flush()
     flush()
+    for (_, outcome), count in pipeline.join.outcomes.items():
+        summary.label_outcomes[outcome] += count
     return summary

@@ -28,9 +28,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, StreamMonitorError
-from stream_monitor.events import Limits, decode_prediction
+from stream_monitor.events import Limits, decode_label, decode_prediction
 from stream_monitor.metrics import Health, Metrics
-from stream_monitor.monitor import Monitor, Record
+from stream_monitor.monitor import Record
+from stream_monitor.pipeline import LabelRecord, Pipeline
 
 __all__ = ["Service", "consumer_config", "producer_config"]
 
@@ -95,7 +96,9 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.health = health
-        self.monitor = Monitor(settings, metrics)
+        self.pipeline = Pipeline(settings, metrics)
+        self._labels_topic = settings.topics.labels
+        self._labels_paused = False
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
@@ -125,6 +128,8 @@ class Service:
         tests and benchmarks: "run until caught up").
         """
         topics = [self.settings.topics.predictions]
+        if self._labels_topic:
+            topics.append(self._labels_topic)
         batch_size = self.settings.consumer.batch_size
         timeout = self.settings.consumer.poll_timeout_s
         try:
@@ -151,6 +156,8 @@ class Service:
         """Fail at start, by name, when a topic we read or write does not exist."""
         wanted = {self.settings.topics.predictions, self.settings.topics.alerts,
                   self.settings.topics.dead_letter}
+        if self._labels_topic:
+            wanted.add(self._labels_topic)
         metadata = self.producer.list_topics(timeout=30)
         missing = sorted(topic for topic in wanted
                          if topic not in metadata.topics or metadata.topics[topic].error is not None)
@@ -175,7 +182,8 @@ class Service:
         metrics = self.metrics
         limits = self._limits
         allowed = self._allowed
-        records: list[Record] = []
+        items: list[Record | LabelRecord] = []
+        labels_topic = self._labels_topic
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
         for message in messages:
@@ -187,7 +195,13 @@ class Service:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             next_offsets[(topic, partition)] = offset + 1
             consumed[topic] = consumed.get(topic, 0) + 1
+            kind, milliseconds = message.timestamp()
+            timestamp = milliseconds / 1000.0 if kind else None
             try:
+                if topic == labels_topic:
+                    label = decode_label(message.value(), limits)
+                    items.append(LabelRecord(label, partition, timestamp))
+                    continue
                 event = decode_prediction(message.value(), limits)
                 if allowed is not None and event.model not in allowed:
                     raise BadMessage("unknown_model", f"model {event.model!r} is not in allowed_models",
@@ -195,11 +209,10 @@ class Service:
             except BadMessage as bad:
                 self._dead_letter(message, bad)
                 continue
-            kind, milliseconds = message.timestamp()
-            records.append(Record(event, partition, milliseconds / 1000.0 if kind else None))
+            items.append(Record(event, partition, timestamp))
         for topic, count in consumed.items():
             metrics.events_consumed.labels(topic).inc(count)
-        for alert in self.monitor.process(records):
+        for alert in self.pipeline.process(items):
             value = alert.to_json()
             self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
             if self._on_alert is not None:
@@ -209,6 +222,7 @@ class Service:
             self.consumer.store_offsets(offsets=[
                 TopicPartition(topic, partition, offset)
                 for (topic, partition), offset in next_offsets.items()])
+        self._pace_labels()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -263,10 +277,31 @@ class Service:
                 return
             time.sleep(0.5)
 
+    def _pace_labels(self) -> None:
+        """Pause the labels topic while many labels wait for their predictions.
+
+        Labels consumed far ahead of their predictions would overflow the
+        join's waiting room and be given up; pausing keeps them in Kafka.
+        """
+        if not self._labels_topic:
+            return
+        waiting = self.pipeline.join.waiting_labels()
+        room = self.settings.labels.early_label_events
+        labels = [TopicPartition(t, p) for t, p in self._assigned if t == self._labels_topic]
+        if not labels:
+            return
+        if not self._labels_paused and waiting > room // 2:
+            self.consumer.pause(labels)
+            self._labels_paused = True
+        elif self._labels_paused and waiting <= room // 4:
+            self.consumer.resume(labels)
+            self._labels_paused = False
+
     # -- callbacks ------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
+        self._labels_paused = False  # newly assigned partitions start fetching
         log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]"
                                                               for p in partitions]})
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DriftSpec", "Scenario", "generate", "parse_drift"]
+__all__ = ["DriftSpec", "Scenario", "generate", "parse_drift", "stream"]
 
 _DRIFT = re.compile(
     r"^(?:(?P<model>[^:@]+):(?=feature:|prediction|performance:))?"
@@ -80,6 +80,8 @@ class Scenario:
     start_ts: float = 1_764_000_000.0
     #: event time between consecutive events of one model, in seconds
     interval_s: float = 0.01
+    #: a label arrives this many events (of its model) after its prediction
+    label_delay_events: int = 500
     chunk: int = 4096
     models_interleaved: bool = field(default=True)
 
@@ -107,6 +109,30 @@ def generate(scenario: Scenario) -> Iterator[tuple[dict, dict]]:
                 yield next(stream)
             except StopIteration:
                 streams.remove(stream)
+
+
+def stream(scenario: Scenario) -> Iterator[tuple[str, dict]]:
+    """Yield ``("prediction", event)`` and ``("label", label)`` in arrival order.
+
+    Each label comes ``label_delay_events`` events of its model after its
+    prediction; the labels still due at the end come last.
+
+    >>> kinds = [kind for kind, _ in stream(Scenario(n_events=3, n_numeric=1, label_delay_events=1))]
+    >>> kinds
+    ['prediction', 'prediction', 'label', 'prediction', 'label', 'label']
+    """
+    from collections import deque
+
+    due: dict[str, deque] = {}
+    for event, label in generate(scenario):
+        queue = due.setdefault(event["model"], deque())
+        yield "prediction", event
+        queue.append(label)
+        if len(queue) > scenario.label_delay_events:
+            yield "label", queue.popleft()
+    for queue in due.values():
+        while queue:
+            yield "label", queue.popleft()
 
 
 def _model_stream(scenario: Scenario, model_index: int, model: str) -> Iterator[tuple[dict, dict]]:
@@ -158,7 +184,8 @@ def _model_stream(scenario: Scenario, model_index: int, model: str) -> Iterator[
             label = predicted ^ int(errors[row])
             yield ({"event_id": event_id, "model": model, "model_version": scenario.model_version,
                     "ts": ts, "features": features, "prediction": score},
-                   {"event_id": event_id, "model": model, "label": label, "ts": ts})
+                   {"event_id": event_id, "model": model, "label": label,
+                    "ts": round(ts + scenario.label_delay_events * scenario.interval_s, 3)})
 
 
 def _categories(uniforms: np.ndarray, first_share: np.ndarray) -> list[list[str]]:

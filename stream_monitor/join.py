@@ -1,0 +1,302 @@
+"""Join late labels to logged predictions and derive performance signals.
+
+Predictions wait for their label, per model, up to ``retention_events``
+predictions and ``retention_seconds`` of event time; then they expire. Labels
+that arrive before their prediction wait too, up to ``early_label_events``
+labels, and until the model's prediction stream has moved
+``early_label_seconds`` of event time past the label's own time (a prediction
+is always older than its label, so by then it is not coming).
+
+Joined pairs come out **in label order** per model, whatever order Kafka
+interleaved the two topics in: each model keeps its labels in a queue and
+releases the head only once it is resolved (joined, or given up). This is
+what makes ``replay`` (which merges the two files by event time) and ``run``
+give the same performance alerts.
+
+Each pair becomes one value of a performance signal:
+
+- ``performance:error_rate`` (0 or 1) for classification: the prediction is
+  a class (string), or a score turned into a class with the model's
+  ``classification_threshold`` (default 0.5 when the label is 0/1 and the
+  score lies in [0, 1]);
+- ``performance:abs_error`` (|prediction - label|) for regression.
+
+Every label ends in exactly one outcome, counted by :attr:`LabelJoin.outcomes`:
+``joined``, ``duplicate`` (its prediction was already joined), ``late`` (its
+prediction already expired), ``unmatched`` (no prediction came) or
+``invalid`` (the pair cannot be scored, e.g. a string label for a score).
+
+>>> from stream_monitor.events import LabelEvent, PredictionEvent
+>>> join = LabelJoin(JoinLimits())
+>>> join.add_prediction(PredictionEvent("e1", "fraud", "3", 100.0, {}, 0.9))
+>>> join.add_label(LabelEvent("e1", "fraud", 0, 160.0))
+>>> [(p.signal, p.value, p.event_id) for p in join.drain()]
+[('performance:error_rate', 1.0, 'e1')]
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stream_monitor.events import LabelEvent, PredictionEvent
+
+__all__ = ["JoinLimits", "LabelJoin", "Pair", "score_pair"]
+
+ERROR_RATE = "performance:error_rate"
+ABS_ERROR = "performance:abs_error"
+OUTCOMES = ("joined", "duplicate", "late", "unmatched", "invalid")
+
+
+@dataclass(frozen=True, slots=True)
+class JoinLimits:
+    retention_events: int = 100_000
+    retention_seconds: float = 7 * 24 * 3600
+    early_label_events: int = 10_000
+    early_label_seconds: float = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One joined prediction and label, as a value of a performance signal."""
+
+    model: str
+    model_version: str
+    event_id: str
+    signal: str
+    value: float
+    prediction_ts: float | None
+    label_ts: float | None
+    partition: int
+
+
+def score_pair(prediction: float | str, label: float | str,
+               threshold: float | None) -> tuple[str, float] | None:
+    """The performance signal and value of one pair, or None when it cannot be scored.
+
+    >>> score_pair("spam", "ham", None), score_pair(0.7, 1.0, None), score_pair(12.0, 10.5, None)
+    (('performance:error_rate', 1.0), ('performance:error_rate', 0.0), ('performance:abs_error', 1.5))
+    """
+    if isinstance(prediction, str) or isinstance(label, str):
+        return ERROR_RATE, float(str(prediction) != _label_text(label))
+    if threshold is None and label in (0.0, 1.0) and 0.0 <= prediction <= 1.0:
+        threshold = 0.5
+    if threshold is not None:
+        return ERROR_RATE, float((prediction >= threshold) != (label >= 0.5))
+    return ABS_ERROR, abs(prediction - label)
+
+
+def _label_text(label: float | str) -> str:
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
+
+
+class _Waiting:
+    """A label in its model's queue, until it is resolved."""
+
+    __slots__ = ("label", "partition", "pair", "outcome")
+
+    def __init__(self, label: LabelEvent, partition: int) -> None:
+        self.label = label
+        self.partition = partition
+        self.pair: Pair | None = None
+        self.outcome: str | None = None
+
+
+class _ModelJoin:
+    __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
+                 "stream_ts")
+
+    def __init__(self) -> None:
+        #: event_id -> (model_version, prediction, ts, partition), oldest first
+        self.pending: OrderedDict[str, tuple[str, float | str, float | None, int]] = OrderedDict()
+        #: labels in arrival order, resolved or not
+        self.queue: deque[_Waiting] = deque()
+        #: event_id -> unresolved labels waiting for that prediction
+        self.waiting_by_id: dict[str, list[_Waiting]] = {}
+        self.unresolved = 0
+        #: recently joined and recently expired ids, to tell duplicates and late labels apart
+        self.joined_ids: OrderedDict[str, None] = OrderedDict()
+        self.expired_ids: OrderedDict[str, None] = OrderedDict()
+        #: newest prediction event time of the model
+        self.stream_ts: float | None = None
+
+
+class LabelJoin:
+    """The bounded join of labels to predictions, for every model."""
+
+    def __init__(self, limits: JoinLimits,
+                 threshold_for: Callable[[str], float | None] = lambda _model: None) -> None:
+        self.limits = limits
+        self._threshold_for = threshold_for
+        self._models: dict[str, _ModelJoin] = {}
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.expired_predictions: Counter[str] = Counter()
+        self._ready: list[Pair] = []
+
+    def size(self) -> int:
+        """Entries held in memory (for the bound): pending, queued and remembered ids."""
+        return sum(len(m.pending) + len(m.queue) + len(m.joined_ids) + len(m.expired_ids)
+                   for m in self._models.values())
+
+    def bound(self) -> int:
+        """The most entries :meth:`size` can reach per model."""
+        limits = self.limits
+        return 3 * limits.retention_events + limits.early_label_events + 1
+
+    def _model(self, model: str) -> _ModelJoin:
+        state = self._models.get(model)
+        if state is None:
+            state = self._models[model] = _ModelJoin()
+        return state
+
+    def add_prediction(self, event: PredictionEvent, partition: int = 0,
+                       fallback_ts: float | None = None) -> None:
+        if event.prediction is None:
+            return
+        state = self._model(event.model)
+        ts = event.ts if event.ts is not None else fallback_ts
+        if ts is not None and (state.stream_ts is None or ts > state.stream_ts):
+            state.stream_ts = ts
+        waiting = state.waiting_by_id.pop(event.event_id, None)
+        if waiting:
+            state.unresolved -= len(waiting)
+            first, *others = waiting
+            self._resolve(first, event.model, event.model_version, event.prediction, ts, partition)
+            for duplicate in others:
+                duplicate.outcome = "duplicate"
+            self._remember(state.joined_ids, event.event_id)
+        else:
+            state.pending[event.event_id] = (event.model_version, event.prediction, ts, partition)
+            state.pending.move_to_end(event.event_id)
+        self._expire(event.model, state)
+
+    def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None) -> None:
+        if label.ts is None and fallback_ts is not None:
+            label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
+        state = self._model(label.model)
+        entry = _Waiting(label, partition)
+        state.queue.append(entry)
+        found = state.pending.pop(label.event_id, None)
+        if found is not None:
+            version, prediction, ts, prediction_partition = found
+            self._resolve(entry, label.model, version, prediction, ts, prediction_partition)
+            self._remember(state.joined_ids, label.event_id)
+        elif label.event_id in state.joined_ids:
+            entry.outcome = "duplicate"
+        elif label.event_id in state.expired_ids:
+            entry.outcome = "late"
+        else:
+            state.waiting_by_id.setdefault(label.event_id, []).append(entry)
+            state.unresolved += 1
+        self._expire(label.model, state)
+
+    def _resolve(self, entry: _Waiting, model: str, version: str, prediction: float | str,
+                 prediction_ts: float | None, partition: int) -> None:
+        scored = score_pair(prediction, entry.label.label, self._threshold_for(model))
+        if scored is None:
+            entry.outcome = "invalid"
+            return
+        signal, value = scored
+        entry.outcome = "joined"
+        entry.pair = Pair(model, version, entry.label.event_id, signal, value, prediction_ts,
+                          entry.label.ts, partition)
+
+    def _remember(self, ids: OrderedDict[str, None], event_id: str) -> None:
+        ids[event_id] = None
+        if len(ids) > self.limits.retention_events:
+            ids.popitem(last=False)
+
+    def _expire(self, model: str, state: _ModelJoin) -> None:
+        limits = self.limits
+        pending = state.pending
+        while pending:
+            event_id, (_, _, ts, _) = next(iter(pending.items()))
+            too_many = len(pending) > limits.retention_events
+            too_old = (ts is not None and state.stream_ts is not None
+                       and state.stream_ts - ts > limits.retention_seconds)
+            if not (too_many or too_old):
+                break
+            pending.popitem(last=False)
+            self._remember(state.expired_ids, event_id)
+            self.expired_predictions[model] += 1
+        # release resolved labels from the head, in label order; give up on the head
+        # label when too many wait (the queue is capped too: resolved labels behind
+        # an unresolved head wait with it) or when the predictions have moved past it
+        queue = state.queue
+        cap = limits.early_label_events
+        while queue:
+            head = queue[0]
+            if head.outcome is not None:
+                queue.popleft()
+                self.outcomes[(model, head.outcome)] += 1
+                if head.pair is not None:
+                    self._ready.append(head.pair)
+                continue
+            label_ts = head.label.ts
+            stale = (label_ts is not None and state.stream_ts is not None
+                     and state.stream_ts - label_ts > limits.early_label_seconds)
+            if not (stale or state.unresolved > cap or len(queue) > cap):
+                break
+            self._give_up(state, head)
+
+    def _give_up(self, state: _ModelJoin, entry: _Waiting) -> None:
+        entry.outcome = "unmatched"
+        waiting = state.waiting_by_id.get(entry.label.event_id)
+        if waiting:
+            waiting.remove(entry)
+            state.unresolved -= 1
+            if not waiting:
+                del state.waiting_by_id[entry.label.event_id]
+
+    def drain(self) -> list[Pair]:
+        """The pairs released since the last call, in label order per model."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def pending_predictions(self) -> int:
+        return sum(len(m.pending) for m in self._models.values())
+
+    def waiting_labels(self) -> int:
+        return sum(len(m.queue) for m in self._models.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The join's waiting state as plain data (checkpointed with the detectors)."""
+        return {
+            "models": {
+                model: {
+                    "pending": [[k, *v] for k, v in m.pending.items()],
+                    "queue": [[w.label.event_id, w.label.label, w.label.ts, w.partition, w.outcome,
+                               None if w.pair is None else [w.pair.model_version, w.pair.signal,
+                                                            w.pair.value, w.pair.prediction_ts,
+                                                            w.pair.partition]]
+                              for w in m.queue],
+                    "joined_ids": list(m.joined_ids),
+                    "expired_ids": list(m.expired_ids),
+                    "stream_ts": m.stream_ts,
+                } for model, m in self._models.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._models = {}
+        for model, data in state["models"].items():
+            m = self._models[model] = _ModelJoin()
+            m.pending = OrderedDict((k, (v, p, ts, part)) for k, v, p, ts, part in data["pending"])
+            for event_id, label, ts, partition, outcome, pair in data["queue"]:
+                entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
+                entry.outcome = outcome
+                if pair is not None:
+                    version, signal, value, prediction_ts, prediction_partition = pair
+                    entry.pair = Pair(model, version, event_id, signal, value, prediction_ts, ts,
+                                      prediction_partition)
+                m.queue.append(entry)
+                if outcome is None:
+                    m.waiting_by_id.setdefault(event_id, []).append(entry)
+                    m.unresolved += 1
+            m.joined_ids = OrderedDict.fromkeys(data["joined_ids"])
+            m.expired_ids = OrderedDict.fromkeys(data["expired_ids"])
+            m.stream_ts = data["stream_ts"]

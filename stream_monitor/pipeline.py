@@ -1,0 +1,109 @@
+"""Decoded predictions and labels in, alerts out: the path ``run`` and ``replay`` share.
+
+A batch holds predictions and labels in arrival order. Predictions feed the
+feature and prediction detectors (:class:`~stream_monitor.monitor.Monitor`)
+and wait in the label join; joined pairs feed the performance signals.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream_monitor.alerts import Alert
+from stream_monitor.config import Settings
+from stream_monitor.events import LabelEvent, PredictionEvent
+from stream_monitor.join import JoinLimits, LabelJoin, Pair
+from stream_monitor.metrics import Metrics
+from stream_monitor.monitor import Monitor, Record
+
+__all__ = ["LabelRecord", "Pipeline"]
+
+#: joined values over which the current error rate / mean error gauge is computed
+PERFORMANCE_WINDOW = 1000
+
+
+@dataclass(slots=True)
+class LabelRecord:
+    label: LabelEvent
+    partition: int = 0
+    timestamp: float | None = None
+
+
+class Pipeline:
+    """One monitor and one label join, fed in arrival order."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.monitor = Monitor(settings, metrics)
+        labels = settings.labels
+        self.join = LabelJoin(
+            JoinLimits(labels.retention_events, labels.retention_seconds,
+                       labels.early_label_events, labels.early_label_seconds),
+            threshold_for=lambda model: settings.rule_for(model).classification_threshold)
+        self._windows: dict[tuple[str, str, str], deque[float]] = {}
+        self._counted_outcomes: dict[tuple[str, str], int] = {}
+        self._counted_expired: dict[str, int] = {}
+
+    def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
+        join = self.join
+        records: list[Record] = []
+        for item in items:
+            if isinstance(item, Record):
+                records.append(item)
+                join.add_prediction(item.event, item.partition, item.timestamp)
+            else:
+                join.add_label(item.label, item.partition, item.timestamp)
+        alerts = self.monitor.process(records)
+        pairs = join.drain()
+        if pairs:
+            alerts.extend(self._performance(pairs))
+        if self.metrics:
+            self._export_join_metrics(pairs)
+        return alerts
+
+    def _performance(self, pairs: list[Pair]) -> list[Alert]:
+        groups: dict[tuple[str, str, str], list[tuple[float, Record]]] = {}
+        for pair in pairs:
+            event = PredictionEvent(pair.event_id, pair.model, pair.model_version, pair.label_ts, {}, None)
+            groups.setdefault((pair.model, pair.model_version, pair.signal), []).append(
+                (pair.value, Record(event, pair.partition, None)))
+        alerts: list[Alert] = []
+        for (model, version, signal), values in groups.items():
+            alerts.extend(self.monitor.feed_signal(model, version, signal, values))
+        return alerts
+
+    def _export_join_metrics(self, pairs: list[Pair]) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        known = self.monitor.models()
+        for (model, outcome), total in self.join.outcomes.items():
+            before = self._counted_outcomes.get((model, outcome), 0)
+            if total > before:
+                metrics.labels_total.labels(model if model in known else "_unknown", outcome).inc(total - before)
+                self._counted_outcomes[(model, outcome)] = total
+        for model, total in self.join.expired_predictions.items():
+            before = self._counted_expired.get(model, 0)
+            if total > before:
+                metrics.predictions_expired.labels(model if model in known else "_unknown").inc(total - before)
+                self._counted_expired[model] = total
+        touched = set()
+        for pair in pairs:
+            if pair.label_ts is not None and pair.prediction_ts is not None:
+                metrics.label_delay_seconds.observe(max(0.0, pair.label_ts - pair.prediction_ts))
+            key = (pair.model, pair.model_version, pair.signal)
+            window = self._windows.get(key)
+            if window is None:
+                if pair.model not in known:
+                    continue
+                window = self._windows[key] = deque(maxlen=PERFORMANCE_WINDOW)
+            window.append(pair.value)
+            touched.add(key)
+        for key in touched:
+            window = self._windows[key]
+            metrics.model_performance.labels(*key).set(sum(window) / len(window))
+        metrics.join_waiting.labels("predictions").set(self.join.pending_predictions())
+        metrics.join_waiting.labels("labels").set(self.join.waiting_labels())
+

@@ -1,0 +1,92 @@
+"""The label join: both arrival orders, every outcome counted, memory bounded."""
+
+from __future__ import annotations
+
+from stream_monitor.events import LabelEvent, PredictionEvent
+from stream_monitor.join import JoinLimits, LabelJoin
+
+
+def prediction(number: int, score: float = 0.9, ts: float | None = None, model: str = "m") -> PredictionEvent:
+    return PredictionEvent(f"e{number}", model, "1", float(number) if ts is None else ts, {}, score)
+
+
+def label(number: int, value: float = 1.0, ts: float | None = None, model: str = "m") -> LabelEvent:
+    return LabelEvent(f"e{number}", model, value, float(number) + 0.5 if ts is None else ts)
+
+
+def outcomes(join: LabelJoin) -> dict[str, int]:
+    return {outcome: count for (_, outcome), count in join.outcomes.items()}
+
+
+def test_label_after_prediction_and_before_it_both_join_in_label_order():
+    join = LabelJoin(JoinLimits())
+    join.add_label(label(2, 0.0))           # arrives first, waits
+    join.add_prediction(prediction(1, 0.2))
+    join.add_label(label(1, 0.0))           # behind label 2 in the queue
+    assert join.drain() == []               # label 2 still blocks the head
+    join.add_prediction(prediction(2, 0.8))
+    pairs = join.drain()
+    assert [(p.event_id, p.value) for p in pairs] == [("e2", 1.0), ("e1", 0.0)]
+    assert outcomes(join) == {"joined": 2}
+
+
+def test_duplicate_unknown_and_late_labels_are_counted_not_joined():
+    join = LabelJoin(JoinLimits(retention_events=2, early_label_events=3, early_label_seconds=10))
+    join.add_prediction(prediction(1))
+    join.add_label(label(1))
+    join.add_label(label(1))                # duplicate after the join
+    for number in (2, 3, 4):                # e2 expires: retention is 2 predictions
+        join.add_prediction(prediction(number))
+    join.add_label(label(2))                # its prediction expired: late
+    join.add_label(label(99, ts=5.0))       # never predicted
+    join.add_prediction(prediction(30))     # prediction time moves 25 s past it: unmatched
+    assert outcomes(join) == {"joined": 1, "duplicate": 1, "late": 1, "unmatched": 1}
+    assert join.expired_predictions["m"] == 2
+
+
+def test_two_labels_waiting_for_one_prediction_count_one_duplicate():
+    join = LabelJoin(JoinLimits())
+    join.add_label(label(7))
+    join.add_label(label(7))
+    join.add_prediction(prediction(7))
+    assert [p.event_id for p in join.drain()] == ["e7"]
+    assert outcomes(join) == {"joined": 1, "duplicate": 1}
+
+
+def test_regression_and_class_predictions_are_scored():
+    join = LabelJoin(JoinLimits())
+    join.add_prediction(PredictionEvent("r", "m", "1", 1.0, {}, 12.0))
+    join.add_label(LabelEvent("r", "m", 10.5, 2.0))
+    join.add_prediction(PredictionEvent("c", "m", "1", 3.0, {}, "cat"))
+    join.add_label(LabelEvent("c", "m", "dog", 4.0))
+    assert [(p.signal, p.value) for p in join.drain()] == [
+        ("performance:abs_error", 1.5), ("performance:error_rate", 1.0)]
+
+
+def test_a_million_unmatched_labels_stay_within_the_bound():
+    limits = JoinLimits(retention_events=1000, early_label_events=500)
+    join = LabelJoin(limits)
+    largest = 0
+    for number in range(1_000_000):
+        join.add_label(LabelEvent(f"x{number}", "m", 1.0, None))
+        if number % 1000 == 0:
+            largest = max(largest, join.size())
+    largest = max(largest, join.size())
+    assert largest <= join.bound()
+    assert join.waiting_labels() <= limits.early_label_events + 1
+    assert outcomes(join)["unmatched"] >= 1_000_000 - limits.early_label_events - 1
+
+
+def test_state_round_trip_gives_the_same_pairs():
+    def feed(join: LabelJoin, start: int, stop: int) -> list:
+        for number in range(start, stop):
+            join.add_prediction(prediction(number, score=(number % 3) / 2))
+            if number >= 5:
+                join.add_label(label(number - 5, value=float(number % 2)))
+        return [(p.event_id, p.value) for p in join.drain()]
+
+    original = LabelJoin(JoinLimits())
+    feed(original, 0, 50)
+    restored = LabelJoin(JoinLimits())
+    restored.load_state_dict(original.state_dict())
+    assert feed(restored, 50, 100) == feed(original, 50, 100)
