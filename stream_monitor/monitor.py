@@ -186,9 +186,11 @@ class Monitor:
                 elif kind == "categorical" and "reference_counts" in accepted:
                     params["reference_counts"] = snapshot[signal]
                     params["reference_id"] = reference.id
-        if reference.warmup and "reference_size" in accepted and "reference_values" not in params \
-                and "reference_counts" not in params:
-            params["reference_size"] = reference.warmup
+        if reference.warmup and "reference_values" not in params and "reference_counts" not in params:
+            for name_of_size in ("reference_size", "warmup"):
+                if name_of_size in accepted:
+                    params[name_of_size] = reference.warmup
+                    break
         return params
 
     def _load_snapshot(self, path: str) -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""The interface every drift detector implements.
+
+A detector watches one stream of values (one signal of one model version) and
+reports the positions where the stream's distribution changed. Detectors are
+built from a :class:`DetectorSpec` (a name and parameters, validated at
+construction), update over numpy batches, and save and restore their whole
+state as plain data so the service can checkpoint them.
+
+Contract (checked for every detector by ``tests/detectors/test_conformance.py``):
+
+- ``update(batch)`` returns the same detections as feeding the batch one value
+  at a time through ``update_one``;
+- ``load_state_dict(state_dict())`` on a fresh detector of the same spec gives
+  identical future detections;
+- memory is bounded by the parameters, never by the stream length;
+- the same input in the same order gives the same output (no wall clock, no
+  unseeded randomness);
+- after a detection the detector re-arms on post-change data, so one change
+  gives one detection, not a burst.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "Detection",
+    "Detector",
+    "DetectorSpec",
+    "SpecError",
+    "SIGNAL_KINDS",
+    "check_choice",
+    "check_integer",
+    "check_number",
+]
+
+#: The kinds of value streams a detector can watch.
+SIGNAL_KINDS = ("numeric", "categorical", "error")
+
+
+class SpecError(ValueError):
+    """A detector spec names an unknown detector or carries a bad parameter.
+
+    ``field`` is the parameter at fault (or ``"name"``) so config validation can
+    point at it.
+    """
+
+    def __init__(self, detector: str, field: str, reason: str) -> None:
+        super().__init__(f"detector {detector!r}: {field}: {reason}")
+        self.detector = detector
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """A detector's name and its parameters, as written in the config."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected change.
+
+    ``index`` is the position in the batch given to ``update`` (0 for
+    ``update_one``); ``n_seen`` is the number of values the detector had seen
+    before the one at which it detected the change (over its whole life, so it
+    survives checkpoints). ``window`` gives the sizes used, for example
+    ``{"reference": 1000, "current": 1000}``; ``reference`` is the id of the
+    reference window or snapshot when the detector has one.
+    """
+
+    index: int
+    n_seen: int
+    statistic: float
+    threshold: float
+    p_value: float | None = None
+    window: Mapping[str, int] = field(default_factory=dict)
+    reference: str | None = None
+
+
+class Detector(abc.ABC):
+    """Base class: subclasses implement ``_update_batch`` and the state methods."""
+
+    #: registry name used in specs and in alerts (``"page_hinkley"``, ...)
+    name: ClassVar[str]
+    #: which signal kind this detector watches, one of :data:`SIGNAL_KINDS`
+    kind: ClassVar[str]
+    #: the parameters through which a caller sets the reference: its size
+    #: (``reference_size`` or ``warmup``) and a snapshot (``reference_values`` or
+    #: ``reference_counts``, with ``reference_id``); the service fills them in
+    #: from a model rule's ``reference`` setting
+    reference_params: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    @abc.abstractmethod
+    def n_seen(self) -> int:
+        """Values seen over the detector's life."""
+
+    @property
+    @abc.abstractmethod
+    def statistic(self) -> float:
+        """The current value of the test statistic (for gauges)."""
+
+    @property
+    @abc.abstractmethod
+    def threshold(self) -> float:
+        """The value the statistic must cross to signal drift (for gauges)."""
+
+    @abc.abstractmethod
+    def update(self, values: np.ndarray | Sequence[Any]) -> list[Detection]:
+        """Feed a batch of values in order; return the detections it caused."""
+
+    def update_one(self, value: Any) -> Detection | None:
+        """Feed one value; return its detection, if any."""
+        if self.kind == "categorical":
+            batch: Any = [value]
+        else:
+            batch = np.asarray([value], dtype=np.float64)
+        detections = self.update(batch)
+        return detections[0] if detections else None
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The whole mutable state as plain data (JSON-serialisable)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> Detector:
+        """Validate ``params`` (raise :class:`SpecError` naming the field) and build.
+
+        When ``params`` leaves the false-alarm target at its default, the
+        detector targets ``DEFAULT_ARL * family_tests`` values between false alarms.
+        """
+
+    def spec(self) -> DetectorSpec:
+        """The spec this detector was built from (with defaults filled in)."""
+        return DetectorSpec(self.name, dict(self._params()))
+
+    @abc.abstractmethod
+    def _params(self) -> Mapping[str, Any]:
+        """The construction parameters, defaults filled in."""
+
+
+# -- parameter validation shared by detectors ---------------------------------
+
+
+def check_integer(detector: str, field: str, value: Any, *, minimum: int, maximum: int) -> int:
+    """``value`` as an int in ``[minimum, maximum]``, or :class:`SpecError` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SpecError(detector, field, f"must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise SpecError(detector, field, f"must be between {minimum} and {maximum}, got {value}")
+    return int(value)
+
+
+def check_number(
+    detector: str, field: str, value: Any, *, low: float, high: float, open_low: bool = False
+) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``(low, high]`` when ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SpecError(detector, field, f"must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number > high or number < low or (open_low and number == low):
+        bound = "above" if open_low else "at least"
+        raise SpecError(detector, field, f"must be {bound} {low} and at most {high}, got {value!r}")
+    return number
+
+
+def check_choice(detector: str, field: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, or :class:`SpecError` naming ``field``."""
+    if value not in choices:
+        raise SpecError(detector, field, f"must be one of {tuple(choices)}, got {value!r}")
+    return str(value)

@@ -1,0 +1,126 @@
+"""Error-rate Bernoulli CUSUM: pinned detections, batching, checkpoints, specs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream_monitor.detectors import DEFAULT_ARL, DetectorSpec, SpecError, build, default_specs
+from stream_monitor.detectors.error_rate import ErrorRate
+
+
+def errors(seed: int) -> np.ndarray:
+    """5% errors, then 15%, then 2% (an improvement, which is not an alarm)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.random(3000) < 0.05, rng.random(3000) < 0.15, rng.random(4000) < 0.02]
+    ).astype(np.float64)
+
+
+def rises(seed: int) -> np.ndarray:
+    """5% errors, then 15%, then 40%: two rises."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.random(3000) < 0.05, rng.random(3000) < 0.15, rng.random(3000) < 0.4]
+    ).astype(np.float64)
+
+
+def one_at_a_time(detector: ErrorRate, values: np.ndarray) -> list:
+    found = []
+    for position, value in enumerate(values):
+        detection = detector.update_one(value)
+        if detection is not None:
+            found.append((position, detection))
+    return found
+
+
+def strip(pairs: list) -> list:
+    return [(p, d.n_seen, d.statistic, d.threshold, dict(d.window), d.reference) for p, d in pairs]
+
+
+def test_is_the_default_for_error_signals():
+    assert [spec.name for spec in default_specs("error")] == ["error_rate"]
+
+
+@pytest.mark.parametrize(("seed", "expected"), [(0, [3324]), (1, [3167]), (2, [3107]), (3, [3216])])
+def test_detection_indices_are_pinned(seed, expected):
+    detections = build(DetectorSpec("error_rate")).update(errors(seed))
+    assert [d.index for d in detections] == expected
+
+
+def test_batches_equal_one_at_a_time():
+    values = rises(4)
+    spec = DetectorSpec("error_rate", {"warmup": 500})
+    whole = [(d.index, d) for d in build(spec).update(values)]
+    assert [index for index, _ in whole] == [3158, 6141]
+    assert strip(whole) == strip(one_at_a_time(build(spec), values))
+    rng = np.random.default_rng(0)
+    detector, found, position = build(spec), [], 0
+    while position < len(values):
+        size = int(rng.choice([1, 3, 64, 999, 4097]))
+        found += [(position + d.index, d) for d in detector.update(values[position : position + size])]
+        position += size
+    assert strip(found) == strip(whole)
+
+
+def test_accepts_booleans_and_counts_any_nonzero_as_an_error():
+    values = errors(0)
+    as_bool = build(DetectorSpec("error_rate")).update(values.astype(bool))
+    as_scaled = build(DetectorSpec("error_rate")).update(values * 7.0)
+    assert [d.index for d in as_bool] == [d.index for d in as_scaled] == [3324]
+
+
+def test_detection_fields_and_rearm():
+    detector = build(DetectorSpec("error_rate"))
+    (detection,) = detector.update(errors(0)[:3500])
+    assert detection.statistic > detection.threshold > 0
+    assert detection.window == {"reference": 1000}
+    assert detection.reference == "values[0:1000]"
+    assert detector.reference_rate is None  # re-arming on post-change values
+    detector.update(errors(0)[3500:5000])
+    assert detector.reference_rate == pytest.approx(0.15, abs=0.03)
+
+
+def test_a_clean_warmup_still_calibrates():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([np.zeros(1000), (rng.random(3000) < 0.02).astype(float)])
+    detections = build(DetectorSpec("error_rate")).update(values)
+    assert [d.index for d in detections] == [1900]
+
+
+@pytest.mark.parametrize("cut", [5, 999, 1000, 3000, 3324, 3325, 4500])
+def test_state_round_trip_gives_identical_future_detections(cut):
+    values = rises(0)
+    original = build(DetectorSpec("error_rate"))
+    original.update(values[:cut])
+    restored = build(DetectorSpec("error_rate"))
+    restored.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    assert restored.statistic == original.statistic and restored.threshold == original.threshold
+    future = original.update(values[cut:])
+    assert future and future == restored.update(values[cut:])
+
+
+def test_default_arl_scales_with_family_tests():
+    assert build(DetectorSpec("error_rate"), family_tests=5).arl == 5 * DEFAULT_ARL
+    assert build(DetectorSpec("error_rate", {"arl": 1e6}), family_tests=5).arl == 1e6
+    detector = build(DetectorSpec("error_rate"), family_tests=5)
+    assert build(detector.spec()).spec() == detector.spec()
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"warmup": 10}, "warmup"),
+        ({"warmup": "1000"}, "warmup"),
+        ({"odds_ratio": 1.0}, "odds_ratio"),
+        ({"odds_ratio": float("inf")}, "odds_ratio"),
+        ({"arl": -5}, "arl"),
+        ({"threshold": 3}, "threshold"),
+    ],
+)
+def test_bad_parameters_raise_spec_error_naming_the_field(params, field):
+    with pytest.raises(SpecError) as error:
+        build(DetectorSpec("error_rate", params))
+    assert error.value.field == field

@@ -1,0 +1,267 @@
+"""Page-Hinkley / CUSUM: river parity, pinned detections, batching, checkpoints, specs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from river import drift
+
+from stream_monitor.detectors import DEFAULT_ARL, DetectorSpec, SpecError, build
+from stream_monitor.detectors.page_hinkley import PageHinkley
+
+
+def regimes(seed: int) -> np.ndarray:
+    """Mean up, mean down a little, then the variance triples."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [
+            rng.normal(5.0, 2.0, 3000),
+            rng.normal(7.0, 2.0, 3000),
+            rng.normal(6.0, 2.0, 4000),
+            rng.normal(6.0, 6.0, 2000),
+        ]
+    )
+
+
+def indices(detector: PageHinkley, values: np.ndarray) -> list[int]:
+    return [detection.index for detection in detector.update(values)]
+
+
+def one_at_a_time(detector: PageHinkley, values: np.ndarray) -> list:
+    found = []
+    for position, value in enumerate(values):
+        detection = detector.update_one(value)
+        if detection is not None:
+            found.append((position, detection))
+    return found
+
+
+def in_random_batches(detector: PageHinkley, values: np.ndarray, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    found, position = [], 0
+    while position < len(values):
+        size = int(rng.choice([1, 2, 7, 100, 1000, 5000]))
+        for detection in detector.update(values[position : position + size]):
+            found.append((position + detection.index, detection))
+        position += size
+    return found
+
+
+def same_detections(first: list, second: list) -> bool:
+    """Detections agree in global position and in every field except the batch index."""
+    strip = lambda pairs: [(p, d.n_seen, d.statistic, d.threshold, dict(d.window), d.reference) for p, d in pairs]  # noqa: E731
+    return strip(first) == strip(second)
+
+
+# -- river parity -----------------------------------------------------------
+
+
+def river_indices(values: np.ndarray, **params) -> list[int]:
+    detector = drift.PageHinkley(**params)
+    found = []
+    for position, value in enumerate(values.tolist()):
+        detector.update(value)
+        if detector.drift_detected:
+            found.append(position)
+    return found
+
+
+RIVER_CASES = [
+    {},
+    {"mode": "up"},
+    {"mode": "down"},
+    {"min_instances": 100, "delta": 0.05, "threshold": 20.0, "alpha": 0.999},
+    {"threshold": 10.0, "alpha": 1.0},
+]
+
+
+@pytest.mark.parametrize("params", RIVER_CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_river_variant_matches_river_detection_indices(params, seed):
+    values = regimes(seed)
+    expected = river_indices(values, **params)
+    assert len(expected) >= 3  # several detections: the behaviour after a detection is compared too
+    assert indices(PageHinkley(variant="river", **params), values) == expected
+
+
+def test_river_variant_matches_river_on_integer_valued_stream():
+    # river's own doctest stream
+    rng = np.random.default_rng(12345)
+    values = np.concatenate([rng.integers(0, 2, 1000), rng.integers(4, 8, 1000)]).astype(float)
+    assert indices(PageHinkley(variant="river"), values) == river_indices(values)
+
+
+def test_river_variant_batches_equal_one_at_a_time():
+    values = regimes(5)
+    batched = in_random_batches(PageHinkley(variant="river"), values, seed=1)
+    assert same_detections(batched, one_at_a_time(PageHinkley(variant="river"), values))
+
+
+# -- calibrated variant ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seed", "expected"),
+    [
+        (0, [3021, 6067, 10087]),
+        (1, [3036, 6177, 10084]),
+        (2, [3033, 6044, 10099]),
+        (3, [3052, 6079, 10099]),
+    ],
+)
+def test_calibrated_detection_indices_are_pinned(seed, expected):
+    detector = build(DetectorSpec("page_hinkley"), family_tests=2)
+    assert indices(detector, regimes(seed)) == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibrated_batches_equal_one_at_a_time(seed):
+    values = regimes(seed)[:8000]
+    spec = DetectorSpec("page_hinkley", {"warmup": 500})
+    whole = [(d.index, d) for d in build(spec).update(values)]
+    assert whole
+    assert same_detections(whole, one_at_a_time(build(spec), values))
+    assert same_detections(whole, in_random_batches(build(spec), values, seed=seed))
+
+
+def test_one_change_gives_one_alert():
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.normal(0.0, 1.0, 5000), rng.normal(3.0, 1.0, 100_000)])
+    detections = build(DetectorSpec("page_hinkley"), family_tests=2).update(values)
+    assert [d.index for d in detections] == [5005]
+
+
+def test_detection_carries_statistic_threshold_window_and_reference():
+    detector = build(DetectorSpec("page_hinkley"), family_tests=2)
+    (detection,) = detector.update(regimes(0)[:5000])
+    assert detection.index == detection.n_seen == 3021
+    assert detection.statistic > detection.threshold > 0
+    assert detection.window == {"reference": 2000}
+    assert detection.reference == "values[0:2000]"
+    assert detection.p_value is None
+    # the next reference starts right after the detection
+    rest = detector.update(regimes(0)[5000:])
+    assert rest[0].reference == "values[3022:5022]"
+
+
+def test_constant_reference_still_detects_a_change():
+    values = np.concatenate([np.full(3000, 4.0), np.full(100, 4.5)])
+    detections = build(DetectorSpec("page_hinkley")).update(values)
+    assert [d.index for d in detections] == [3004]  # clipped z: 3.5 per value
+
+
+def test_one_sided_modes():
+    rng = np.random.default_rng(3)
+    down = np.concatenate([rng.normal(0.0, 1.0, 3000), rng.normal(-1.5, 1.0, 500)])
+    assert indices(build(DetectorSpec("page_hinkley", {"mode": "up"})), down) == []
+    assert indices(build(DetectorSpec("page_hinkley", {"mode": "down"})), down) != []
+
+
+def test_gauges_follow_the_closest_chart():
+    detector = build(DetectorSpec("page_hinkley"))
+    assert detector.statistic == 0.0
+    detector.update(np.zeros(2000))
+    detector.update(np.full(3, 0.5e-9))  # tiny, but the reference sd is floored near 1e-9
+    assert 0 < detector.statistic < detector.threshold
+    assert detector.n_seen == 2003
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("variant", ["calibrated", "river"])
+def test_non_finite_values_are_refused(variant, bad):
+    detector = build(DetectorSpec("page_hinkley", {"variant": variant}))
+    with pytest.raises(ValueError):
+        detector.update(np.array([1.0, bad]))
+
+
+def test_small_batches_take_the_scalar_path_with_identical_results():
+    # batches below the vectorisation cut-off run in Python; sizes straddle it
+    values = regimes(2)
+    spec = DetectorSpec("page_hinkley")
+    whole = [(d.index, d) for d in build(spec).update(values)]
+    for size in (3, 23, 24, 25, 97):
+        detector, found = build(spec), []
+        for start in range(0, len(values), size):
+            found += [(start + d.index, d) for d in detector.update(values[start : start + size])]
+        assert same_detections(found, whole), size
+
+
+# -- checkpoints ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["calibrated", "river"])
+@pytest.mark.parametrize("cut", [10, 1500, 3021, 3022, 4000, 6100])
+def test_state_round_trip_gives_identical_future_detections(variant, cut):
+    values = regimes(0)
+    spec = DetectorSpec("page_hinkley", {"variant": variant})
+    original = build(spec, family_tests=2)
+    original.update(values[:cut])
+    state = json.loads(json.dumps(original.state_dict()))  # plain data only
+    restored = build(spec, family_tests=2)
+    restored.load_state_dict(state)
+    assert restored.n_seen == original.n_seen == cut
+    assert restored.statistic == original.statistic
+    future_original = original.update(values[cut:])
+    future_restored = restored.update(values[cut:])
+    assert future_original == future_restored
+    assert future_original
+
+
+def test_state_from_another_variant_is_refused():
+    state = PageHinkley(variant="river").state_dict()
+    with pytest.raises(ValueError):
+        PageHinkley().load_state_dict(state)
+
+
+# -- specs ------------------------------------------------------------------
+
+
+def test_default_arl_is_multiplied_by_family_tests_but_an_explicit_one_is_not():
+    assert build(DetectorSpec("page_hinkley")).arl == DEFAULT_ARL
+    assert build(DetectorSpec("page_hinkley"), family_tests=42).arl == 42 * DEFAULT_ARL
+    assert build(DetectorSpec("page_hinkley", {"arl": 1e5}), family_tests=42).arl == 1e5
+
+
+def test_thresholds_rise_with_the_false_alarm_target():
+    low = build(DetectorSpec("page_hinkley", {"arl": 1e4}))
+    high = build(DetectorSpec("page_hinkley", {"arl": 1e9}))
+    assert (high._thresholds > low._thresholds).all()
+
+
+@pytest.mark.parametrize("variant", ["calibrated", "river"])
+def test_spec_round_trip(variant):
+    detector = build(DetectorSpec("page_hinkley", {"variant": variant}), family_tests=3)
+    again = build(detector.spec())
+    assert again.spec() == detector.spec()
+    assert json.loads(json.dumps(dict(detector.spec().params))) is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"variant": "fast"}, "variant"),
+        ({"mode": "sideways"}, "mode"),
+        ({"warmup": 10}, "warmup"),
+        ({"warmup": 100.5}, "warmup"),
+        ({"drifts": []}, "drifts"),
+        ({"drifts": [0.5, -1.0]}, "drifts"),
+        ({"drifts": "0.5"}, "drifts"),
+        ({"drifts": [0.5, 0.5]}, "drifts"),
+        ({"arl": 0}, "arl"),
+        ({"arl": float("nan")}, "arl"),
+        ({"clip": 0.4}, "clip"),
+        ({"threshold": 50.0}, "threshold"),
+        ({"variant": "river", "arl": 1e6}, "arl"),
+        ({"variant": "river", "alpha": 1.5}, "alpha"),
+        ({"variant": "river", "min_instances": 0}, "min_instances"),
+        ({"variant": "river", "threshold": -1}, "threshold"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_parameters_raise_spec_error_naming_the_field(params, field):
+    with pytest.raises(SpecError) as error:
+        build(DetectorSpec("page_hinkley", params))
+    assert error.value.field == field
+    assert error.value.detector == "page_hinkley"
