@@ -65,7 +65,7 @@ class Metrics:
             _SIGNAL_LABELS, registry=registry)
         self.drift_active = Gauge(
             "stream_monitor_drift_active",
-            "1 from a detection until the signal has been quiet for the model's drift_active_values.",
+            "1 from a detection until the signal has been quiet for drift_active_values values.",
             _SIGNAL_LABELS, registry=registry)
         self.alerts_produced = Counter(
             "stream_monitor_alerts_produced_total", "Alerts delivered to the alerts topic.",
