@@ -20,10 +20,12 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 def write_config(path: Path, bootstrap: str, group_id: str, topics: dict[str, str],
                  extra: str = "") -> Path:
+    # statistics every 500 ms so consumer lag shows up within a short test
     path.write_text(f"""\
 kafka:
   bootstrap_servers: "{bootstrap}"
   group_id: "{group_id}"
+  properties: {{statistics.interval.ms: 500}}
 topics:
   predictions: "{topics['predictions']}"
   labels: {('"' + topics['labels'] + '"') if topics.get('labels') else 'null'}

@@ -4,6 +4,7 @@ shutdown and restart, and agreement with `replay`."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import jsonschema
@@ -126,7 +127,11 @@ def test_bad_input_is_dead_lettered_once_and_metrics_shutdown_and_restart_hold(
     monitor = MonitorProcess(config, tmp_path / "monitor.log")
     try:
         monitor.wait_consumed(topics["predictions"], len(stream))
+        time.sleep(1.5)  # one more statistics interval: the lag of the caught-up partition
         text = monitor.scrape()
+        assert "stream_monitor_consumer_lag_messages{" in text
+        assert metric_value(text, "stream_monitor_consumer_lag_messages",
+                            topic=topics["predictions"], partition="0") == 0
         for reason in BAD_MESSAGES:
             assert metric_value(text, "stream_monitor_events_rejected_total",
                                 topic=topics["predictions"], reason=reason) == 1, reason
@@ -182,7 +187,6 @@ def test_bad_input_is_dead_lettered_once_and_metrics_shutdown_and_restart_hold(
     restarted = MonitorProcess(config, tmp_path / "monitor-2.log")
     try:
         restarted.wait_consumed(topics["predictions"], len(more))
-        import time
         time.sleep(1.5)
         assert metric_value(restarted.scrape(), "stream_monitor_events_consumed_total",
                             topic=topics["predictions"]) == len(more)
