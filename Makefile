@@ -7,7 +7,7 @@ export KAFKA_PORT ?= 9092
 KAFKA_BOOTSTRAP_LOCAL := 127.0.0.1:$(KAFKA_PORT)
 PYTEST_ARGS ?=
 
-.PHONY: venv kafka-up kafka-down demo test test-unit bench clean
+.PHONY: venv kafka-up kafka-down deploy-tools demo test test-unit bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,13 +25,17 @@ kafka-down:
 
 # The broker is stopped even when the tests fail; the exit status is pytest's.
 # pytest exit code 5 (nothing collected) is a failure here too.
-test: venv
+test: venv deploy-tools
 	$(KAFKA) up
 	KAFKA_BOOTSTRAP=$(KAFKA_BOOTSTRAP_LOCAL) $(PY) -m pytest $(PYTEST_ARGS); \
 	  status=$$?; \
 	  $(KAFKA) down; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	  exit $$status
+
+# Prometheus, promtool and Alertmanager from Debian's packages for tests/deploy.
+deploy-tools:
+	bash deploy/local/prometheus_tools.sh
 
 test-unit: venv
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
