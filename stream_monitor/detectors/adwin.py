@@ -170,33 +170,44 @@ class Adwin(Detector):
         detections: list[Detection] = []
         start_seen = self._n_seen
         clock, grace = self.clock, float(self.grace_period)
+        limit = self.max_buckets + 1
+        # The window's counters live in locals inside the loop (the hot path);
+        # they are written back before a test and at the end.
+        total, variance, width, tick = self._total, self._variance, self._width, self._tick
+        first_totals, first_variances = self._totals[0], self._variances[0]
         for index, value in enumerate(batch.tolist()):
-            self._insert(value)
-            self._tick += 1
-            if self._tick % clock == 0 and self._width > grace and self._test():
-                detections.append(
-                    Detection(
-                        index=index,
-                        n_seen=start_seen + index,
-                        statistic=self._last_statistic,
-                        threshold=self._last_threshold,
-                        window=dict(self._last_window),
+            first_totals.append(value)
+            first_variances.append(0.0)
+            width += 1.0
+            if width > 1.0:
+                delta_v = value - total / (width - 1.0)
+                variance += (width - 1.0) * delta_v * delta_v / width
+            total += value
+            if len(first_totals) == limit:
+                self._compress()
+            tick += 1
+            if tick % clock == 0 and width > grace:
+                self._total, self._variance, self._width, self._tick = total, variance, width, tick
+                if self._test():
+                    detections.append(
+                        Detection(
+                            index=index,
+                            n_seen=start_seen + index,
+                            statistic=self._last_statistic,
+                            threshold=self._last_threshold,
+                            window=dict(self._last_window),
+                        )
                     )
-                )
-                self._reset_window()
+                    self._reset_window()
+                    total, variance, width, tick = self._total, self._variance, self._width, self._tick
+                    first_totals, first_variances = self._totals[0], self._variances[0]
+        self._total, self._variance, self._width, self._tick = total, variance, width, tick
         self._n_seen = start_seen + len(batch)
         return detections
 
-    def _insert(self, value: float) -> None:
+    def _compress(self) -> None:
+        """Merge the two oldest buckets of each full row into the next row."""
         totals, variances = self._totals, self._variances
-        totals[0].append(value)
-        variances[0].append(0.0)
-        self._width += 1.0
-        width = self._width
-        if width > 1.0:
-            delta_v = value - self._total / (width - 1.0)
-            self._variance += (width - 1.0) * delta_v * delta_v / width
-        self._total += value
         limit = self.max_buckets + 1
         row = 0
         while len(totals[row]) == limit:
@@ -216,49 +227,45 @@ class Adwin(Detector):
 
     def _test(self) -> bool:
         """Test every bucket boundary, oldest first; True at the first cut found."""
+        # [window total, bucket totals oldest first]: subtract.accumulate then
+        # gives the newer side's total at each boundary, in river's order.
+        values = [self._total]
         sizes: list[float] = []
-        totals: list[float] = []
-        for row in range(len(self._totals) - 1, -1, -1):
-            sizes.extend([float(1 << row)] * len(self._totals[row]))
-            totals.extend(self._totals[row])
+        rows = self._totals
+        for row in range(len(rows) - 1, -1, -1):
+            buckets = rows[row]
+            values.extend(buckets)
+            sizes.extend([float(1 << row)] * len(buckets))
         # The boundary after the newest bucket is no cut.
+        values.pop()
         sizes.pop()
-        last = totals.pop()
-        if not totals:
-            return False
-        del last
-        size_array = np.asarray(sizes)
-        total_array = np.asarray(totals)
-        n0 = np.cumsum(size_array)
-        n1 = self._width - n0
-        u0 = np.cumsum(total_array)
-        u1 = np.subtract.accumulate(np.concatenate(([self._total], total_array)))[1:]
-        delta_mean = np.abs(u0 / n0 - u1 / n1)
         width = self._width
         minimum = float(self.min_window_length)
-        delta_prime = math.log(2.0 * math.log(width) / self.delta)
-        # Cuts with a side shorter than min_window_length give inf or nan here;
-        # they are masked out below, as river skips them.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m_recip = 1.0 / (n0 - minimum + 1.0) + 1.0 / (n1 - minimum + 1.0)
-            epsilon = (
-                np.sqrt(2.0 * m_recip * (self._variance / width) * delta_prime)
-                + 2.0 / 3.0 * delta_prime * m_recip
-            )
-        valid = (n0 >= minimum) & (n1 >= minimum)
-        margin = np.where(valid, delta_mean - epsilon, -np.inf)
-        cuts = margin > 0.0
-        if cuts.any():
-            cut = int(np.argmax(cuts))
-        elif valid.any():
-            cut = int(np.argmax(margin))
-        else:
+        n0 = np.cumsum(sizes)
+        n1 = width - n0
+        # Cuts with both sides at least min_window_length long: one run of
+        # boundaries, as n0 grows and n1 shrinks.
+        low = int(np.searchsorted(n0, minimum))
+        high = int(np.searchsorted(-n1, -minimum, side="right"))
+        if low >= high:
             self._last_statistic, self._last_threshold = 0.0, math.inf
             return False
+        totals = np.array(values)
+        u1 = np.subtract.accumulate(totals)[1 + low : 1 + high]
+        u0 = np.cumsum(totals[1:high + 1])[low:high]
+        n0, n1 = n0[low:high], n1[low:high]
+        delta_mean = np.abs(u0 / n0 - u1 / n1)
+        delta_prime = math.log(2.0 * math.log(width) / self.delta)
+        m_recip = 1.0 / (n0 - minimum + 1.0) + 1.0 / (n1 - minimum + 1.0)
+        epsilon = np.sqrt(2.0 * m_recip * (self._variance / width) * delta_prime) + 2.0 / 3.0 * delta_prime * m_recip
+        margin = delta_mean - epsilon
+        cuts = margin > 0.0
+        detected = bool(cuts.any())
+        cut = int(np.argmax(cuts)) if detected else int(np.argmax(margin))
         self._last_statistic = float(delta_mean[cut])
         self._last_threshold = float(epsilon[cut])
         self._last_window = {"reference": int(n0[cut]), "current": int(n1[cut])}
-        return bool(cuts.any())
+        return detected
 
     def state_dict(self) -> dict[str, Any]:
         """The bucket structure and counters as plain JSON-serialisable data."""

@@ -126,6 +126,25 @@ def test_calibrated_batches_equal_one_at_a_time(seed):
     assert same_detections(whole, in_random_batches(build(spec), values, seed=seed))
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"drifts": [0.25]},
+        {"drifts": [1.0, 0.25, 0.5]},
+        {"mode": "up", "drifts": [0.5, 0.3]},
+        {"mode": "down"},
+    ],
+)
+def test_chart_layouts_batch_equal_one_at_a_time(params):
+    # one chart per direction, unsorted drifts, three charts per direction, one side
+    values = regimes(1)
+    spec = DetectorSpec("page_hinkley", {"warmup": 500, **params})
+    whole = [(d.index, d) for d in build(spec).update(values)]
+    assert whole
+    assert same_detections(whole, one_at_a_time(build(spec), values))
+    assert same_detections(whole, in_random_batches(build(spec), values, seed=3))
+
+
 def test_one_change_gives_one_alert():
     rng = np.random.default_rng(11)
     values = np.concatenate([rng.normal(0.0, 1.0, 5000), rng.normal(3.0, 1.0, 100_000)])
