@@ -1,0 +1,86 @@
+"""The command line against the real broker: alerts subscription, check-config, help, demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from stream_monitor.cli import build_parser, main
+
+from .service_harness import produce
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream_monitor.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", ["run", "replay", "simulate", "check-config", "alerts"])
+def test_every_command_has_help(command):
+    result = _cli(command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: stream-monitor " + command)
+
+
+def test_check_config_lists_every_bad_field_and_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("consumer: {batch_size: -1}\nmetrics: {port: 123456}\n")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "consumer.batch_size" in err and "metrics.port" in err
+    good = tmp_path / "good.yaml"
+    good.write_text("kafka: {sasl_password: do-not-print}\n")
+    assert main(["check-config", "--config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "do-not-print" not in out and '"***"' in out
+
+
+def test_alerts_command_filters_and_prints(kafka_bootstrap, topic_factory):
+    topic = topic_factory("alerts")
+    alerts = [{"alert_id": f"{n:032x}", "model": model, "model_version": "1", "signal": signal,
+               "detector": "ks", "event_id": f"e{n}", "detected_at": "2025-11-24T16:00:00.000Z",
+               "n_seen": n, "statistic": 0.3, "threshold": 0.2, "p_value": 1e-6, "severity": severity,
+               "reference": "values[0:1000]", "window": {"reference": 1000, "current": 300}, "partition": 0}
+              for n, (model, signal, severity) in enumerate([
+                  ("fraud", "feature:amount", "warning"), ("churn", "feature:amount", "warning"),
+                  ("fraud", "prediction", "critical"), ("fraud", "feature:amount", "critical")])]
+    produce(kafka_bootstrap, topic, [orjson.dumps(a) for a in alerts])
+    common = ["alerts", "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
+              "--exit-when-idle", "3"]
+    readable = _cli(*common, "--model", "fraud", "--signal", "feature:amount")
+    assert readable.returncode == 0, readable.stderr
+    lines = readable.stdout.splitlines()
+    assert len(lines) == 2
+    assert "fraud@1 feature:amount ks" in lines[0] and "at event e0" in lines[0]
+    as_json = _cli(*common, "--severity", "critical", "--json")
+    assert [orjson.loads(line)["event_id"] for line in as_json.stdout.splitlines()] == ["e2", "e3"]
+
+
+def test_demo_prints_the_drift_alerts_and_stops_cleanly(kafka_bootstrap, tmp_path):
+    suffix = tmp_path.name[-12:]
+    config = tmp_path / "demo.yaml"
+    config.write_text(f"""\
+kafka: {{bootstrap_servers: "{kafka_bootstrap}", group_id: demo-test-{suffix}}}
+topics: {{predictions: demo-test.{suffix}.predictions, labels: demo-test.{suffix}.labels,
+          alerts: demo-test.{suffix}.alerts, dead_letter: demo-test.{suffix}.dead-letter}}
+consumer: {{poll_timeout_s: 0.2, commit_interval_s: 1.0}}
+metrics: {{host: 127.0.0.1, port: 0}}
+""")
+    result = subprocess.run(
+        [sys.executable, "-m", "stream_monitor.demo", "--bootstrap", kafka_bootstrap, "--config", str(config),
+         "--events", "32000", "--rate", "4000", "--duration", "25"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    alerts = [line for line in result.stdout.splitlines() if line.startswith("ALERT ")]
+    assert any("fraud@1 feature:f03" in line for line in alerts), result.stdout
+    assert any("fraud@1 feature:c00" in line for line in alerts), result.stdout
+    assert all("fraud@1" in line for line in alerts), result.stdout
+    assert "monitor exited with status 0" in result.stdout
+
+
+def test_parser_names_every_command():
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(commands) == {"run", "replay", "simulate", "check-config", "alerts"}
