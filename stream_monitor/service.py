@@ -101,6 +101,7 @@ class Service:
         self._labels_paused = False
         self._on_alert = on_alert
         self._stop = threading.Event()
+        self._fatal: KafkaError | None = None
         self._limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
                               settings.limits.max_features)
         self._allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
@@ -135,7 +136,7 @@ class Service:
         try:
             self._check_topics()
             self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_revoke)
+                                    on_lost=self._on_lost)
             log.info("consuming", extra={"topics": topics, "group_id": self.settings.kafka.group_id})
             idle_since = time.monotonic()
             while not self._stop.is_set():
@@ -150,7 +151,7 @@ class Service:
                 self._update_readiness(caught_up=len(messages) < batch_size)
         finally:
             self._shutdown()
-        return 0
+        return 1 if self._fatal is not None else 0
 
     def _check_topics(self) -> None:
         """Fail at start, by name, when a topic we read or write does not exist."""
@@ -312,18 +313,34 @@ class Service:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed", extra={"error": str(exc)})
+        self._forget(partitions)
+        log.info("partitions revoked", extra={"partitions": [f"{p.topic}[{p.partition}]"
+                                                             for p in partitions]})
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # another member may own them already: committing now could overwrite its progress
+        self._forget(partitions)
+        log.warning("partitions lost", extra={"partitions": [f"{p.topic}[{p.partition}]"
+                                                             for p in partitions]})
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._assigned.discard((p.topic, p.partition))
             if self._lag.pop((p.topic, p.partition), None) is not None:
                 # this member no longer owns the partition: stop exporting its lag
                 self.metrics.consumer_lag.remove(p.topic, str(p.partition))
-        log.info("partitions revoked", extra={"partitions": [f"{p.topic}[{p.partition}]"
-                                                             for p in partitions]})
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         self.metrics.kafka_errors.labels(error.name()).inc()
-        level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "kafka client error", extra={"code": error.name(), "error": error.str()})
+        if error.fatal():
+            # the client cannot go on (e.g. the idempotent producer lost its epoch):
+            # stop without committing more, exit non-zero, let the orchestrator restart us
+            log.error("fatal kafka client error, stopping", extra={"code": error.name(),
+                                                                   "error": error.str()})
+            self._fatal = error
+            self._stop.set()
+            return
+        log.warning("kafka client error", extra={"code": error.name(), "error": error.str()})
 
     def _on_stats(self, stats_json: str) -> None:
         stats = orjson.loads(stats_json)

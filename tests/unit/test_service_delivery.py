@@ -75,3 +75,14 @@ def test_user_properties_cannot_turn_off_manual_offset_storage():
     assert config["enable.auto.offset.store"] is False
     assert config["fetch.min.bytes"] == 1000
     assert config["group.id"] == "mine"
+
+
+def test_a_fatal_client_error_stops_the_loop_and_fails_the_exit_status():
+    service = _service()
+    service._on_kafka_error(KafkaError(KafkaError._TRANSPORT, "broker down", fatal=False))
+    assert not service._stop.is_set()
+    service._on_kafka_error(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    assert service._stop.is_set()
+    assert service.metrics.registry.get_sample_value(
+        "stream_monitor_kafka_errors_total", {"code": "_FENCED"}) == 1
+    service.consumer.close()
