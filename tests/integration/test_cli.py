@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import orjson
 import pytest
@@ -60,7 +61,7 @@ def test_alerts_command_filters_and_prints(kafka_bootstrap, topic_factory):
 
 
 def test_demo_prints_the_drift_alerts_and_stops_cleanly(kafka_bootstrap, tmp_path):
-    suffix = tmp_path.name[-12:]
+    suffix = uuid.uuid4().hex[:10]
     config = tmp_path / "demo.yaml"
     config.write_text(f"""\
 kafka: {{bootstrap_servers: "{kafka_bootstrap}", group_id: demo-test-{suffix}}}

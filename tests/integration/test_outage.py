@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import orjson
 import pytest
@@ -31,7 +32,7 @@ def own_broker():
 
 def test_monitor_survives_a_broker_restart(own_broker, tmp_path):
     bootstrap = own_broker.bootstrap(PORT)
-    suffix = tmp_path.name[-10:]
+    suffix = uuid.uuid4().hex[:10]
     topics = {"predictions": f"outage.{suffix}.predictions", "alerts": f"outage.{suffix}.alerts",
               "dead_letter": f"outage.{suffix}.dlq"}
     admin = AdminClient({"bootstrap.servers": bootstrap})
