@@ -142,6 +142,8 @@ class LimitSettings(_Frozen):
     max_features: int = Field(default=1024, ge=1)
     max_models: int = Field(default=100, ge=1)
     max_signals_per_model: int = Field(default=64, ge=1)
+    #: versions of one model monitored at once; a new one evicts the least recently seen
+    max_versions_per_model: int = Field(default=5, ge=1)
 
 
 class MetricsSettings(_Frozen):

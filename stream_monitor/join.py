@@ -129,8 +129,10 @@ class LabelJoin:
     """The bounded join of labels to predictions, for every model."""
 
     def __init__(self, limits: JoinLimits,
-                 threshold_for: Callable[[str], float | None] = lambda _model: None) -> None:
+                 threshold_for: Callable[[str], float | None] = lambda _model: None,
+                 max_models: int = 100) -> None:
         self.limits = limits
+        self.max_models = max_models
         self._threshold_for = threshold_for
         self._models: dict[str, _ModelJoin] = {}
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -143,13 +145,15 @@ class LabelJoin:
                    for m in self._models.values())
 
     def bound(self) -> int:
-        """The most entries :meth:`size` can reach per model."""
+        """The most entries :meth:`size` can reach."""
         limits = self.limits
-        return 3 * limits.retention_events + limits.early_label_events + 1
+        return self.max_models * (3 * limits.retention_events + limits.early_label_events + 1)
 
-    def _model(self, model: str) -> _ModelJoin:
+    def _model(self, model: str) -> _ModelJoin | None:
         state = self._models.get(model)
         if state is None:
+            if len(self._models) >= self.max_models:
+                return None
             state = self._models[model] = _ModelJoin()
         return state
 
@@ -158,6 +162,8 @@ class LabelJoin:
         if event.prediction is None:
             return
         state = self._model(event.model)
+        if state is None:
+            return
         ts = event.ts if event.ts is not None else fallback_ts
         if ts is not None and (state.stream_ts is None or ts > state.stream_ts):
             state.stream_ts = ts
@@ -178,6 +184,10 @@ class LabelJoin:
         if label.ts is None and fallback_ts is not None:
             label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
         state = self._model(label.model)
+        if state is None:
+            # a model beyond the cap: nothing of it is kept
+            self.outcomes[("_unknown", "unmatched")] += 1
+            return
         entry = _Waiting(label, partition)
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)

@@ -80,7 +80,7 @@ class _VersionState:
     """Everything the monitor keeps for one (model, model_version)."""
 
     __slots__ = ("model", "model_version", "rule", "signals", "by_feature", "prediction",
-                 "family_signals")
+                 "family_signals", "last_seen")
 
     def __init__(self, model: str, model_version: str, rule: ModelRule, family_signals: int) -> None:
         self.model = model
@@ -91,6 +91,8 @@ class _VersionState:
         self.by_feature: dict[str, _SignalState | None] = {}
         self.prediction: _SignalState | None | bool = False  # False: not seen yet
         self.family_signals = family_signals
+        #: the monitor's event count when this version last had an event (for eviction)
+        self.last_seen = 0
 
 
 class Monitor:
@@ -108,6 +110,7 @@ class Monitor:
         self._versions: dict[tuple[str, str], _VersionState] = {}
         self._signals_per_model: dict[str, set[str]] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
+        self._events_seen = 0
 
     def models(self) -> dict[str, set[str]]:
         """The models being monitored (within the model cap)."""
@@ -131,9 +134,29 @@ class Monitor:
             # the first event shows the model's schema; signals beyond it share the budget
             seen = len(event.features) + (event.prediction is not None)
             family = min(cap, max(1, seen))
+        versions = [v for v in self._versions.values() if v.model == model]
+        if len(versions) >= self._settings.limits.max_versions_per_model:
+            # models are redeployed: the version not seen for longest makes room
+            self._evict(min(versions, key=lambda v: v.last_seen))
         state = _VersionState(model, event.model_version, rule, family)
         self._versions[state_key(model, event.model_version)] = state
         return state
+
+    def _evict(self, version: _VersionState) -> None:
+        del self._versions[state_key(version.model, version.model_version)]
+        if self._metrics is None:
+            return
+        states = [s for s in (*version.signals.values(), *version.by_feature.values(), version.prediction)
+                  if isinstance(s, _SignalState)]
+        for state in states:
+            for detector in state.detectors:
+                labels = (version.model, version.model_version, state.signal, detector.name)
+                for metric in (self._metrics.detector_statistic, self._metrics.detector_threshold,
+                               self._metrics.drift_active, self._metrics.drift_detections):
+                    try:
+                        metric.remove(*labels)
+                    except KeyError:
+                        pass
 
     def _new_signal(self, version: _VersionState, signal: str, value: Any) -> _SignalState | None:
         rule = version.rule
@@ -210,6 +233,7 @@ class Monitor:
         mismatched: dict[str, int] = {}
         dropped: dict[str, int] = {}
         last_ts: dict[str, float] = {}
+        events_seen = self._events_seen
         for position, record in enumerate(records):
             event = record.event
             version = versions.get(state_key(event.model, event.model_version))
@@ -217,6 +241,7 @@ class Monitor:
                 version = self._admit(event)
                 if version is None:
                     continue
+            version.last_seen = events_seen + position
             model = event.model
             event_ts = event.ts if event.ts is not None else record.timestamp
             if event_ts is not None:
@@ -257,6 +282,7 @@ class Monitor:
                     state.positions.append(position)
                     touched[id(state)] = state
 
+        self._events_seen = events_seen + len(records)
         alerts: list[tuple[int, str, str, Alert]] = []
         for state in touched.values():
             self._detect(state, records, alerts)

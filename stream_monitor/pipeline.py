@@ -42,7 +42,8 @@ class Pipeline:
         self.join = LabelJoin(
             JoinLimits(labels.retention_events, labels.retention_seconds,
                        labels.early_label_events, labels.early_label_seconds),
-            threshold_for=lambda model: settings.rule_for(model).classification_threshold)
+            threshold_for=lambda model: settings.rule_for(model).classification_threshold,
+            max_models=settings.limits.max_models)
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._counted_outcomes: dict[tuple[str, str], int] = {}
         self._counted_expired: dict[str, int] = {}

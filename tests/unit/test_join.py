@@ -65,7 +65,7 @@ def test_regression_and_class_predictions_are_scored():
 
 def test_a_million_unmatched_labels_stay_within_the_bound():
     limits = JoinLimits(retention_events=1000, early_label_events=500)
-    join = LabelJoin(limits)
+    join = LabelJoin(limits, max_models=1)
     largest = 0
     for number in range(1_000_000):
         join.add_label(LabelEvent(f"x{number}", "m", 1.0, None))
@@ -90,3 +90,12 @@ def test_state_round_trip_gives_the_same_pairs():
     restored = LabelJoin(JoinLimits())
     restored.load_state_dict(original.state_dict())
     assert feed(restored, 50, 100) == feed(original, 50, 100)
+
+
+def test_labels_of_ever_new_models_keep_nothing_beyond_the_model_cap():
+    join = LabelJoin(JoinLimits(early_label_events=10), max_models=3)
+    for number in range(10_000):
+        join.add_label(LabelEvent("e", f"model-{number}", 1.0, None))
+    assert join.size() <= 3
+    assert len(join.outcomes) <= 3 * 5 + 1
+    assert join.outcomes[("_unknown", "unmatched")] == 10_000 - 3

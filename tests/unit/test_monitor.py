@@ -70,3 +70,22 @@ def test_reference_snapshot_is_used_and_named_in_alerts(tmp_path):
     assert alerts[0].n_seen < 400
     # data like the snapshot: quiet
     assert Monitor(settings).process(records(rng.normal(5.0, 1.0, 5000))) == []
+
+
+def test_a_new_version_beyond_the_cap_evicts_the_least_recently_seen_one_and_its_series():
+    metrics = Metrics(CollectorRegistry())
+    monitor = Monitor(Settings(limits={"max_versions_per_model": 2}), metrics)
+
+    def batch(version: str) -> list[Record]:
+        return [Record(PredictionEvent(f"{version}-{i}", "m", version, None, {"x": float(i % 7)}, None))
+                for i in range(50)]
+
+    sample = metrics.registry.get_sample_value
+    labels = {"model": "m", "signal": "feature:x", "detector": "ks"}
+    monitor.process(batch("1"))
+    monitor.process(batch("2"))
+    monitor.process(batch("1"))  # version 1 is now the more recent
+    monitor.process(batch("3"))  # evicts version 2
+    assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "2"}) is None
+    assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "1"}) is not None
+    assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "3"}) is not None
