@@ -31,7 +31,11 @@ def rfc3339(epoch_seconds: float | None) -> str | None:
     """
     if epoch_seconds is None:
         return None
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        # a Kafka timestamp can be anything a producer set; an alert must still go out
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

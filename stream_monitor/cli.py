@@ -27,9 +27,10 @@ def _load(path: str | None):  # type: ignore[no-untyped-def]
 def cmd_run(args: argparse.Namespace) -> int:
     from stream_monitor import logs
     from stream_monitor.metrics import Health, Metrics, MetricsServer
-    from stream_monitor.service import Service
+    from stream_monitor.service import Service, check_client_properties
 
     settings = _load(args.config)
+    check_client_properties(settings)
     logs.configure(settings.log_level)
     log.info("starting", extra={"version": __version__, "settings": settings.redacted()})
     metrics = Metrics()
@@ -135,7 +136,10 @@ def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: igno
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from stream_monitor.service import check_client_properties
+
     settings = _load(args.config)
+    check_client_properties(settings)
     print(orjson.dumps(settings.redacted(), option=orjson.OPT_INDENT_2).decode())
     print("config OK", file=sys.stderr)
     return 0

@@ -16,14 +16,37 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from stream_monitor import detectors
 from stream_monitor.errors import ConfigError
 
 __all__ = ["ConfigError", "ModelRule", "Settings", "load_settings"]
 
-_SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key")
+_SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key", "credential")
+#: librdkafka security properties whose values are safe to log; every other
+#: sasl.* / ssl.* value is masked (e.g. sasl.oauthbearer.config carries secrets)
+_SAFE_SECURITY_PROPERTIES = frozenset({
+    "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.kerberos.service.name",
+    "sasl.kerberos.principal", "sasl.oauthbearer.method", "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.scope", "sasl.oauthbearer.token.endpoint.url",
+    "ssl.ca.location", "ssl.certificate.location", "ssl.endpoint.identification.algorithm",
+    "ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list", "ssl.providers",
+    "enable.ssl.certificate.verification",
+})
+
+
+def _is_secret_property(key: str) -> bool:
+    lowered = key.lower()
+    if lowered in _SAFE_SECURITY_PROPERTIES:
+        return False
+    return lowered.startswith(("sasl.", "ssl.")) or any(m in lowered for m in _SECRET_PROPERTY_MARKERS)
 
 
 class _Frozen(BaseModel):
@@ -113,6 +136,14 @@ class KafkaSettings(_Frozen):
             raise ValueError("must name at least one broker (host:port)")
         return value
 
+    @field_validator("sasl_password")
+    @classmethod
+    def _strip_newline(cls, value: SecretStr | None) -> SecretStr | None:
+        # secret files usually end with a newline that is not part of the password
+        if value is None:
+            return None
+        return SecretStr(value.get_secret_value().rstrip("\r\n"))
+
     def client_properties(self) -> dict[str, Any]:
         """The librdkafka properties shared by all clients, secrets included."""
         merged: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, **self.properties}
@@ -138,6 +169,9 @@ class ConsumerSettings(_Frozen):
 
 class LimitSettings(_Frozen):
     max_message_bytes: int = Field(default=1_000_000, ge=64)
+    #: dead letters keep at most this much of the original value (the rest is cut, and a
+    #: header says so); below the producer's and the topic's message size limits
+    dead_letter_max_bytes: int = Field(default=512_000, ge=1024)
     max_string_length: int = Field(default=1024, ge=1)
     max_features: int = Field(default=1024, ge=1)
     max_models: int = Field(default=100, ge=1)
@@ -165,7 +199,6 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         frozen=True, extra="forbid", env_prefix="STREAM_MONITOR_", env_nested_delimiter="__",
-        secrets_dir=os.environ.get("STREAM_MONITOR_SECRETS_DIR"),
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -188,9 +221,17 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # secret files are named like the fields, nested with "__" (kafka__sasl_password);
+        # the directory is read when the settings load, not when this module imports
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get("STREAM_MONITOR_SECRETS_DIR")
+        if secrets_dir:
+            sources.append(NestedSecretsSettingsSource(
+                file_secret_settings, secrets_dir=secrets_dir, secrets_dir_missing="error",
+                secrets_prefix="", secrets_nested_delimiter="__"))
         # the YAML file (set by load_settings) is the lowest-priority source
-        return (init_settings, env_settings, file_secret_settings,
-                YamlConfigSettingsSource(settings_cls))
+        sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
 
     def rule_for(self, model: str) -> ModelRule:
         for rule in self.models:
@@ -204,10 +245,8 @@ class Settings(BaseSettings):
         kafka = data["kafka"]
         if kafka.get("sasl_password") is not None:
             kafka["sasl_password"] = "***"
-        kafka["properties"] = {
-            key: ("***" if any(marker in key.lower() for marker in _SECRET_PROPERTY_MARKERS) else value)
-            for key, value in kafka["properties"].items()
-        }
+        kafka["properties"] = {key: ("***" if _is_secret_property(key) else value)
+                               for key, value in kafka["properties"].items()}
         return data
 
 

@@ -21,7 +21,8 @@ Each pair becomes one value of a performance signal:
   score lies in [0, 1]);
 - ``performance:abs_error`` (|prediction - label|) for regression.
 
-Every label ends in exactly one outcome, counted by :attr:`LabelJoin.outcomes`:
+Every label ends in exactly one outcome, counted in :attr:`LabelJoin.totals` and
+handed out per model by :meth:`LabelJoin.take_outcomes`:
 ``joined``, ``duplicate`` (its prediction was already joined), ``late`` (its
 prediction already expired), ``unmatched`` (no prediction came) or
 ``invalid`` (the pair cannot be scored, e.g. a string label for a score).
@@ -108,7 +109,7 @@ class _Waiting:
 
 class _ModelJoin:
     __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
-                 "stream_ts")
+                 "stream_ts", "last_active")
 
     def __init__(self) -> None:
         #: event_id -> (model_version, prediction, ts, partition), oldest first
@@ -123,6 +124,8 @@ class _ModelJoin:
         self.expired_ids: OrderedDict[str, None] = OrderedDict()
         #: newest prediction event time of the model
         self.stream_ts: float | None = None
+        #: the join's input count at this model's last input (for eviction)
+        self.last_active = 0
 
 
 class LabelJoin:
@@ -135,9 +138,13 @@ class LabelJoin:
         self.max_models = max_models
         self._threshold_for = threshold_for
         self._models: dict[str, _ModelJoin] = {}
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.expired_predictions: Counter[str] = Counter()
+        #: labels by outcome over the join's life
+        self.totals: Counter[str] = Counter()
+        #: per (model, outcome) and per model, since the last take_outcomes()
+        self._outcomes: Counter[tuple[str, str]] = Counter()
+        self._expired: Counter[str] = Counter()
         self._ready: list[Pair] = []
+        self._inputs = 0
 
     def size(self) -> int:
         """Entries held in memory (for the bound): pending, queued and remembered ids."""
@@ -147,23 +154,47 @@ class LabelJoin:
     def bound(self) -> int:
         """The most entries :meth:`size` can reach."""
         limits = self.limits
-        return self.max_models * (3 * limits.retention_events + limits.early_label_events + 1)
+        return self.max_models * (3 * limits.retention_events + limits.early_label_events + 2)
 
-    def _model(self, model: str) -> _ModelJoin | None:
+    def _model(self, model: str) -> _ModelJoin:
+        self._inputs += 1
         state = self._models.get(model)
         if state is None:
             if len(self._models) >= self.max_models:
-                return None
+                # the model idle for longest makes room, models without predictions
+                # (labels of unknown models) first; what it held is given up
+                idle = min(self._models, key=lambda name: (self._models[name].stream_ts is not None,
+                                                           self._models[name].last_active))
+                self._evict(idle)
             state = self._models[model] = _ModelJoin()
+        state.last_active = self._inputs
         return state
+
+    def _evict(self, model: str) -> None:
+        state = self._models.pop(model)
+        for entry in state.queue:
+            outcome = entry.outcome or "unmatched"
+            self._count(model, outcome)
+            if entry.pair is not None:
+                self._ready.append(entry.pair)
+        if state.pending:
+            self._expired[model] += len(state.pending)
+
+    def _count(self, model: str, outcome: str) -> None:
+        self.totals[outcome] += 1
+        self._outcomes[(model, outcome)] += 1
+
+    def take_outcomes(self) -> tuple[Counter[tuple[str, str]], Counter[str]]:
+        """Label outcomes per (model, outcome) and expired predictions per model since the last call."""
+        outcomes, expired = self._outcomes, self._expired
+        self._outcomes, self._expired = Counter(), Counter()
+        return outcomes, expired
 
     def add_prediction(self, event: PredictionEvent, partition: int = 0,
                        fallback_ts: float | None = None) -> None:
         if event.prediction is None:
             return
         state = self._model(event.model)
-        if state is None:
-            return
         ts = event.ts if event.ts is not None else fallback_ts
         if ts is not None and (state.stream_ts is None or ts > state.stream_ts):
             state.stream_ts = ts
@@ -184,10 +215,6 @@ class LabelJoin:
         if label.ts is None and fallback_ts is not None:
             label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
         state = self._model(label.model)
-        if state is None:
-            # a model beyond the cap: nothing of it is kept
-            self.outcomes[("_unknown", "unmatched")] += 1
-            return
         entry = _Waiting(label, partition)
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)
@@ -232,7 +259,7 @@ class LabelJoin:
                 break
             pending.popitem(last=False)
             self._remember(state.expired_ids, event_id)
-            self.expired_predictions[model] += 1
+            self._expired[model] += 1
         # release resolved labels from the head, in label order; give up on the head
         # label when too many wait (the queue is capped too: resolved labels behind
         # an unresolved head wait with it) or when the predictions have moved past it
@@ -242,7 +269,7 @@ class LabelJoin:
             head = queue[0]
             if head.outcome is not None:
                 queue.popleft()
-                self.outcomes[(model, head.outcome)] += 1
+                self._count(model, head.outcome)
                 if head.pair is not None:
                     self._ready.append(head.pair)
                 continue
@@ -269,6 +296,10 @@ class LabelJoin:
 
     def pending_predictions(self) -> int:
         return sum(len(m.pending) for m in self._models.values())
+
+    def joinable_waiting(self) -> int:
+        """Unresolved labels of models whose predictions have been seen."""
+        return sum(m.unresolved for m in self._models.values() if m.stream_ts is not None)
 
     def waiting_labels(self) -> int:
         return sum(len(m.queue) for m in self._models.values())

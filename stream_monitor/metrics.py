@@ -80,7 +80,7 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), registry=registry)
         self.consumer_lag = Gauge(
             "stream_monitor_consumer_lag_messages",
-            "Messages between the consumer's position and the partition's high watermark.",
+            "Messages between the consumer's stored offset and the partition's high watermark.",
             ("topic", "partition"), registry=registry)
         self.last_event_timestamp = Gauge(
             "stream_monitor_last_event_timestamp_seconds",
@@ -108,6 +108,10 @@ class Metrics:
             "stream_monitor_join_waiting",
             "Entries waiting in the label join: predictions without label, labels queued.",
             ("kind",), registry=registry)
+        self.produce_failures = Counter(
+            "stream_monitor_produce_failures_total",
+            "Alerts or dead letters Kafka refused for good (e.g. too large, not authorised).",
+            ("kind", "code"), registry=registry)
         self.kafka_errors = Counter(
             "stream_monitor_kafka_errors_total", "Errors reported by the Kafka client, by code.",
             ("code",), registry=registry)

@@ -112,6 +112,9 @@ class Monitor:
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._events_seen = 0
 
+    def has_version(self, model: str, model_version: str) -> bool:
+        return state_key(model, model_version) in self._versions
+
     def models(self) -> dict[str, set[str]]:
         """The models being monitored (within the model cap)."""
         return self._signals_per_model

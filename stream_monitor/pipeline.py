@@ -45,8 +45,6 @@ class Pipeline:
             threshold_for=lambda model: settings.rule_for(model).classification_threshold,
             max_models=settings.limits.max_models)
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
-        self._counted_outcomes: dict[tuple[str, str], int] = {}
-        self._counted_expired: dict[str, int] = {}
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
@@ -80,16 +78,11 @@ class Pipeline:
         metrics = self.metrics
         assert metrics is not None
         known = self.monitor.models()
-        for (model, outcome), total in self.join.outcomes.items():
-            before = self._counted_outcomes.get((model, outcome), 0)
-            if total > before:
-                metrics.labels_total.labels(model if model in known else "_unknown", outcome).inc(total - before)
-                self._counted_outcomes[(model, outcome)] = total
-        for model, total in self.join.expired_predictions.items():
-            before = self._counted_expired.get(model, 0)
-            if total > before:
-                metrics.predictions_expired.labels(model if model in known else "_unknown").inc(total - before)
-                self._counted_expired[model] = total
+        outcomes, expired = self.join.take_outcomes()
+        for (model, outcome), count in outcomes.items():
+            metrics.labels_total.labels(model if model in known else "_unknown", outcome).inc(count)
+        for model, count in expired.items():
+            metrics.predictions_expired.labels(model if model in known else "_unknown").inc(count)
         touched = set()
         for pair in pairs:
             if pair.label_ts is not None and pair.prediction_ts is not None:
@@ -97,7 +90,7 @@ class Pipeline:
             key = (pair.model, pair.model_version, pair.signal)
             window = self._windows.get(key)
             if window is None:
-                if pair.model not in known:
+                if not self.monitor.has_version(pair.model, pair.model_version):
                     continue
                 window = self._windows[key] = deque(maxlen=PERFORMANCE_WINDOW)
             window.append(pair.value)
@@ -105,6 +98,9 @@ class Pipeline:
         for key in touched:
             window = self._windows[key]
             metrics.model_performance.labels(*key).set(sum(window) / len(window))
+        for key in [k for k in self._windows if not self.monitor.has_version(k[0], k[1])]:
+            # the monitor evicted that version: drop its window and its series
+            del self._windows[key]
+            metrics.model_performance.remove(*key)
         metrics.join_waiting.labels("predictions").set(self.join.pending_predictions())
         metrics.join_waiting.labels("labels").set(self.join.waiting_labels())
-

@@ -100,6 +100,5 @@ def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
         if len(batch) >= batch_size:
             flush()
     flush()
-    for (_, outcome), count in pipeline.join.outcomes.items():
-        summary.label_outcomes[outcome] += count
+    summary.label_outcomes.update(pipeline.join.totals)
     return summary

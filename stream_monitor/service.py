@@ -37,6 +37,16 @@ __all__ = ["Service", "consumer_config", "producer_config"]
 
 log = logging.getLogger("stream_monitor.service")
 
+#: SIGTERM to exit: time left to deliver what is pending before giving up on it
+STOP_GRACE_S = 7.0
+#: delivery errors worth producing again: they pass when the broker is back
+_PASSING_DELIVERY_ERRORS = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT,
+                                      KafkaError._TRANSPORT, KafkaError.REQUEST_TIMED_OUT,
+                                      KafkaError.NOT_ENOUGH_REPLICAS,
+                                      KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                                      KafkaError.LEADER_NOT_AVAILABLE,
+                                      KafkaError.NOT_LEADER_FOR_PARTITION})
+
 
 class TopicsMissing(StreamMonitorError):
     def __init__(self, topics: list[str]) -> None:
@@ -46,7 +56,14 @@ class TopicsMissing(StreamMonitorError):
 
 
 def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
-    """Our defaults, then the user's librdkafka properties, then what correctness needs."""
+    """Our defaults, then the user's librdkafka properties, then what correctness needs.
+
+    With labels, both input topics must be co-partitioned on each member
+    (partition i of predictions and of labels together, as Kafka Streams
+    requires for a join): the range assignor does that for topics with the
+    same partition count; cooperative-sticky does not.
+    """
+    join_needs = {"partition.assignment.strategy": "range"} if settings.topics.labels else {}
     return {
         "auto.offset.reset": "earliest",
         "statistics.interval.ms": 5000,
@@ -57,6 +74,7 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": int(settings.consumer.commit_interval_s * 1000),
+        **join_needs,
         **callbacks,
     }
 
@@ -69,6 +87,25 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "acks": "all",
         **callbacks,
     }
+
+
+def check_client_properties(settings: Settings) -> None:
+    """Let librdkafka judge ``kafka.properties`` now, as a config error naming the property.
+
+    The clients are built against an unreachable address and closed at once:
+    nothing is sent anywhere.
+    """
+    from stream_monitor.errors import ConfigError
+
+    offline = {"bootstrap.servers": "127.0.0.1:1", "log_level": 0}
+    for kind, build in (("consumer", lambda: Consumer({**consumer_config(settings), **offline})),
+                        ("producer", lambda: Producer({**producer_config(settings), **offline}))):
+        try:
+            client = build()
+        except KafkaException as exc:
+            raise ConfigError([("kafka.properties", f"{kind}: {exc.args[0].str()}")]) from None
+        if isinstance(client, Consumer):
+            client.close()
 
 
 class _Deliveries:
@@ -102,6 +139,7 @@ class Service:
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
+        self._stop_deadline: float | None = None
         self._limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
                               settings.limits.max_features)
         self._allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
@@ -116,6 +154,8 @@ class Service:
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to finish its batch and shut down (signal-handler safe)."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -164,10 +204,20 @@ class Service:
                          if topic not in metadata.topics or metadata.topics[topic].error is not None)
         if missing:
             raise TopicsMissing(missing)
+        if self._labels_topic:
+            counts = {topic: len(metadata.topics[topic].partitions)
+                      for topic in (self.settings.topics.predictions, self._labels_topic)}
+            if len(set(counts.values())) != 1:
+                raise StreamMonitorError(
+                    f"the predictions and labels topics must have the same number of partitions "
+                    f"(and be keyed by model the same way) for labels to meet their predictions: "
+                    f"{counts}")
 
     def _shutdown(self) -> None:
         self.health.set_ready(False, "shutting down")
-        self._flush_until_delivered(deadline_s=8.0)
+        if self._stop_deadline is None:  # the loop ended by itself (idle, or an exception)
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
+        self._flush_until_delivered()
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
@@ -218,17 +268,24 @@ class Service:
             self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
             if self._on_alert is not None:
                 self._on_alert(value)
-        self._flush_until_delivered()
-        if next_offsets:
-            self.consumer.store_offsets(offsets=[
-                TopicPartition(topic, partition, offset)
-                for (topic, partition), offset in next_offsets.items()])
+        if not self._flush_until_delivered():
+            return  # stopping with undelivered alerts: the batch stays uncommitted
+        offsets = [TopicPartition(topic, partition, offset)
+                   for (topic, partition), offset in next_offsets.items()
+                   if (topic, partition) in self._assigned]
+        if offsets:
+            try:
+                self.consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:
+                # e.g. revoked in between: the next owner re-reads these, nothing is lost
+                log.warning("storing offsets failed", extra={"error": str(exc)})
         self._pace_labels()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
     def _dead_letter(self, message: Message, bad: BadMessage) -> None:
         topic = message.topic()
+        key, value = message.key(), message.value()
         headers = list(message.headers() or [])
         headers += [
             ("error.reason", bad.reason.encode()),
@@ -237,8 +294,15 @@ class Service:
             ("source.partition", str(message.partition()).encode()),
             ("source.offset", str(message.offset()).encode()),
         ]
-        self._produce("dead_letter", self.settings.topics.dead_letter, message.key(), message.value(),
-                      headers)
+        limit = self.settings.limits.dead_letter_max_bytes
+        if (value is not None and len(value) > limit) or (key is not None and len(key) > limit // 8):
+            # the original may be bigger than the producer or the topic accept: keep a
+            # prefix, say so, and point at the source offset, which still has it whole
+            headers += [("error.truncated", b"true"),
+                        ("error.original_size", str(len(value or b"")).encode())]
+            value = value[:limit] if value is not None else None
+            key = key[:limit // 8] if key is not None else None
+        self._produce("dead_letter", self.settings.topics.dead_letter, key, value, headers)
         self.metrics.events_rejected.labels(topic, bad.reason).inc()
 
     def _produce(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
@@ -251,58 +315,84 @@ class Service:
             except BufferError:
                 # the local queue is full: serve delivery reports to make room, never drop
                 self.producer.poll(0.5)
+            except KafkaException as exc:
+                # refused before it was queued (too large, bad header...): retrying cannot help
+                self._give_up(kind, topic, exc.args[0])
+                return
 
-    def _flush_until_delivered(self, deadline_s: float | None = None) -> None:
-        """Flush; re-produce whatever failed, until all is delivered (or the deadline)."""
-        started = time.monotonic()
+    def _give_up(self, kind: str, topic: str, error: KafkaError) -> None:
+        self.metrics.produce_failures.labels(kind, error.name()).inc()
+        log.error("message could not be produced", extra={"kind": kind, "topic": topic,
+                                                          "code": error.name(), "error": error.str()})
+
+    def _flush_until_delivered(self) -> bool:
+        """Flush; re-produce what failed for a passing reason, until all is delivered.
+
+        Waits through broker outages. Once a stop is requested it waits only until
+        the stop deadline and returns False when something is still undelivered.
+        """
         while True:
             while len(self.producer) > 0:
-                self.producer.flush(1.0)
+                self.producer.flush(0.5)
                 self.health.beat()
-                if deadline_s is not None and time.monotonic() - started > deadline_s:
-                    log.error("messages still undelivered at shutdown",
+                if self._past_stop_deadline():
+                    log.error("messages undelivered at shutdown; their offsets stay uncommitted",
                               extra={"pending": len(self.producer)})
-                    return
+                    return False
             failed, self._deliveries.failed = self._deliveries.failed, []
             delivered = self._deliveries.delivered_alerts
             self._deliveries.delivered_alerts = 0
             if delivered:
                 self.metrics.alerts_produced.inc(delivered)
-            if not failed:
-                return
-            log.warning("re-producing undelivered messages", extra={"count": len(failed),
-                                                                    "error": str(failed[0][-1])})
-            for kind, topic, key, value, headers, _ in failed:
-                self._produce(kind, topic, key, value, headers)
-            if deadline_s is not None and time.monotonic() - started > deadline_s:
-                return
+            retry = []
+            for item in failed:
+                error = item[-1]
+                if error.retriable() or error.code() in _PASSING_DELIVERY_ERRORS:
+                    retry.append(item)
+                else:
+                    self._give_up(item[0], item[1], error)
+            if not retry:
+                return True
+            log.warning("re-producing undelivered messages", extra={"count": len(retry),
+                                                                    "error": str(retry[0][-1])})
+            if self._past_stop_deadline():
+                return False
             time.sleep(0.5)
+            for kind, topic, key, value, headers, _ in retry:
+                self._produce(kind, topic, key, value, headers)
+
+    def _past_stop_deadline(self) -> bool:
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
     def _pace_labels(self) -> None:
         """Pause the labels topic while many labels wait for their predictions.
 
-        Labels consumed far ahead of their predictions would overflow the
-        join's waiting room and be given up; pausing keeps them in Kafka.
+        Labels consumed far ahead of their predictions would crowd the join's
+        waiting room and be given up; pausing keeps them in Kafka. Only labels
+        that can still be joined count (models whose predictions are flowing).
+        The decision is applied to every assigned labels partition each batch,
+        so partitions kept or added by a rebalance follow it too.
         """
         if not self._labels_topic:
             return
-        waiting = self.pipeline.join.waiting_labels()
-        room = self.settings.labels.early_label_events
         labels = [TopicPartition(t, p) for t, p in self._assigned if t == self._labels_topic]
         if not labels:
             return
-        if not self._labels_paused and waiting > room // 2:
+        waiting = self.pipeline.join.joinable_waiting()
+        room = self.settings.labels.early_label_events
+        if waiting > room // 2:
             self.consumer.pause(labels)
             self._labels_paused = True
         elif self._labels_paused and waiting <= room // 4:
             self.consumer.resume(labels)
             self._labels_paused = False
+        elif self._labels_paused:
+            self.consumer.pause(labels)
 
     # -- callbacks ------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.update((p.topic, p.partition) for p in partitions)
-        self._labels_paused = False  # newly assigned partitions start fetching
         log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]"
                                                               for p in partitions]})
 
@@ -338,7 +428,7 @@ class Service:
             log.error("fatal kafka client error, stopping", extra={"code": error.name(),
                                                                    "error": error.str()})
             self._fatal = error
-            self._stop.set()
+            self.stop()
             return
         log.warning("kafka client error", extra={"code": error.name(), "error": error.str()})
 
@@ -347,7 +437,8 @@ class Service:
         for topic, topic_stats in stats.get("topics", {}).items():
             for partition, partition_stats in topic_stats.get("partitions", {}).items():
                 number = int(partition)
-                lag = partition_stats.get("consumer_lag", -1)
+                # against the stored offset: the committed one trails by a commit interval
+                lag = partition_stats.get("consumer_lag_stored", -1)
                 if number < 0 or lag < 0 or (topic, number) not in self._assigned:
                     continue
                 self._lag[(topic, number)] = lag

@@ -32,6 +32,10 @@ def test_check_config_lists_every_bad_field_and_exits_2(tmp_path, capsys):
     assert main(["check-config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "consumer.batch_size" in err and "metrics.port" in err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("kafka: {properties: {sesion.timeout.ms: 6000}}\n")
+    assert main(["check-config", "--config", str(typo)]) == 2
+    assert "sesion.timeout.ms" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("kafka: {sasl_password: do-not-print}\n")
     assert main(["check-config", "--config", str(good)]) == 0

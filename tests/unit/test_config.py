@@ -63,7 +63,8 @@ def test_secrets_never_reach_repr_or_logs(tmp_path, monkeypatch, caplog):
     secrets.mkdir()
     monkeypatch.setenv("STREAM_MONITOR_KAFKA__SASL_PASSWORD", "hunter2-env")
     path = tmp_path / "ok.yaml"
-    path.write_text("kafka:\n  properties: {sasl.username: svc, sasl.oauthbearer.client.secret: s3cr3t}\n")
+    path.write_text("kafka:\n  properties: {sasl.username: svc, sasl.oauthbearer.client.secret: s3cr3t,\n"
+                    "    sasl.oauthbearer.config: 'principal=svc clientSecret=s3cr3t2', ssl.key.pem: s3cr3t3}\n")
     settings = load_settings(path)
     assert settings.kafka.client_properties()["sasl.password"] == "hunter2-env"
     logging.getLogger("test").warning("settings", extra={"settings": settings.redacted()})
@@ -71,3 +72,15 @@ def test_secrets_never_reach_repr_or_logs(tmp_path, monkeypatch, caplog):
     assert "hunter2-env" not in text
     assert "s3cr3t" not in text
     assert settings.redacted()["kafka"]["properties"]["sasl.username"] == "svc"
+
+
+def test_secret_files_are_read_from_the_secrets_dir(tmp_path, monkeypatch):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "kafka__sasl_password").write_text("from-a-file\n")
+    monkeypatch.setenv("STREAM_MONITOR_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.kafka.sasl_password.get_secret_value() == "from-a-file"
+    monkeypatch.setenv("STREAM_MONITOR_SECRETS_DIR", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError):
+        load_settings()

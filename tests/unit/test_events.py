@@ -32,6 +32,11 @@ CASES = [
     (b'{"event_id": "e", "model": "m", "ts": "yesterday"}', "wrong_type"),
     (b'{"event_id": "e", "model": "m", "ts": "2025-01-01T00:00:00"}', "wrong_type"),
     (b'{"event_id": "e", "model": "m", "model_version": 1.5}', "wrong_type"),
+    (b'{"event_id": "e", "model": "m", "ts": 1764000000123}', "wrong_type"),
+    (b'{"event_id": "e", "model": "m", "ts": -5}', "wrong_type"),
+    (b'{"event_id": "e", "model": "m", "ts": "20251124T160000Z"}', "wrong_type"),
+    (b'{"event_id": "e", "model": "m", "ts": "2025-W48-1T16:00Z"}', "wrong_type"),
+    (b'{"event_id": "e", "model": "m", "ts": "2025-13-40T16:00:00Z"}', "wrong_type"),
     (b'{"event_id": "e", "model": "m", "features": {"a": {"b": 1}}}', "nested_value"),
     (b'{"event_id": "e", "model": "m", "prediction": [0.1, 0.9]}', "nested_value"),
 ]
@@ -55,6 +60,8 @@ def test_valid_prediction_fields_and_defaults():
     assert event.features == {"x": 1.0, "y": None, "z": "DE", "b": "false"}
     assert event.prediction == "cat"
     assert decode_prediction(b'{"event_id": "e", "model": "m"}', LIMITS).ts is None
+    nanos = decode_prediction(b'{"event_id": "e", "model": "m", "ts": "2025-11-24T16:00:00.123456789+00:00"}')
+    assert nanos.ts == 1764000000.123456
 
 
 def test_label_needs_a_label():

@@ -86,3 +86,87 @@ def test_a_fatal_client_error_stops_the_loop_and_fails_the_exit_status():
     assert service.metrics.registry.get_sample_value(
         "stream_monitor_kafka_errors_total", {"code": "_FENCED"}) == 1
     service.consumer.close()
+
+
+class RefusingProducer(FlakyProducer):
+    """Fails every delivery with a permanent error, or refuses at produce time."""
+
+    def __init__(self, at_produce: bool) -> None:
+        super().__init__(full=0, failed_deliveries=0)
+        self.at_produce = at_produce
+
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+        if self.at_produce:
+            from confluent_kafka import KafkaException
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.pending.append((topic, key, value, on_delivery))
+
+    def flush(self, timeout=None):
+        pending, self.pending = self.pending, []
+        for *_, on_delivery in pending:
+            on_delivery(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), None)
+        return 0
+
+
+def test_permanent_failures_are_counted_not_retried_forever():
+    for at_produce, code in ((True, "MSG_SIZE_TOO_LARGE"), (False, "TOPIC_AUTHORIZATION_FAILED")):
+        service = _service()
+        service.producer = RefusingProducer(at_produce)  # type: ignore[assignment]
+        service._produce("dead_letter", "dlq", b"k", b"v", None)
+        assert service._flush_until_delivered() is True
+        assert service.metrics.registry.get_sample_value(
+            "stream_monitor_produce_failures_total", {"kind": "dead_letter", "code": code}) == 1
+        service.consumer.close()
+
+
+class DownProducer(FlakyProducer):
+    """A broker that never answers: nothing is ever delivered."""
+
+    def flush(self, timeout=None):
+        return len(self.pending)
+
+
+def test_a_stop_during_an_outage_gives_up_at_the_deadline(monkeypatch):
+    import stream_monitor.service as service_module
+
+    monkeypatch.setattr(service_module, "STOP_GRACE_S", 0.2)
+    service = _service()
+    service.producer = DownProducer(full=0, failed_deliveries=0)  # type: ignore[assignment]
+    service._produce("alert", "alerts", b"k", b"v", None)
+    service.stop()
+    assert service._flush_until_delivered() is False
+    service.consumer.close()
+
+
+class Message:
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def topic(self): return "in"
+    def partition(self): return 3
+    def offset(self): return 42
+    def key(self): return b"m"
+    def value(self): return self._value
+    def headers(self): return [("trace", b"abc")]
+
+
+def test_an_oversize_dead_letter_keeps_a_prefix_and_says_so():
+    from stream_monitor.errors import BadMessage
+
+    service = _service()
+    fake = FlakyProducer(full=0, failed_deliveries=0)
+    service.producer = fake  # type: ignore[assignment]
+    original = b"x" * 2_000_000
+    service._dead_letter(Message(original), BadMessage("oversize", "too big", original))
+    topic, key, value, _ = fake.pending[0]
+    assert topic == service.settings.topics.dead_letter and key == b"m"
+    assert value == original[: service.settings.limits.dead_letter_max_bytes]
+    service.consumer.close()
+
+
+def test_with_labels_the_inputs_are_co_partitioned_by_the_range_assignor():
+    with_labels = consumer_config(Settings(kafka={"properties": {
+        "partition.assignment.strategy": "cooperative-sticky"}}))
+    assert with_labels["partition.assignment.strategy"] == "range"
+    without = consumer_config(Settings(topics={"labels": None}))
+    assert without["partition.assignment.strategy"] == "cooperative-sticky"
