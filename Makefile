@@ -40,9 +40,12 @@ deploy-tools:
 test-unit: venv
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
 
+# Ctrl-C goes to the demo, which stops the monitor and the producer; the trap keeps
+# this shell alive to stop the broker afterwards.
 demo: venv
 	$(KAFKA) up
-	@$(PY) -m stream_monitor.demo --bootstrap $(KAFKA_BOOTSTRAP_LOCAL); \
+	@trap 'true' INT TERM; \
+	  $(PY) -m stream_monitor.demo --bootstrap $(KAFKA_BOOTSTRAP_LOCAL); \
 	  status=$$?; $(KAFKA) down; exit $$status
 
 bench: venv

@@ -56,8 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from stream_monitor.config import load_settings
 
-    # a fixed group: a second demo resumes after what the first one processed
-    settings = load_settings(args.config)
+    # fresh topics and group per run: the broker keeps earlier runs' events, which
+    # would otherwise be read again as one more (spurious) change
+    run_id = uuid.uuid4().hex[:6]
+    base = load_settings(args.config)
+    settings = load_settings(args.config, kafka={**base.kafka.model_dump(),
+                                                 "group_id": f"{base.kafka.group_id}-{run_id}"},
+                             topics={name: (f"{topic}.{run_id}" if topic else None)
+                                     for name, topic in base.topics.model_dump().items()})
     topics = settings.topics
     _create_topics(args.bootstrap, [t for t in (topics.predictions, topics.labels, topics.alerts,
                                                 topics.dead_letter) if t])
@@ -66,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = REPO / ".cache" / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     monitor_log = open(log_dir / "monitor.log", "wb")
-    env_group = {"STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap}
+    env_group = {"STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS": args.bootstrap,
+                 "STREAM_MONITOR_KAFKA__GROUP_ID": settings.kafka.group_id,
+                 **{f"STREAM_MONITOR_TOPICS__{name.upper()}": topic
+                    for name, topic in settings.topics.model_dump().items() if topic}}
     monitor = subprocess.Popen([sys.executable, "-m", "stream_monitor.cli", "run", "--config", args.config],
-                               stdout=monitor_log, stderr=subprocess.STDOUT, env={**os.environ, **env_group})
+                               stdout=monitor_log, stderr=subprocess.STDOUT, env={**os.environ, **env_group},
+                               # Ctrl-C reaches only the demo, which stops the others in order
+                               start_new_session=True)
     port = _metrics_port(log_dir / "monitor.log", monitor)
     print(f"demo: monitor running (log: .cache/demo/monitor.log); metrics at "
           f"http://127.0.0.1:{port}/metrics, health at /healthz and /readyz", flush=True)
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
          "--topic", topics.predictions, "--model", "fraud", "--model", "churn",
          "--events", str(args.events), "--rate", str(args.rate * 2), "--seed", "42",
          "--drift", "fraud:feature:f03@15000:shift=1.0", "--drift", "fraud:feature:c00@30000:share=0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"demo: producing {args.events} events per model for 'fraud' and 'churn' at {args.rate:.0f}/s "
           "each; 'fraud' drifts: feature:f03 +1 sd at event 15000, feature:c00 share of 'a' "
           "20% -> 50% at event 30000. Alerts appear below; Ctrl-C stops.", flush=True)
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             count += 1
             print(f"ALERT {format_alert(orjson.loads(message.value()))}", flush=True)
     finally:
-        print(f"\ndemo: stopping ({count} alerts shown)", flush=True)
+        # stop the others before printing anything: stdout may be gone (a closed pipe)
         if simulate.poll() is None:
             simulate.terminate()
         simulate.wait(10)
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             monitor.kill()
             code = monitor.wait()
         monitor_log.close()
-        print(f"demo: monitor exited with status {code}", flush=True)
+        print(f"\ndemo: stopped ({count} alerts shown); monitor exited with status {code}", flush=True)
     return 0
 
 
