@@ -64,8 +64,12 @@ def preload(servers: str, topic: str, events: int) -> float:
 
 
 def consumed(port: int, topic: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        print(f"scrape failed: {exc!r}", file=sys.stderr)
+        return 0.0
     match = re.search(rf'stream_monitor_events_consumed_total\{{topic="{re.escape(topic)}"\}} (\S+)', text)
     return float(match.group(1)) if match else 0.0
 
@@ -75,7 +79,7 @@ def run_monitor(servers: str, topic: str, events: int, workdir: Path) -> float:
     config = workdir / f"bench-{uuid.uuid4().hex[:6]}.yaml"
     config.write_text(f"kafka: {{bootstrap_servers: '{servers}', group_id: bench-{uuid.uuid4().hex[:8]}}}\n"
                       f"topics: {{predictions: '{topic}', alerts: '{topic}.alerts', "
-                      f"dead_letter: '{topic}.dlq'}}\n"
+                      f"dead_letter: '{topic}.dlq', labels: null}}\n"
                       "metrics: {host: 127.0.0.1, port: 0}\nlog_level: WARNING\n")
     log_path = workdir / "monitor.log"
     with open(log_path, "wb") as log:
@@ -92,6 +96,8 @@ def run_monitor(servers: str, topic: str, events: int, workdir: Path) -> float:
                 time.sleep(0.05)
             first = None
             while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"monitor exited {process.returncode}:\n{log_path.read_text()[-3000:]}")
                 seen = consumed(port, topic)
                 if seen > 0 and first is None:
                     first = time.perf_counter()

@@ -168,13 +168,13 @@ class Service:
         ``max_idle_s`` stops the loop after that long without a message (for
         tests and benchmarks: "run until caught up").
         """
-        topics = [self.settings.topics.predictions]
-        if self._labels_topic:
-            topics.append(self._labels_topic)
         batch_size = self.settings.consumer.batch_size
         timeout = self.settings.consumer.poll_timeout_s
         try:
             self._check_topics()
+            topics = [self.settings.topics.predictions]
+            if self._labels_topic:
+                topics.append(self._labels_topic)
             self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
             log.info("consuming", extra={"topics": topics, "group_id": self.settings.kafka.group_id})
@@ -197,9 +197,14 @@ class Service:
         """Fail at start, by name, when a topic we read or write does not exist."""
         wanted = {self.settings.topics.predictions, self.settings.topics.alerts,
                   self.settings.topics.dead_letter}
-        if self._labels_topic:
-            wanted.add(self._labels_topic)
         metadata = self.producer.list_topics(timeout=30)
+        labels = self._labels_topic
+        if labels and (labels not in metadata.topics or metadata.topics[labels].error is not None):
+            # labels are optional: without their topic the service monitors the rest
+            log.warning("labels topic not found: performance monitoring is off (create the topic "
+                        "and restart, or set topics.labels to null to silence this)",
+                        extra={"topic": labels})
+            self._labels_topic = None
         missing = sorted(topic for topic in wanted
                          if topic not in metadata.topics or metadata.topics[topic].error is not None)
         if missing:

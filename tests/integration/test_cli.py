@@ -89,3 +89,24 @@ metrics: {{host: 127.0.0.1, port: 0}}
 def test_parser_names_every_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert set(commands) == {"run", "replay", "simulate", "check-config", "alerts"}
+
+
+def test_missing_topics_fail_by_name_but_a_missing_labels_topic_only_warns(kafka_bootstrap, topic_factory,
+                                                                            tmp_path):
+    from .service_harness import write_config
+
+    predictions, alerts, dead = (topic_factory("predictions"), topic_factory("alerts"),
+                                 topic_factory("dead-letter"))
+    absent = f"absent.{uuid.uuid4().hex[:8]}"
+    config = write_config(tmp_path / "labels.yaml", kafka_bootstrap, f"g-{uuid.uuid4().hex[:6]}",
+                          {"predictions": predictions, "labels": absent, "alerts": alerts,
+                           "dead_letter": dead})
+    result = _cli("run", "--config", str(config), "--exit-when-idle", "1")
+    assert result.returncode == 0, result.stderr
+    assert "labels topic not found" in result.stderr and absent in result.stderr
+
+    config = write_config(tmp_path / "alerts.yaml", kafka_bootstrap, f"g-{uuid.uuid4().hex[:6]}",
+                          {"predictions": predictions, "alerts": absent, "dead_letter": dead})
+    result = _cli("run", "--config", str(config), "--exit-when-idle", "1")
+    assert result.returncode == 1
+    assert f"topic(s) not found on the cluster: {absent}" in result.stderr
