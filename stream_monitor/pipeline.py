@@ -34,8 +34,11 @@ class LabelRecord:
 class Pipeline:
     """One monitor and one label join, fed in arrival order."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 join_labels: bool = True) -> None:
         self.settings = settings
+        #: without labels, predictions need not wait in the join
+        self.join_labels = join_labels
         self.metrics = metrics
         self.monitor = Monitor(settings, metrics)
         labels = settings.labels
@@ -48,6 +51,8 @@ class Pipeline:
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
+        if not self.join_labels:
+            return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
         records: list[Record] = []
         for item in items:
             if isinstance(item, Record):

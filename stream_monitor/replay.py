@@ -81,7 +81,7 @@ def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
 def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
            metrics: Metrics | None = None, labels_path: Path | None = None) -> ReplaySummary:
     """Run the monitor over JSON-lines files; write alerts as JSON lines."""
-    pipeline = Pipeline(settings, metrics)
+    pipeline = Pipeline(settings, metrics, join_labels=labels_path is not None)
     summary = ReplaySummary()
     batch_size = settings.consumer.batch_size
     batch: list[Record | LabelRecord] = []

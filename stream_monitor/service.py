@@ -172,6 +172,7 @@ class Service:
         timeout = self.settings.consumer.poll_timeout_s
         try:
             self._check_topics()
+            self.pipeline.join_labels = self._labels_topic is not None
             topics = [self.settings.topics.predictions]
             if self._labels_topic:
                 topics.append(self._labels_topic)
