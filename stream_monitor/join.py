@@ -297,6 +297,10 @@ class LabelJoin:
     def pending_predictions(self) -> int:
         return sum(len(m.pending) for m in self._models.values())
 
+    def fullest_pending(self) -> int:
+        """Predictions waiting for labels in the model that has the most."""
+        return max((len(m.pending) for m in self._models.values()), default=0)
+
     def joinable_waiting(self) -> int:
         """Unresolved labels of models whose predictions have been seen."""
         return sum(m.unresolved for m in self._models.values() if m.stream_ts is not None)

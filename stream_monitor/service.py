@@ -135,7 +135,7 @@ class Service:
         self.health = health
         self.pipeline = Pipeline(settings, metrics)
         self._labels_topic = settings.topics.labels
-        self._labels_paused = False
+        self._paused = {"labels": False, "predictions": False}
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
@@ -285,7 +285,7 @@ class Service:
             except KafkaException as exc:
                 # e.g. revoked in between: the next owner re-reads these, nothing is lost
                 log.warning("storing offsets failed", extra={"error": str(exc)})
-        self._pace_labels()
+        self._pace_inputs()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -370,30 +370,67 @@ class Service:
     def _past_stop_deadline(self) -> bool:
         return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
-    def _pace_labels(self) -> None:
-        """Pause the labels topic while many labels wait for their predictions.
+    def _pace_inputs(self) -> None:
+        """Keep the two input topics in step so the join does not give up on what it could join.
 
-        Labels consumed far ahead of their predictions would crowd the join's
-        waiting room and be given up; pausing keeps them in Kafka. Only labels
-        that can still be joined count (models whose predictions are flowing).
-        The decision is applied to every assigned labels partition each batch,
-        so partitions kept or added by a rebalance follow it too.
+        - Labels far ahead of their predictions would crowd the join's waiting
+          room: pause the labels topic while more than half the room is taken
+          by labels that can still join (models whose predictions flow).
+        - Predictions far ahead of their labels would expire by count before
+          their labels are read: pause the predictions topic while a model's
+          waiting predictions come within two batches of
+          ``labels.retention_events`` and the labels topic still has unread
+          messages (pausing drops the client's prefetched messages, so the
+          batches in hand are all that can overshoot).
+
+        Never both at once (that could wait forever); each decision is applied
+        to every assigned partition of the topic each batch, so partitions kept
+        or added by a rebalance follow it.
         """
         if not self._labels_topic:
             return
-        labels = [TopicPartition(t, p) for t, p in self._assigned if t == self._labels_topic]
-        if not labels:
-            return
-        waiting = self.pipeline.join.joinable_waiting()
+        by_topic: dict[str, list[TopicPartition]] = {}
+        for topic, partition in self._assigned:
+            by_topic.setdefault(topic, []).append(TopicPartition(topic, partition))
+        labels = by_topic.get(self._labels_topic, [])
+        predictions = by_topic.get(self.settings.topics.predictions, [])
+        join = self.pipeline.join
         room = self.settings.labels.early_label_events
-        if waiting > room // 2:
-            self.consumer.pause(labels)
-            self._labels_paused = True
-        elif self._labels_paused and waiting <= room // 4:
-            self.consumer.resume(labels)
-            self._labels_paused = False
-        elif self._labels_paused:
-            self.consumer.pause(labels)
+        retention = self.settings.labels.retention_events
+        labels_ahead = join.joinable_waiting() > room // 2 or (
+            self._paused["labels"] and join.joinable_waiting() > room // 4)
+        # thresholds leave room for the batches already on their way
+        batch = self.settings.consumer.batch_size
+        high = max(retention // 2, retention - 2 * batch)
+        low = max(retention // 4, retention - 3 * batch)
+        fullest = join.fullest_pending()
+        predictions_ahead = (fullest >= high or (self._paused["predictions"] and fullest > low)) \
+            and self._unread(labels)
+        if labels_ahead and predictions_ahead:
+            labels_ahead = predictions_ahead = False
+        for name, partitions, ahead in (("labels", labels, labels_ahead),
+                                        ("predictions", predictions, predictions_ahead)):
+            if not partitions:
+                continue
+            if ahead:
+                self.consumer.pause(partitions)
+            elif self._paused[name]:
+                self.consumer.resume(partitions)
+            self._paused[name] = ahead
+
+    def _unread(self, partitions: list[TopicPartition]) -> bool:
+        """Whether any of these partitions has messages this member has not read yet.
+
+        Uses the client's cached watermarks (updated by every fetch): no request
+        to the broker. An unknown watermark is no evidence of unread messages.
+        """
+        for position in self.consumer.position(partitions):
+            low, high = self.consumer.get_watermark_offsets(position, cached=True)
+            if high < 0:
+                continue
+            if high > (position.offset if position.offset >= 0 else max(low, 0)):
+                return True
+        return False
 
     # -- callbacks ------------------------------------------------------
 
