@@ -98,10 +98,18 @@ class _VersionState:
 class Monitor:
     """Routes events to per-signal detectors and produces alerts.
 
+    A +1 sd shift of one feature at event 3000, in one batch:
+
+    >>> import numpy as np
     >>> from stream_monitor.config import Settings
-    >>> monitor = Monitor(Settings())
-    >>> monitor.process([]) == []
-    True
+    >>> rng = np.random.default_rng(1)
+    >>> values = np.concatenate([rng.normal(0, 1, 3000), rng.normal(1, 1, 1000)])
+    >>> records = [Record(PredictionEvent(f"e{i}", "fraud", "3", None, {"amount": float(v)}, None))
+    ...            for i, v in enumerate(values)]
+    >>> for alert in Monitor(Settings()).process(records):
+    ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
+    feature:amount page_hinkley e3036 3036
+    feature:amount ks e3099 3099
     """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:

@@ -144,6 +144,8 @@ class Service:
                               settings.limits.max_features)
         self._allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
         self._assigned: set[tuple[str, int]] = set()
+        #: messages read per topic over this process's life (logged at exit)
+        self._consumed_total: dict[str, int] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._deliveries = _Deliveries()
         self.consumer = Consumer(consumer_config(
@@ -230,7 +232,7 @@ class Service:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("final commit failed", extra={"error": str(exc)})
         self.consumer.close()
-        log.info("stopped")
+        log.info("stopped", extra={"consumed": self._consumed_total})
 
     # -- the batch ------------------------------------------------------
 
@@ -269,6 +271,7 @@ class Service:
             items.append(Record(event, partition, timestamp))
         for topic, count in consumed.items():
             metrics.events_consumed.labels(topic).inc(count)
+            self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
         for alert in self.pipeline.process(items):
             value = alert.to_json()
             self._produce("alert", self.settings.topics.alerts, alert.key, value, None)

@@ -210,7 +210,9 @@ def test_spec_with_wrong_types_names_the_field(name: str) -> None:
 def test_detections_are_plain_data(name: str) -> None:
     detector = build(DetectorSpec(name))
     stream = _stream(detector.kind)
-    for detection in detector.update(stream):
+    detections = detector.update(stream)
+    assert detections, "the conformance stream has a change every detector must see"
+    for detection in detections:
         assert isinstance(detection.index, int) and 0 <= detection.index < len(stream)
         assert isinstance(detection.n_seen, int) and detection.n_seen == detection.index
         assert isinstance(detection.statistic, float) and isinstance(detection.threshold, float)
@@ -226,3 +228,8 @@ def test_detections_are_plain_data(name: str) -> None:
             },
             allow_nan=False,
         )
+
+
+def test_every_detector_is_registered_and_so_under_this_suite() -> None:
+    # NAMES is read at collection: a detector that failed to register would drop out silently
+    assert set(NAMES) >= {"adwin", "chi_square", "error_rate", "ks", "page_hinkley"}

@@ -254,7 +254,9 @@ def test_spec_round_trip(variant):
     detector = build(DetectorSpec("page_hinkley", {"variant": variant}), family_tests=3)
     again = build(detector.spec())
     assert again.spec() == detector.spec()
-    assert json.loads(json.dumps(dict(detector.spec().params))) is not None
+    # a spec written as JSON (or YAML) builds the same detector
+    from_json = json.loads(json.dumps(dict(detector.spec().params)))
+    assert build(DetectorSpec("page_hinkley", from_json)).spec() == detector.spec()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 
 def write_config(path: Path, bootstrap: str, group_id: str, topics: dict[str, str],
@@ -61,28 +62,63 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes | N
     return count
 
 
-def read_all(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 60.0) -> list[Any]:
-    """Every message of a topic from the beginning, until it stays idle."""
+def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every message of a topic, from the beginning to the end of every partition.
+
+    Stops once each partition has reported its end; fails when that takes longer
+    than ``timeout_s`` (so an empty result means an empty topic, never a slow join).
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = len(admin.list_topics(topic, timeout=30).topics[topic].partitions)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "enable.partition.eof": True})
     consumer.subscribe([topic])
     messages = []
+    at_end: set[int] = set()
     deadline = time.monotonic() + timeout_s
-    idle_since = time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - idle_since < idle_s:
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"{topic}: end not reached in {timeout_s} s"
             message = consumer.poll(0.2)
             if message is None:
                 continue
             if message.error():
                 assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                at_end.add(message.partition())
                 continue
+            at_end.discard(message.partition())
             messages.append(message)
-            idle_since = time.monotonic()
     finally:
         consumer.close()
     return messages
+
+
+def high_watermark(bootstrap: str, topic: str, partition: int = 0) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermark-{time.monotonic_ns()}"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+def committed_offset(bootstrap: str, group_id: str, topic: str, partition: int = 0) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    try:
+        return consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
+    finally:
+        consumer.close()
+
+
+def wait_until(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.2)
 
 
 class MonitorProcess:
@@ -125,12 +161,21 @@ class MonitorProcess:
     def wait_consumed(self, topic: str, expected: int, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if metric_value(self.scrape(), "stream_monitor_events_consumed_total", topic=topic) >= expected:
+            if metric_sum(self.scrape(), "stream_monitor_events_consumed_total", topic=topic) >= expected:
                 return
             if self.process.poll() is not None:
                 raise AssertionError(f"monitor exited:\n{self.log()}")
             time.sleep(0.3)
         raise AssertionError(f"monitor did not consume {expected} events of {topic} in {timeout_s} s")
+
+    def consumed_at_exit(self, topic: str) -> int:
+        """Messages of ``topic`` the process read over its life, from its last log line."""
+        for line in reversed(self.log().splitlines()):
+            if line.startswith("{"):
+                record = orjson.loads(line)
+                if record.get("message") == "stopped":
+                    return int(record["consumed"].get(topic, 0))
+        raise AssertionError(f"no 'stopped' line in the log:\n{self.log()[-2000:]}")
 
     def terminate(self, timeout_s: float = 10.0) -> tuple[int, float]:
         started = time.monotonic()
@@ -148,18 +193,28 @@ class MonitorProcess:
         self._log.close()
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample of ``name`` with these labels, or None when there is none."""
+    values = metric_values(text, name, **labels)
+    assert len(values) <= 1, f"{name} {labels}: {len(values)} samples match; name more labels"
+    return values[0] if values else None
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum over every sample of ``name`` that has these labels (0 when none)."""
+    return sum(metric_values(text, name, **labels))
+
+
+def metric_values(text: str, name: str, **labels: str) -> list[float]:
+    values = []
     for line in text.splitlines():
-        if not line.startswith(name):
-            continue
         match = re.match(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$", line)
         if not match:
             continue
         found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
         if all(found.get(key) == value for key, value in labels.items()):
-            return float(match["value"])
-    return 0.0
+            values.append(float(match["value"]))
+    return values
 
 
 def alerts_of(messages: list[Any]) -> list[dict[str, Any]]:

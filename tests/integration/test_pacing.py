@@ -10,7 +10,7 @@ import orjson
 
 from stream_monitor.simulate import Scenario, stream
 
-from .service_harness import MonitorProcess, metric_value, produce, write_config
+from .service_harness import MonitorProcess, metric_sum, produce, write_config
 
 
 def test_a_predictions_backlog_does_not_expire_predictions_whose_labels_are_unread(
@@ -34,7 +34,7 @@ def test_a_predictions_backlog_does_not_expire_predictions_whose_labels_are_unre
         monitor.wait_consumed(topics["labels"], len(labels), timeout_s=180)
         monitor.wait_consumed(topics["predictions"], len(predictions))
         text = monitor.scrape()
-        outcomes = {outcome: metric_value(text, "stream_monitor_labels_total", model="fraud", outcome=outcome)
+        outcomes = {outcome: metric_sum(text, "stream_monitor_labels_total", model="fraud", outcome=outcome)
                     for outcome in ("joined", "late", "unmatched", "duplicate")}
         assert outcomes == {"joined": len(labels), "late": 0, "unmatched": 0, "duplicate": 0}
         assert monitor.terminate()[0] == 0

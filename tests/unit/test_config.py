@@ -8,6 +8,7 @@ import pytest
 
 from stream_monitor.config import load_settings
 from stream_monitor.errors import ConfigError
+from stream_monitor.logs import JsonFormatter
 
 
 def test_every_bad_field_is_reported_with_its_reason(tmp_path):
@@ -58,17 +59,23 @@ def test_environment_overrides_the_file_and_settings_are_frozen(tmp_path, monkey
         settings.kafka.group_id = "changed"  # type: ignore[misc]
 
 
-def test_secrets_never_reach_repr_or_logs(tmp_path, monkeypatch, caplog):
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
+def test_secrets_never_reach_repr_or_logs(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAM_MONITOR_KAFKA__SASL_PASSWORD", "hunter2-env")
     path = tmp_path / "ok.yaml"
     path.write_text("kafka:\n  properties: {sasl.username: svc, sasl.oauthbearer.client.secret: s3cr3t,\n"
                     "    sasl.oauthbearer.config: 'principal=svc clientSecret=s3cr3t2', ssl.key.pem: s3cr3t3}\n")
     settings = load_settings(path)
     assert settings.kafka.client_properties()["sasl.password"] == "hunter2-env"
-    logging.getLogger("test").warning("settings", extra={"settings": settings.redacted()})
-    text = repr(settings) + str(settings.redacted()) + caplog.text
+    # the start-up log line, formatted as the service formats it (JSON, extra fields included);
+    # also what a careless caller would log: the settings object itself
+    formatter = JsonFormatter()
+    lines = []
+    for value in (settings.redacted(), settings, settings.kafka):
+        record = logging.LogRecord("stream_monitor", logging.INFO, __file__, 1, "starting", None, None)
+        record.settings = value
+        lines.append(formatter.format(record))
+    assert '"sasl.username":"svc"' in lines[0]
+    text = repr(settings) + str(settings.redacted()) + "\n".join(lines)
     assert "hunter2-env" not in text
     assert "s3cr3t" not in text
     assert settings.redacted()["kafka"]["properties"]["sasl.username"] == "svc"

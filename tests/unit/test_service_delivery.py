@@ -122,7 +122,13 @@ def test_permanent_failures_are_counted_not_retried_forever():
 class DownProducer(FlakyProducer):
     """A broker that never answers: nothing is ever delivered."""
 
+    flushes = 0
+
     def flush(self, timeout=None):
+        import time
+
+        self.flushes += 1
+        time.sleep(0.01)
         return len(self.pending)
 
 
@@ -135,6 +141,7 @@ def test_a_stop_during_an_outage_gives_up_at_the_deadline(monkeypatch):
     service._produce("alert", "alerts", b"k", b"v", None)
     service.stop()
     assert service._flush_until_delivered() is False
+    assert service.producer.flushes > 1  # it kept trying until the deadline, then gave up
     service.consumer.close()
 
 
