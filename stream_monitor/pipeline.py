@@ -13,15 +13,37 @@ from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
 from stream_monitor.config import Settings
-from stream_monitor.events import LabelEvent, PredictionEvent
+from stream_monitor.errors import BadMessage
+from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
 from stream_monitor.join import JoinLimits, LabelJoin, Pair
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Monitor, Record
 
-__all__ = ["LabelRecord", "Pipeline"]
+__all__ = ["Decoder", "LabelRecord", "Pipeline"]
 
 #: joined values over which the current error rate / mean error gauge is computed
 PERFORMANCE_WINDOW = 1000
+
+
+class Decoder:
+    """Message bytes to events under the settings' limits and model allowlist.
+
+    Raises :class:`~stream_monitor.errors.BadMessage` for anything unusable.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        limits = settings.limits
+        self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features)
+        self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
+
+    def prediction(self, raw: bytes | None) -> PredictionEvent:
+        event = decode_prediction(raw, self.limits)
+        if self.allowed is not None and event.model not in self.allowed:
+            raise BadMessage("unknown_model", f"model {event.model!r} is not in allowed_models", raw)
+        return event
+
+    def label(self, raw: bytes | None) -> LabelEvent:
+        return decode_label(raw, self.limits)
 
 
 @dataclass(slots=True)

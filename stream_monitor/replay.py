@@ -19,10 +19,9 @@ from typing import BinaryIO
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
-from stream_monitor.events import Limits, decode_label, decode_prediction
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Record
-from stream_monitor.pipeline import LabelRecord, Pipeline
+from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
 
 __all__ = ["ReplaySummary", "replay"]
 
@@ -50,9 +49,7 @@ class ReplaySummary:
 
 def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
           ) -> Iterator[tuple[float, int, int, Record | LabelRecord]]:
-    limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
-                    settings.limits.max_features)
-    allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
+    decoder = Decoder(settings)
     last_ts = float("-inf")
     with open(path, "rb") as handle:
         for number, line in enumerate(handle):
@@ -61,13 +58,11 @@ def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
             try:
                 item: Record | LabelRecord
                 if kind == 0:
-                    event = decode_prediction(raw, limits)
-                    if allowed is not None and event.model not in allowed:
-                        raise BadMessage("unknown_model", f"model {event.model!r} is not allowed", raw)
+                    event = decoder.prediction(raw)
                     ts, item = event.ts, Record(event, 0, None)
                     summary.events += 1
                 else:
-                    label = decode_label(raw, limits)
+                    label = decoder.label(raw)
                     ts, item = label.ts, LabelRecord(label, 0, None)
                     summary.labels += 1
             except BadMessage as bad:

@@ -28,10 +28,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, StreamMonitorError
-from stream_monitor.events import Limits, decode_label, decode_prediction
 from stream_monitor.metrics import Health, Metrics
 from stream_monitor.monitor import Record
-from stream_monitor.pipeline import LabelRecord, Pipeline
+from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
 
 __all__ = ["Service", "consumer_config", "producer_config"]
 
@@ -140,9 +139,7 @@ class Service:
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
         self._stop_deadline: float | None = None
-        self._limits = Limits(settings.limits.max_message_bytes, settings.limits.max_string_length,
-                              settings.limits.max_features)
-        self._allowed = set(settings.allowed_models) if settings.allowed_models is not None else None
+        self._decoder = Decoder(settings)
         self._assigned: set[tuple[str, int]] = set()
         #: messages read per topic over this process's life (logged at exit)
         self._consumed_total: dict[str, int] = {}
@@ -239,8 +236,7 @@ class Service:
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         metrics = self.metrics
-        limits = self._limits
-        allowed = self._allowed
+        decoder = self._decoder
         items: list[Record | LabelRecord] = []
         labels_topic = self._labels_topic
         next_offsets: dict[tuple[str, int], int] = {}
@@ -258,13 +254,9 @@ class Service:
             timestamp = milliseconds / 1000.0 if kind else None
             try:
                 if topic == labels_topic:
-                    label = decode_label(message.value(), limits)
-                    items.append(LabelRecord(label, partition, timestamp))
+                    items.append(LabelRecord(decoder.label(message.value()), partition, timestamp))
                     continue
-                event = decode_prediction(message.value(), limits)
-                if allowed is not None and event.model not in allowed:
-                    raise BadMessage("unknown_model", f"model {event.model!r} is not in allowed_models",
-                                     message.value())
+                event = decoder.prediction(message.value())
             except BadMessage as bad:
                 self._dead_letter(message, bad)
                 continue
