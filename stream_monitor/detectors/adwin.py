@@ -61,6 +61,7 @@ from stream_monitor.detectors.base import (
     Detector,
     SpecError,
     check_integer,
+    check_known,
     check_number,
 )
 
@@ -116,10 +117,7 @@ class Adwin(Detector):
     @classmethod
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> Adwin:
         """Build from spec parameters (``family_tests`` does not apply: ADWIN has no ARL target)."""
-        allowed = {"delta", "clock", "max_buckets", "min_window_length", "grace_period"}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise SpecError(cls.name, unknown[0], "unknown parameter")
+        check_known(cls.name, params, ("delta", "clock", "max_buckets", "min_window_length", "grace_period"))
         return cls(**params)
 
     def _params(self) -> Mapping[str, Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ __all__ = [
     "SIGNAL_KINDS",
     "check_choice",
     "check_integer",
+    "check_known",
     "check_number",
 ]
 
@@ -155,6 +156,14 @@ class Detector(abc.ABC):
 
 
 # -- parameter validation shared by detectors ---------------------------------
+
+
+def check_known(detector: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """:class:`SpecError` naming the first parameter that is not in ``known``."""
+    allowed = set(known)
+    unknown = sorted(str(key) for key in params if key not in allowed)
+    if unknown:
+        raise SpecError(detector, unknown[0], f"unknown parameter (known: {', '.join(sorted(allowed))})")
 
 
 def check_integer(detector: str, field: str, value: Any, *, minimum: int, maximum: int) -> int:

@@ -64,7 +64,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from stream_monitor.detectors import DEFAULT_ARL, register
-from stream_monitor.detectors.base import Detection, Detector, SpecError
+from stream_monitor.detectors.base import Detection, Detector, SpecError, check_integer, check_known
 
 __all__ = ["ChiSquare"]
 
@@ -74,15 +74,6 @@ MIN_EXPECTED = 10
 MAX_SAMPLE = 1_000_000
 #: evaluation matrices are built in chunks of about this many cells
 _CHUNK_CELLS = 1 << 18
-
-
-def _integer(name: str, params: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SpecError(name, key, f"must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise SpecError(name, key, f"must be between {low} and {high}, got {value}")
-    return int(value)
 
 
 @register
@@ -159,15 +150,15 @@ class ChiSquare(Detector):
     @classmethod
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> ChiSquare:
         name = cls.name
-        known = {"reference_size", "window", "stride", "arl", "max_categories", "reference_counts", "reference_id"}
-        for key in params:
-            if key not in known:
-                raise SpecError(name, str(key), f"unknown parameter (known: {', '.join(sorted(known))})")
+        check_known(name, params, ("reference_size", "window", "stride", "arl", "max_categories",
+                                   "reference_counts", "reference_id"))
         defaults = cls.DEFAULTS
-        reference_size = _integer(name, params, "reference_size", defaults["reference_size"], 2, MAX_SAMPLE)
-        window = _integer(name, params, "window", defaults["window"], 2, MAX_SAMPLE)
-        stride = _integer(name, params, "stride", defaults["stride"], 1, window)
-        max_categories = _integer(name, params, "max_categories", defaults["max_categories"], 1, 10_000)
+        reference_size = check_integer(name, "reference_size", params.get("reference_size", defaults["reference_size"]),
+                                       minimum=2, maximum=MAX_SAMPLE)
+        window = check_integer(name, "window", params.get("window", defaults["window"]), minimum=2, maximum=MAX_SAMPLE)
+        stride = check_integer(name, "stride", params.get("stride", defaults["stride"]), minimum=1, maximum=window)
+        max_categories = check_integer(name, "max_categories", params.get("max_categories", defaults["max_categories"]),
+                                       minimum=1, maximum=10_000)
         arl = params.get("arl", DEFAULT_ARL * family_tests)
         if isinstance(arl, bool) or not isinstance(arl, (int, float)) or not math.isfinite(arl) or arl < stride:
             raise SpecError(name, "arl", f"must be a finite number of values >= stride, got {arl!r}")

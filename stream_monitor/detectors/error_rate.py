@@ -52,8 +52,8 @@ from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
     Detection,
     Detector,
-    SpecError,
     check_integer,
+    check_known,
     check_number,
 )
 from stream_monitor.detectors.calibration import bernoulli_cusum_threshold
@@ -96,9 +96,7 @@ class ErrorRate(Detector):
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> ErrorRate:
         """Build from spec parameters; a default ``arl`` is multiplied by ``family_tests``."""
         params = dict(params)
-        unknown = sorted(set(params) - {"warmup", "odds_ratio", "arl"})
-        if unknown:
-            raise SpecError(cls.name, unknown[0], "unknown parameter")
+        check_known(cls.name, params, ("warmup", "odds_ratio", "arl"))
         params.setdefault("arl", DEFAULT_ARL * family_tests)
         return cls(**params)
 

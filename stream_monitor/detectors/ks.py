@@ -82,7 +82,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from stream_monitor.detectors import DEFAULT_ARL, register
-from stream_monitor.detectors.base import Detection, Detector, SpecError
+from stream_monitor.detectors.base import Detection, Detector, SpecError, check_integer, check_known
 
 __all__ = ["WindowedKS", "critical_lattice_statistic"]
 
@@ -133,15 +133,6 @@ def critical_lattice_statistic(n: int, m: int, alpha: float) -> int:
         else:
             low = middle
     return high
-
-
-def _positive_int(name: str, params: Mapping[str, Any], key: str, default: int, low: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise SpecError(name, key, f"must be an integer, got {value!r}")
-    if not low <= value <= MAX_SAMPLE:
-        raise SpecError(name, key, f"must be between {low} and {MAX_SAMPLE}, got {value}")
-    return int(value)
 
 
 @register
@@ -217,13 +208,13 @@ class WindowedKS(Detector):
     @classmethod
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> WindowedKS:
         name = cls.name
-        known = {"reference_size", "window", "stride", "arl", "threshold", "reference_values", "reference_id"}
-        for key in params:
-            if key not in known:
-                raise SpecError(name, str(key), f"unknown parameter (known: {', '.join(sorted(known))})")
-        reference_size = _positive_int(name, params, "reference_size", cls.DEFAULTS["reference_size"], 2)
-        window = _positive_int(name, params, "window", cls.DEFAULTS["window"], 2)
-        stride = _positive_int(name, params, "stride", cls.DEFAULTS["stride"], 1)
+        check_known(name, params, ("reference_size", "window", "stride", "arl", "threshold",
+                                   "reference_values", "reference_id"))
+        defaults = cls.DEFAULTS
+        reference_size = check_integer(name, "reference_size", params.get("reference_size", defaults["reference_size"]),
+                                       minimum=2, maximum=MAX_SAMPLE)
+        window = check_integer(name, "window", params.get("window", defaults["window"]), minimum=2, maximum=MAX_SAMPLE)
+        stride = check_integer(name, "stride", params.get("stride", defaults["stride"]), minimum=1, maximum=MAX_SAMPLE)
         if stride > window:
             raise SpecError(name, "stride", f"must not exceed window ({window}), got {stride}")
         arl = params.get("arl", DEFAULT_ARL * family_tests)

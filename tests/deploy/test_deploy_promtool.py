@@ -10,7 +10,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from deploy_support import (ALERTMANAGER_CONFIG, KUBERNETES, PROMETHEUS_CONFIG, REPO_ROOT, RULE_TESTS,

@@ -11,6 +11,8 @@ from river import drift
 from stream_monitor.detectors import DetectorSpec, SpecError, build
 from stream_monitor.detectors.adwin import Adwin
 
+from .support import river_indices
+
 
 def regimes(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -22,16 +24,6 @@ def regimes(seed: int) -> np.ndarray:
             rng.normal(6.0, 6.0, 2000),
         ]
     )
-
-
-def river_indices(values: np.ndarray, **params) -> list[int]:
-    detector = drift.ADWIN(**params)
-    found = []
-    for position, value in enumerate(values.tolist()):
-        detector.update(value)
-        if detector.drift_detected:
-            found.append(position)
-    return found
 
 
 RIVER_CASES = [
@@ -46,7 +38,7 @@ RIVER_CASES = [
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_river_detection_indices(params, seed):
     values = regimes(seed)
-    expected = river_indices(values, **params)
+    expected = river_indices(drift.ADWIN(**params), values)
     assert len(expected) >= 2  # behaviour after a detection is compared too
     assert [d.index for d in Adwin(**params).update(values)] == expected
 
@@ -54,7 +46,7 @@ def test_matches_river_detection_indices(params, seed):
 def test_matches_river_on_river_doctest_stream():
     rng = np.random.default_rng(12345)
     values = np.concatenate([rng.integers(0, 2, 1000), rng.integers(4, 8, 1000)]).astype(float)
-    assert [d.index for d in Adwin().update(values)] == river_indices(values)
+    assert [d.index for d in Adwin().update(values)] == river_indices(drift.ADWIN(), values)
 
 
 @pytest.mark.parametrize(("seed", "expected"), [(0, [3039, 6079, 10879]), (1, [3039, 6111, 10495])])

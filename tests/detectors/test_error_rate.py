@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from stream_monitor.detectors import DEFAULT_ARL, DetectorSpec, SpecError, build, default_specs
-from stream_monitor.detectors.error_rate import ErrorRate
+
+from .support import one_at_a_time, strip
 
 
 def errors(seed: int) -> np.ndarray:
@@ -27,17 +28,6 @@ def rises(seed: int) -> np.ndarray:
     ).astype(np.float64)
 
 
-def one_at_a_time(detector: ErrorRate, values: np.ndarray) -> list:
-    found = []
-    for position, value in enumerate(values):
-        detection = detector.update_one(value)
-        if detection is not None:
-            found.append((position, detection))
-    return found
-
-
-def strip(pairs: list) -> list:
-    return [(p, d.n_seen, d.statistic, d.threshold, dict(d.window), d.reference) for p, d in pairs]
 
 
 def test_is_the_default_for_error_signals():

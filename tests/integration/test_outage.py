@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from stream_monitor.simulate import Scenario, generate
 
 from ..conftest import _local_kafka_module
-from .service_harness import MonitorProcess, metric_sum, metric_value, produce, wait_until, write_config
+from .service_harness import MonitorProcess, metric_sum, produce, wait_until, write_config
 
 PORT = int(os.environ.get("STREAM_MONITOR_OUTAGE_TEST_PORT", "19192"))
 
