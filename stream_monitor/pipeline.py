@@ -7,6 +7,7 @@ and wait in the label join; joined pairs feed the performance signals.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ class Pipeline:
         self.join = LabelJoin(
             JoinLimits(labels.retention_events, labels.retention_seconds,
                        labels.early_label_events, labels.early_label_seconds),
-            threshold_for=lambda model: settings.rule_for(model).classification_threshold,
+            # matching the rules' globs once per model, not once per joined label
+            threshold_for=functools.lru_cache(maxsize=1024)(
+                lambda model: settings.rule_for(model).classification_threshold),
             max_models=settings.limits.max_models)
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 

@@ -34,7 +34,7 @@ import yaml
 
 from deploy_support import (DOCKERFILE, METRIC_NAME, RULES, alert_rules, dashboard_queries, dashboards,
                             free_port, run, tool)
-from tests.integration.service_harness import MonitorProcess, produce
+from tests.integration.service_harness import MonitorProcess, produce, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -149,16 +149,6 @@ class Scenario:
     def active(self) -> list[dict[str, Any]]:
         """Firing and pending alerts: a pending one is on its way to firing."""
         return self.api("alerts")["alerts"]
-
-
-def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def substitute(expr: str) -> str:
