@@ -178,7 +178,7 @@ class Monitor:
             if len(names) >= self._settings.limits.max_signals_per_model:
                 return None
             names.add(signal)
-        if signal.startswith(_PERFORMANCE_PREFIX) and signal == "performance:error_rate":
+        if signal == "performance:error_rate":
             kind = "error"
         else:
             kind = "numeric" if isinstance(value, float) else "categorical"

@@ -27,7 +27,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream_monitor.config import Settings
-from stream_monitor.errors import BadMessage, StreamMonitorError
+from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
 from stream_monitor.monitor import Record
 from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
@@ -94,8 +94,6 @@ def check_client_properties(settings: Settings) -> None:
     The clients are built against an unreachable address and closed at once:
     nothing is sent anywhere.
     """
-    from stream_monitor.errors import ConfigError
-
     offline = {"bootstrap.servers": "127.0.0.1:1", "log_level": 0}
     for kind, build in (("consumer", lambda: Consumer({**consumer_config(settings), **offline})),
                         ("producer", lambda: Producer({**producer_config(settings), **offline}))):
