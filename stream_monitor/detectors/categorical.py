@@ -27,6 +27,12 @@ with (sparse columns have a Poisson tail, heavier than the chi-square's far
 out; with at least 10 expected per column a Zipf stream of 30 categories gave
 no false alarm in 6 million values at ``arl = 10**7``).
 
+Reference ids
+-------------
+Detections name their reference ``"warmup:<first>-<last>"`` (0-based
+positions in the signal of the reference's first and last values, inclusive)
+or ``"snapshot:<id>"`` for a snapshot given with ``reference_id``.
+
 Calibration
 -----------
 Under no drift the statistic is asymptotically chi-square with ``C - 1``
@@ -113,7 +119,7 @@ class ChiSquare(Detector):
     >>> detector = build({"name": "chi_square"})
     >>> for detection in detector.update(np.concatenate([before, after]).astype(object)):
     ...     print(detection.n_seen, detection.reference, round(detection.statistic, 1))
-    3174 warmup:0 33.8
+    3174 warmup:0-999 33.8
     """
 
     name = "chi_square"
@@ -210,13 +216,13 @@ class ChiSquare(Detector):
         self._degrees = 0
         self._window_codes = np.zeros(self.window, dtype=np.intp)
         if self.snapshot is not None:
-            self._set_reference(self.snapshot, self.snapshot_id or "snapshot")
+            self._set_reference(self.snapshot, f"snapshot:{self.snapshot_id}")
         else:
             self._start_warmup()
 
     def _start_warmup(self) -> None:
         self._columns: list[str] | None = None
-        self._reference_id = f"warmup:{self._n_seen}"
+        self._reference_id = f"warmup:{self._n_seen}-{self._n_seen + self.reference_size - 1}"
         self._warmup: Counter[str] = Counter()
         self._warmup_count = 0
         self._monitored = 0

@@ -22,7 +22,9 @@ the warm-up counts and the parameters, and is cached.
 
 Falls in the error rate are improvements, not alarms, so the chart is
 one-sided. After a detection the chart restarts and the next ``warmup``
-values form a new reference, so one change gives one alert. Sums are kept in
+values form a new reference, so one change gives one alert. Detections name
+their reference ``"warmup:<first>-<last>"`` (0-based positions of the
+reference's first and last values in the signal, inclusive). Sums are kept in
 fixed point (integers in units of ``2**-20``), so a batch gives exactly the
 result of feeding its values one at a time.
 
@@ -84,6 +86,7 @@ class ErrorRate(Detector):
 
     name = "error_rate"
     kind = "error"
+    reference_params = ("warmup",)
 
     def __init__(self, *, warmup: int = 1000, odds_ratio: float = 2.5, arl: float = DEFAULT_ARL) -> None:
         name = self.name
@@ -170,7 +173,7 @@ class ErrorRate(Detector):
                     statistic=self._sum / _SCALE,
                     threshold=self._threshold,
                     window={"reference": self.warmup},
-                    reference=f"values[{self._reference_start}:{self._reference_start + self.warmup}]",
+                    reference=f"warmup:{self._reference_start}-{self._reference_start + self.warmup - 1}",
                 )
             )
             # Re-arm on post-change data.

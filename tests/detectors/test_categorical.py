@@ -58,7 +58,7 @@ def test_rare_and_unseen_categories_share_the_other_column() -> None:
     # a category the reference never saw, at 10%, is a change (of "other")
     novel = rng.choice(["a", "b", "c", "new"], 2000, p=[0.45, 0.36, 0.09, 0.1]).astype(object)
     (detection,) = detector.update(novel)
-    assert detection.reference == "train"
+    assert detection.reference == "snapshot:train"
 
 
 def test_category_cap_bounds_the_columns() -> None:
@@ -113,7 +113,7 @@ def test_detection_fields() -> None:
     stream = np.concatenate([rng.choice(CATEGORIES, 2000), rng.choice(["a", "b"], 2000)]).astype(object)
     (detection,) = _chi().update(stream)
     assert detection.window == {"reference": 1000, "current": 500}
-    assert detection.reference == "warmup:0"
+    assert detection.reference == "warmup:0-999"
     assert detection.statistic >= detection.threshold
     assert detection.p_value == pytest.approx(stats.chi2.sf(detection.statistic, 4))
 

@@ -67,7 +67,7 @@ def test_detection_fields_and_rearm():
     (detection,) = detector.update(errors(0)[:3500])
     assert detection.statistic > detection.threshold > 0
     assert detection.window == {"reference": 1000}
-    assert detection.reference == "values[0:1000]"
+    assert detection.reference == "warmup:0-999"
     assert detector.reference_rate is None  # re-arming on post-change values
     detector.update(errors(0)[3500:5000])
     assert detector.reference_rate == pytest.approx(0.15, abs=0.03)
