@@ -213,7 +213,13 @@ class PageHinkley(Detector):
         self._reset()
 
     def _chart_thresholds(self, size: int, chart_arl: float) -> np.ndarray:
-        return np.array([gaussian_cusum_threshold(float(k), size, chart_arl) for k in self._chart_drifts])
+        """Each chart's threshold for a reference of ``size`` values, or :class:`SpecError`."""
+        try:
+            return np.array([gaussian_cusum_threshold(float(k), size, chart_arl) for k in self._chart_drifts])
+        except ValueError:
+            field = "warmup" if size == self.warmup else "reference_values"
+            raise SpecError(self.name, field, f"a reference of {size} values is too uncertain to reach arl "
+                            f"{self.arl:g}: use more values or a lower arl") from None
 
     def _use_thresholds(self, thresholds: np.ndarray) -> None:
         """Set the charts' thresholds (they depend on the reference's size).
