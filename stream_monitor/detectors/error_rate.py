@@ -54,6 +54,7 @@ from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
     Detection,
     Detector,
+    SpecError,
     check_integer,
     check_known,
     check_number,
@@ -67,6 +68,10 @@ _CHUNK = 4096
 _STATE_VERSION = 1
 # Candidate design rates: these posterior quantiles of the warm-up's error rate.
 _DESIGN_QUANTILES = (0.9, 0.99, 0.999, 0.9999)
+# Tried in turn when no candidate reaches the target: a higher bound leaves less
+# posterior weight on true rates above the design alternative (whose run length
+# grows only linearly with the threshold, so they cap the reachable target).
+_FALLBACK_QUANTILES = (1 - 1e-6, 1 - 1e-9, 1 - 1e-12)
 
 
 @register
@@ -101,7 +106,14 @@ class ErrorRate(Detector):
         params = dict(params)
         check_known(cls.name, params, ("warmup", "odds_ratio", "arl"))
         params.setdefault("arl", DEFAULT_ARL * family_tests)
-        return cls(**params)
+        detector = cls(**params)
+        # the chart is designed after the warm-up; refuse now what could not be designed then
+        for errors in _probe_counts(detector.warmup):
+            try:
+                _design(errors, detector.warmup, detector.odds_ratio, detector.arl)
+            except ValueError as exc:
+                raise SpecError(cls.name, "arl", f"{exc}: lower the arl or lengthen the warm-up") from None
+        return detector
 
     def _params(self) -> Mapping[str, Any]:
         return {"warmup": self.warmup, "odds_ratio": self.odds_ratio, "arl": self.arl}
@@ -226,6 +238,11 @@ class ErrorRate(Detector):
         self._sum = float(state["sum"])
 
 
+def _probe_counts(warmup: int) -> list[int]:
+    """Warm-up error counts checked at build time: none, few, a tenth, half, all."""
+    return sorted({0, 1, warmup // 100, warmup // 10, warmup // 2, warmup})
+
+
 @functools.lru_cache(maxsize=4096)
 def _design(errors: int, warmup: int, odds_ratio: float, arl: float) -> tuple[float, float, float]:
     """The chart for a warm-up with ``errors`` errors: ``(up, down, threshold)``.
@@ -238,15 +255,22 @@ def _design(errors: int, warmup: int, odds_ratio: float, arl: float) -> tuple[fl
     Kullback-Leibler drift) wins.
     """
     best: tuple[float, float, float, float] | None = None
-    for quantile in _DESIGN_QUANTILES:
-        p0 = float(stats.beta.ppf(quantile, errors + 0.5, warmup - errors + 0.5))
-        odds = odds_ratio * p0 / (1.0 - p0)
-        p1 = odds / (1.0 + odds)
-        up = math.log(p1 / p0)
-        down = math.log((1.0 - p0) / (1.0 - p1))
-        threshold = bernoulli_cusum_threshold(errors, warmup, up, down, arl)
-        delay = threshold / (p1 * up - (1.0 - p1) * down)
-        if best is None or delay < best[0]:
-            best = (delay, up, down, threshold)
-    assert best is not None
-    return best[1], best[2], best[3]
+    for quantiles in (_DESIGN_QUANTILES, *((q,) for q in _FALLBACK_QUANTILES)):
+        for quantile in quantiles:
+            p0 = float(stats.beta.ppf(quantile, errors + 0.5, warmup - errors + 0.5))
+            odds = odds_ratio * p0 / (1.0 - p0)
+            p1 = odds / (1.0 + odds)
+            if not 0.0 < p0 < p1 < 1.0:
+                continue
+            up = math.log(p1 / p0)
+            down = math.log((1.0 - p0) / (1.0 - p1))
+            try:
+                threshold = bernoulli_cusum_threshold(errors, warmup, up, down, arl)
+            except ValueError:  # this design cannot reach the target
+                continue
+            delay = threshold / (p1 * up - (1.0 - p1) * down)
+            if best is None or delay < best[0]:
+                best = (delay, up, down, threshold)
+        if best is not None:
+            return best[1], best[2], best[3]
+    raise ValueError(f"no chart reaches arl {arl:g} after a warm-up of {warmup} values with {errors} errors")
