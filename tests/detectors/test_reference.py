@@ -75,3 +75,24 @@ def test_every_detector_that_learns_a_reference_takes_the_warmup() -> None:
         detector = build({"name": name, "params": params})
         size = detector.spec().params.get("warmup", detector.spec().params.get("reference_size"))
         assert size == 400, name
+
+
+@pytest.mark.parametrize("family_tests", [1, 128, 10**6, 10**12])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "ks", "params": {"window": 20, "stride": 1}},
+        {"name": "ks", "params": {"window": 300, "stride": 25, "reference_size": 500}},
+        {"name": "page_hinkley", "params": {"warmup": 30}},
+        {"name": "page_hinkley", "params": {"warmup": 500}},
+        {"name": "error_rate", "params": {"warmup": 100}},
+        {"name": "chi_square", "params": {"window": 10, "stride": 10}},
+        {"name": "adwin", "params": {}},
+    ],
+)
+def test_a_bad_combination_is_a_spec_error_at_build_time(spec, family_tests) -> None:
+    # issue 9 item 6: whatever the family size, build either works or raises SpecError
+    try:
+        build(spec, family_tests=family_tests)
+    except Exception as error:  # noqa: BLE001 - the point of the test
+        assert type(error).__name__ == "SpecError", repr(error)
