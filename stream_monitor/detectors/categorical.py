@@ -98,6 +98,8 @@ MIN_EXPECTED = 10
 MAX_SAMPLE = 1_000_000
 #: evaluation matrices are built in chunks of about this many cells
 _CHUNK_CELLS = 1 << 18
+#: pooled categories whose column is remembered rather than recomputed
+_REMEMBERED = 1024
 
 
 @register
@@ -436,8 +438,9 @@ class ChiSquare(Detector):
 class _ColumnIndex(dict):
     """category -> column: own columns by name, every other category by a fixed hash.
 
-    Lookups of pooled categories are computed, not stored, so memory stays
-    bounded by the own columns whatever the stream holds.
+    The bucket of a pooled category is computed and remembered for the first
+    ``_REMEMBERED`` such categories only, so memory stays bounded whatever the
+    stream holds.
     """
 
     def __init__(self, columns: list[str], buckets: int) -> None:
@@ -446,9 +449,12 @@ class _ColumnIndex(dict):
         self._buckets = buckets
 
     def __missing__(self, category: str) -> int:
-        if self._buckets == 1:
-            return self._first_bucket
-        return self._first_bucket + _bucket_hash(category) % self._buckets
+        code = self._first_bucket
+        if self._buckets > 1:
+            code += _bucket_hash(category) % self._buckets
+        if len(self) < _REMEMBERED:
+            self[category] = code
+        return code
 
 
 def _bucket_hash(category: str) -> int:

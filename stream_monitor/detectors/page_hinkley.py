@@ -421,7 +421,8 @@ class PageHinkley(Detector):
         values are needed, which take a minimum instead of a running minimum.
         """
         size = len(chunk)
-        scaled = chunk * self._scaled_inverse_sd
+        with np.errstate(over="ignore"):  # a huge value becomes +-inf here, then the clip
+            scaled = chunk * self._scaled_inverse_sd
         scaled -= self._scaled_mean
         # two ufuncs: np.clip's Python wrapper costs more than both at 1,000 values
         np.maximum(scaled, -self._scaled_clip, out=scaled)
