@@ -13,6 +13,8 @@ from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
 from stream_monitor.monitor import Monitor, Record
 
+from .support import one_at_a_time
+
 
 def _records(values: np.ndarray, model: str = "m") -> list[Record]:
     return [Record(PredictionEvent(f"e{i}", model, "1", 1000.0 + i, {"x": float(v)}, None))
@@ -96,3 +98,39 @@ def test_a_bad_combination_is_a_spec_error_at_build_time(spec, family_tests) -> 
         build(spec, family_tests=family_tests)
     except Exception as error:  # noqa: BLE001 - the point of the test
         assert type(error).__name__ == "SpecError", repr(error)
+
+
+def _round_trip_detections(spec: dict, stream, cut: int) -> tuple[list, list]:
+    whole = build(spec)
+    expected = [(d.n_seen, d.statistic, d.reference) for d in whole.update(stream)]
+    first = build(spec)
+    found = [(d.n_seen, d.statistic, d.reference) for d in first.update(stream[:cut])]
+    restored = build(spec)
+    restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    found += [(d.n_seen, d.statistic, d.reference) for d in restored.update(stream[cut:])]
+    return expected, found
+
+
+@pytest.mark.parametrize("cut", [1, 1500, 2600])
+def test_page_hinkley_snapshot_state_round_trip_and_batching(cut: int) -> None:
+    rng = np.random.default_rng(12)
+    spec = {"name": "page_hinkley", "params": {"reference_values": rng.normal(0, 1, 1000).tolist(),
+                                               "reference_id": "train"}}
+    stream = np.concatenate([rng.normal(0, 1, 2000), rng.normal(1, 1, 3000), rng.normal(-0.5, 1, 3000)])
+    expected, found = _round_trip_detections(spec, stream, cut)
+    assert len(expected) >= 2
+    assert expected[0][2] == "snapshot:train" and expected[1][2].startswith("warmup:")
+    assert found == expected
+    one_by_one = [detection.n_seen for _, detection in one_at_a_time(build(spec), stream)]
+    assert one_by_one == [n_seen for n_seen, _, _ in expected]
+
+
+@pytest.mark.parametrize("cut", [500, 2000, 3030])
+def test_high_cardinality_chi_square_state_round_trip(cut: int) -> None:
+    rng = np.random.default_rng(13)
+    names = np.array([f"v{k}" for k in range(400)], dtype=object)
+    stream = np.concatenate([rng.choice(names, 3000), np.array(["v9"] * 1500, dtype=object),
+                             rng.choice(names, 3000)])
+    expected, found = _round_trip_detections({"name": "chi_square"}, stream, cut)
+    assert len(expected) >= 2
+    assert found == expected
