@@ -28,8 +28,6 @@ __all__ = ["MAX_SNAPSHOT_VALUES", "SnapshotError", "WARMUP_BOUNDS", "load_snapsh
 
 #: most values a numeric snapshot entry may hold (the KS test's largest reference)
 MAX_SNAPSHOT_VALUES = 100_000
-#: fewest values a numeric snapshot entry must hold (Page-Hinkley's smallest reference)
-MIN_SNAPSHOT_VALUES = 30
 #: most counts a categorical snapshot entry may add up to
 MAX_SNAPSHOT_COUNT = 1_000_000
 #: a rule's ``reference.warmup`` (when not 0) must lie in this range: the sizes
@@ -37,6 +35,9 @@ MAX_SNAPSHOT_COUNT = 1_000_000
 #: calibrated ``page_hinkley`` cannot reach a model's false-alarm target, its
 #: reference being too uncertain)
 WARMUP_BOUNDS = (500, 100_000)
+#: fewest values a numeric snapshot entry must hold: what a warm-up must hold,
+#: for the same reason
+MIN_SNAPSHOT_VALUES = WARMUP_BOUNDS[0]
 
 Snapshot = dict[str, "list[float] | dict[str, int]"]
 
