@@ -86,3 +86,21 @@ def test_error_rate_counts_a_huge_value_as_an_error() -> None:
     errors[200] = -HUGE
     detections = build({"name": "error_rate"}).update(errors)
     assert _first_after(detections, 3000) is not None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_monitor_huge_value_in_warmup_then_a_shift_is_detected_as_without_it(seed: int) -> None:
+    from stream_monitor.config import Settings
+    from stream_monitor.events import PredictionEvent
+    from stream_monitor.monitor import Monitor, Record
+
+    def alerts(values: np.ndarray) -> list[tuple[str, int]]:
+        records = [Record(PredictionEvent(f"e{i}", "m", "1", 1000.0 + i, {"x": float(v)}, None))
+                   for i, v in enumerate(values)]
+        return [(alert.detector, alert.n_seen) for alert in Monitor(Settings()).process(records)]
+
+    clean = _shifted(seed, None, after=2000)
+    expected = alerts(clean)
+    found = alerts(_shifted(seed, 500, after=2000))
+    assert [name for name, _ in found] == [name for name, _ in expected] and "page_hinkley" in dict(expected)
+    assert all(abs(a - b) <= 25 for (_, a), (_, b) in zip(found, expected))
