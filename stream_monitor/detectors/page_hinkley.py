@@ -34,14 +34,17 @@ Two variants share the registry name ``page_hinkley``:
     reference ``"warmup:<first>-<last>"`` (0-based positions in the signal,
     inclusive) or ``"snapshot:<id>"``.
 
-    Any finite value is accepted. The reference's mean and standard
-    deviation are those of its values winsorised at ``WINSOR`` robust
-    standard deviations (1.4826 median absolute deviations) from the median,
-    computed without overflow: a Gaussian reference is left untouched, and a
-    handful of absurd values (a ``1.7e308`` sentinel, a unit mistake) cannot
-    inflate the standard deviation and blind the charts. After the
-    reference, a value is standardised then clipped, so a huge value adds at
-    most ``clip`` to a chart.
+    Any finite value is accepted. No single value may carry more than a third
+    of the reference's variance: the most extreme values (at most 1% of the
+    reference) are left out of the mean and standard deviation while one of
+    them would (its squared deviation from the mean of the others above
+    ``OUTLIER_SHARE`` times their sum of squared deviations). So an absurd
+    value (a ``1.7e308`` sentinel, a unit mistake) cannot inflate the
+    standard deviation and blind the charts, while skewed or heavy-tailed
+    references (lognormal, Student t) keep their tails; sums and squares are
+    taken in a scale where they cannot overflow. After the reference, a
+    value is standardised then clipped, so a huge value adds at most
+    ``clip`` to a chart.
 
     The charts add increments in fixed point (integers in units of
     ``2**-20`` standard deviations), so their sums are exact and a batch
@@ -102,9 +105,11 @@ _VARIANTS = ("calibrated", "river")
 _MODES = ("both", "up", "down")
 _RIVER_ONLY = ("min_instances", "delta", "threshold", "alpha")
 _CALIBRATED_ONLY = ("warmup", "drifts", "arl", "clip", "reference_values", "reference_id")
-#: reference values further than this many robust standard deviations from the
-#: median are pulled back to that distance before the mean and sd are taken
-WINSOR = 8.0
+#: a reference value is left out when its squared deviation from the mean of the
+#: others exceeds this share of their summed squared deviations (a third of the total)
+OUTLIER_SHARE = 0.5
+#: at most this share of a reference is left out as outliers
+OUTLIER_MOST = 0.01
 #: most values a reference snapshot may hold
 MAX_SNAPSHOT = 1_000_000
 # Fixed-point unit of the chart sums: exact integer arithmetic makes batch and
@@ -625,36 +630,63 @@ def _check_snapshot(values: Any, reference_id: Any) -> tuple[np.ndarray | None, 
 
 
 def robust_mean_sd(values: np.ndarray) -> tuple[float, float]:
-    """Mean and sample sd of ``values`` winsorised at :data:`WINSOR` robust sds from the median.
+    """Mean and sample sd of ``values`` without the outliers :func:`_outliers` finds.
 
     Finite for any finite input: when the values span more than a safe range
-    they are centred on the median and scaled before any sum or square.
-    Values within the fence (all of them, for Gaussian data) give exactly
-    ``np.mean`` and ``np.std(ddof=1)``.
+    they are scaled before any sum or square. Without outliers (Gaussian
+    data) the result is exactly ``np.mean`` and ``np.std(ddof=1)``.
     """
     values = np.asarray(values, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        median = float(np.median(values))
-        deviation = np.abs(values - median)  # may overflow to inf: still ordered right
-        spread = float(np.median(deviation))
-        for quantile in (0.9, 0.99, 1.0):  # mostly one value: the spread of the others
-            if spread != 0.0:
-                break
-            spread = float(np.quantile(deviation, quantile))
-        if math.isfinite(spread) and spread > 0.0:
-            fence = WINSOR * 1.4826 * spread
-            low = median - fence if math.isfinite(median - fence) else -np.finfo(np.float64).max
-            high = median + fence if math.isfinite(median + fence) else np.finfo(np.float64).max
-            if values.min() < low or values.max() > high:
-                values = np.clip(values, low, high)
-        elif spread == 0.0:
-            values = np.full_like(values, median)
+    outliers = _outliers(values)
+    if outliers.size:
+        keep = np.ones(values.size, dtype=bool)
+        keep[outliers] = False
+        values = values[keep]
     largest = float(np.max(np.abs(values)))
     if largest < 1e150:
         return float(np.mean(values)), float(np.std(values, ddof=1))
     # scale into a safe range first: no sum or square overflows
-    scale = largest
-    scaled = values / scale
+    scaled = values / largest
     mean = float(np.mean(scaled))
     sd = float(np.std(scaled, ddof=1))
-    return mean * scale, min(sd * scale, float(np.finfo(np.float64).max))
+    return mean * largest, min(sd * largest, float(np.finfo(np.float64).max))
+
+
+def _outliers(values: np.ndarray) -> np.ndarray:
+    """Positions of the values that would each carry too much of the variance.
+
+    The values are ranked by distance from the median (in robust units, so
+    squares of ordinary values cannot overflow; absurd ones become inf, which
+    ranks them right). Of the ``OUTLIER_MOST`` most distant, every value from
+    the first one whose squared deviation from the mean of the values closer
+    in exceeds ``OUTLIER_SHARE`` times their summed squared deviations is an
+    outlier (testing against the closer values only, two equal huge values
+    cannot hide each other).
+    """
+    size = values.size
+    most = max(1, int(size * OUTLIER_MOST))
+    if size < 3:
+        return np.empty(0, dtype=np.intp)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        median = float(np.median(values))
+        distance = np.abs(values - median)
+        spread = 0.0
+        for quantile in (0.5, 0.9, 0.99, 1.0):  # mostly one value: the spread of the others
+            spread = float(np.quantile(distance, quantile))
+            if spread != 0.0:
+                break
+        if spread == 0.0 or not math.isfinite(spread):
+            return np.empty(0, dtype=np.intp)
+        units = values / spread - median / spread
+        order = np.argsort(np.abs(units), kind="stable")
+        ranked = units[order]
+        first = size - most
+        sums = np.cumsum(ranked[: size - 1])
+        squares = np.cumsum(ranked[: size - 1] ** 2)
+        counts = np.arange(first, size)
+        means = sums[first - 1 :] / counts
+        spreads = np.maximum(squares[first - 1 :] - counts * means**2, 0.0)
+        flagged = (ranked[first:] - means) ** 2 > OUTLIER_SHARE * spreads
+    if not flagged.any():
+        return np.empty(0, dtype=np.intp)
+    return order[first + int(np.argmax(flagged)) :]

@@ -104,3 +104,28 @@ def test_monitor_huge_value_in_warmup_then_a_shift_is_detected_as_without_it(see
     found = alerts(_shifted(seed, 500, after=2000))
     assert [name for name, _ in found] == [name for name, _ in expected] and "page_hinkley" in dict(expected)
     assert all(abs(a - b) <= 25 for (_, a), (_, b) in zip(found, expected))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_heavy_tailed_references_keep_their_tails(seed: int) -> None:
+    from stream_monitor.detectors.page_hinkley import robust_mean_sd
+
+    rng = np.random.default_rng(seed)
+    for reference in (rng.lognormal(0.0, 1.0, 2000), rng.standard_t(3, 2000), rng.exponential(1.0, 500)):
+        assert robust_mean_sd(reference) == (float(np.mean(reference)), float(np.std(reference, ddof=1)))
+
+
+def test_absurd_reference_values_are_left_out() -> None:
+    from stream_monitor.detectors.page_hinkley import robust_mean_sd
+
+    rng = np.random.default_rng(1)
+    clean = rng.normal(10.0, 2.0, 2000)
+    for bad in ([1.7e308], [1.7e308, 1.7e308], [-1.7e308, 1e300, 5e3], [1e6] * 20):
+        values = clean.copy()
+        values[: len(bad)] = bad
+        mean, sd = robust_mean_sd(values)
+        rest = clean[len(bad):]
+        assert mean == pytest.approx(np.mean(rest), rel=1e-12) and sd == pytest.approx(np.std(rest, ddof=1), rel=1e-12)
+    constant = np.full(2000, 3.0)
+    constant[7] = 1.7e308
+    assert robust_mean_sd(constant) == (3.0, 0.0)
