@@ -10,12 +10,22 @@ every bad field with its reason; secrets never appear in ``repr`` or logs.
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -25,6 +35,7 @@ from pydantic_settings import (
 )
 
 from stream_monitor import detectors
+from stream_monitor.detectors.reference import WARMUP_BOUNDS, SnapshotError, load_snapshot
 from stream_monitor.errors import ConfigError
 
 __all__ = ["ConfigError", "ModelRule", "Settings", "load_settings"]
@@ -58,26 +69,59 @@ class DetectorSpecModel(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+#: the folder of the config file being loaded: relative snapshot paths resolve against it
+_CONFIG_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_dir", default=None)
+
+
 class ReferenceRule(_Frozen):
     """Where a signal's reference distribution comes from.
 
     ``warmup``: the first N values of the signal (0 means each detector's own
-    default). ``snapshot``: a JSON file mapping signal name to a list of values
-    (numeric) or to ``{category: count}`` (categorical), identified by ``id``.
+    default); when set it must lie in ``WARMUP_BOUNDS`` (100 to 100,000), the
+    sizes every warm-up detector accepts. ``snapshot``: a JSON file mapping
+    signal name to a list of values (numeric) or to ``{category: count}``
+    (categorical), identified by ``id``; a relative path is relative to the
+    config file's folder. The snapshot is read and validated when the config
+    loads, so a corrupt one fails ``check-config``.
     """
 
-    warmup: int = Field(default=0, ge=0, le=1_000_000)
+    warmup: int = Field(default=0, ge=0, le=WARMUP_BOUNDS[1])
     snapshot: Path | None = None
     id: str | None = None
+    _snapshot_data: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup_in_bounds(cls, value: int) -> int:
+        low, high = WARMUP_BOUNDS
+        if value and not low <= value <= high:
+            raise ValueError(f"must be 0 (each detector's default) or between {low} and {high}, got {value}")
+        return value
+
+    @field_validator("snapshot")
+    @classmethod
+    def _resolve_and_check_snapshot(cls, value: Path | None) -> Path | None:
+        base = _CONFIG_DIR.get()
+        if value is not None and not value.is_absolute() and base is not None:
+            value = base / value
+        if value is not None:
+            try:
+                load_snapshot(value)
+            except SnapshotError as exc:
+                raise ValueError(f"bad reference snapshot: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _snapshot_needs_id(self) -> ReferenceRule:
-        if self.snapshot is not None:
-            if not self.id:
-                raise ValueError("a reference snapshot needs an 'id'")
-            if not self.snapshot.is_file():
-                raise ValueError(f"reference snapshot file not found: {self.snapshot}")
+        if self.snapshot is not None and not self.id:
+            raise ValueError("a reference snapshot needs an 'id'")
         return self
+
+    def snapshot_data(self) -> dict[str, Any] | None:
+        """The validated snapshot (signal -> values or counts), or None without one."""
+        if self.snapshot is not None and self._snapshot_data is None:
+            self._snapshot_data = load_snapshot(self.snapshot)
+        return self._snapshot_data
 
 
 class ModelRule(_Frozen):
@@ -263,6 +307,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             "model_config": {**Settings.model_config, "yaml_file": str(path)},
             "__module__": __name__,
         })
+    token = _CONFIG_DIR.set(None if path is None else Path(path).resolve().parent)
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
@@ -270,3 +315,5 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
                             error["msg"]) for error in exc.errors()]) from None
     except Exception as exc:  # noqa: BLE001 - e.g. YAML syntax errors from the source
         raise ConfigError([(str(path or "(environment)"), f"{type(exc).__name__}: {exc}")]) from None
+    finally:
+        _CONFIG_DIR.reset(token)

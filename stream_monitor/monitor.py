@@ -13,7 +13,6 @@ not depend on how the stream was cut into batches.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from stream_monitor import detectors
 from stream_monitor.alerts import Alert, alert_id, rfc3339
 from stream_monitor.config import ModelRule, Settings
+from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
 from stream_monitor.metrics import Metrics
 
@@ -207,30 +207,16 @@ class Monitor:
 
     def _reference_params(self, rule: ModelRule, signal: str, kind: str, name: str) -> dict[str, Any]:
         """Reference settings of the rule, for the detectors that take a reference."""
-        cls = detectors.REGISTRY.get(name)
-        accepted = getattr(cls, "reference_params", ())
-        params: dict[str, Any] = {}
         reference = rule.reference
-        if reference.snapshot is not None:
-            snapshot = self._load_snapshot(str(reference.snapshot))
-            if signal in snapshot:
-                if kind == "numeric" and "reference_values" in accepted:
-                    params["reference_values"] = snapshot[signal]
-                    params["reference_id"] = reference.id
-                elif kind == "categorical" and "reference_counts" in accepted:
-                    params["reference_counts"] = snapshot[signal]
-                    params["reference_id"] = reference.id
-        if reference.warmup and "reference_values" not in params and "reference_counts" not in params:
-            for name_of_size in ("reference_size", "warmup"):
-                if name_of_size in accepted:
-                    params[name_of_size] = reference.warmup
-                    break
-        return params
+        snapshot = None if reference.snapshot is None else self._load_snapshot(rule)
+        return reference_params(detectors.REGISTRY.get(name), kind, warmup=reference.warmup,
+                                snapshot=snapshot, snapshot_id=reference.id, signal=signal)
 
-    def _load_snapshot(self, path: str) -> dict[str, Any]:
+    def _load_snapshot(self, rule: ModelRule) -> dict[str, Any]:
+        """The rule's snapshot, validated when the config loaded; read once per path."""
+        path = str(rule.reference.snapshot)
         if path not in self._snapshots:
-            with open(path, encoding="utf-8") as handle:
-                self._snapshots[path] = json.load(handle)
+            self._snapshots[path] = rule.reference.snapshot_data() or {}
         return self._snapshots[path]
 
     # -- the per-batch path ---------------------------------------------

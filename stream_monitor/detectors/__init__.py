@@ -74,7 +74,14 @@ def build(spec: DetectorSpec | Mapping[str, Any], *, family_tests: int = 1) -> D
         raise SpecError(spec.name, "name", f"unknown detector (known: {known})")
     if family_tests < 1:
         raise SpecError(spec.name, "family_tests", "must be at least 1")
-    return cls.from_spec(spec.params, family_tests=family_tests)  # type: ignore[attr-defined]
+    try:
+        return cls.from_spec(spec.params, family_tests=family_tests)  # type: ignore[attr-defined]
+    except SpecError:
+        raise
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        # e.g. a calibration that cannot reach the false-alarm target with these parameters
+        raise SpecError(spec.name, "params", f"cannot build with {dict(spec.params)!r} and family_tests="
+                        f"{family_tests}: {exc}") from None
 
 
 # Detector modules register themselves on import; the order here is the

@@ -23,6 +23,13 @@ boundaries is vectorised with cumulative sums (``numpy.cumsum`` and
 ``numpy.subtract.accumulate`` add in the same order as river's loop). The
 state is the bucket structure as plain lists, so checkpoints are JSON.
 
+Values beyond ``±VALUE_BOUND`` (``1e100``) are clipped to it before they
+enter the window, so sums and squares stay finite for every finite input (a
+``1.7e308`` would otherwise make the variance infinite and the detector blind
+for good); a clipped value is far enough out that ADWIN reports it as a
+change and restarts without it. Smaller values are used as they are, so
+detections still match river.
+
 Memory: at most ``max_buckets + 1`` buckets per row and one row per doubling
 of the window, so never more than ``64 * (max_buckets + 1)`` buckets.
 
@@ -68,6 +75,9 @@ from stream_monitor.detectors.base import (
 __all__ = ["Adwin"]
 
 _STATE_VERSION = 1
+#: values are clipped to [-VALUE_BOUND, VALUE_BOUND]: squares of differences,
+#: times any window width, stay far below the largest float
+VALUE_BOUND = 1e100
 
 
 @register
@@ -165,6 +175,8 @@ class Adwin(Detector):
         batch = np.ascontiguousarray(values, dtype=np.float64).ravel()
         if not np.isfinite(batch).all():
             raise ValueError("adwin: values must be finite (NaN and infinities are filtered upstream)")
+        if batch.size and float(np.max(np.abs(batch))) > VALUE_BOUND:
+            batch = np.clip(batch, -VALUE_BOUND, VALUE_BOUND)
         detections: list[Detection] = []
         start_seen = self._n_seen
         clock, grace = self.clock, float(self.grace_period)

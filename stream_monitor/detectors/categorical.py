@@ -27,6 +27,29 @@ with (sparse columns have a Poisson tail, heavier than the chi-square's far
 out; with at least 10 expected per column a Zipf stream of 30 categories gave
 no false alarm in 6 million values at ``arl = 10**7``).
 
+Hashed buckets
+--------------
+Categories too rare for a column of their own are not thrown together into a
+single "other" column when there are many of them: a feature of hundreds of
+values, none frequent, would otherwise have one column, no degree of freedom
+and no test at all, and a collapse onto one value would go unseen. Instead the
+pooled categories (and unseen ones) are spread over ``B`` buckets by a fixed
+hash of the category (CRC-32 of its UTF-8 bytes, so the same in every process
+and after a restart), with ``B`` chosen so that the window expects about
+``2 * MIN_EXPECTED`` values per bucket on average, and at most
+``max_categories`` columns in all; ``B`` is lowered until every bucket holds
+at least as many reference values as an own column must. The bucket a category falls in does not
+depend on the data, so the reference counts of a bucket are an unbiased
+sample of its share and the test keeps its calibration. When the pooled
+categories are too few for two buckets, ``B = 1``: the single "other" column
+described above.
+
+Reference ids
+-------------
+Detections name their reference ``"warmup:<first>-<last>"`` (0-based
+positions in the signal of the reference's first and last values, inclusive)
+or ``"snapshot:<id>"`` for a snapshot given with ``reference_id``.
+
 Calibration
 -----------
 Under no drift the statistic is asymptotically chi-square with ``C - 1``
@@ -54,6 +77,7 @@ after a median of about 200 values at ``arl = 10**7``.
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -74,6 +98,8 @@ MIN_EXPECTED = 10
 MAX_SAMPLE = 1_000_000
 #: evaluation matrices are built in chunks of about this many cells
 _CHUNK_CELLS = 1 << 18
+#: pooled categories whose column is remembered rather than recomputed
+_REMEMBERED = 1024
 
 
 @register
@@ -113,7 +139,7 @@ class ChiSquare(Detector):
     >>> detector = build({"name": "chi_square"})
     >>> for detection in detector.update(np.concatenate([before, after]).astype(object)):
     ...     print(detection.n_seen, detection.reference, round(detection.statistic, 1))
-    3174 warmup:0 33.8
+    3174 warmup:0-999 33.8
     """
 
     name = "chi_square"
@@ -210,13 +236,13 @@ class ChiSquare(Detector):
         self._degrees = 0
         self._window_codes = np.zeros(self.window, dtype=np.intp)
         if self.snapshot is not None:
-            self._set_reference(self.snapshot, self.snapshot_id or "snapshot")
+            self._set_reference(self.snapshot, f"snapshot:{self.snapshot_id}")
         else:
             self._start_warmup()
 
     def _start_warmup(self) -> None:
         self._columns: list[str] | None = None
-        self._reference_id = f"warmup:{self._n_seen}"
+        self._reference_id = f"warmup:{self._n_seen}-{self._n_seen + self.reference_size - 1}"
         self._warmup: Counter[str] = Counter()
         self._warmup_count = 0
         self._monitored = 0
@@ -227,22 +253,40 @@ class ChiSquare(Detector):
         ranked = sorted(((-count, category) for category, count in counts.items() if count >= smallest))
         columns = [category for _, category in ranked[: self.max_categories - 1]]
         kept = sum(counts[category] for category in columns)
-        self._columns = columns
-        self._index = {category: code for code, category in enumerate(columns)}
-        # the last column pools everything else (it may be empty in the reference)
-        self._reference_counts = np.array([counts[category] for category in columns] + [n - kept], dtype=np.float64)
+        own = set(columns)
+        pooled = [(category, count) for category, count in counts.items() if category not in own]
+        hashes = np.array([_bucket_hash(category) for category, _ in pooled], dtype=np.int64)
+        weights = np.array([count for _, count in pooled], dtype=np.float64)
+        # the pooled rest: as many hashed buckets as the window can fill (at least one), each
+        # expected to hold at least MIN_EXPECTED window values by the reference
+        buckets = max(1, min(self.max_categories - len(columns), int((n - kept) * self.window / n)
+                             // (2 * MIN_EXPECTED)))
+        while buckets > 1:
+            bucket_counts = np.bincount(hashes % buckets, weights=weights, minlength=buckets)
+            if bucket_counts.min() >= smallest:
+                break
+            buckets -= 1
+        if buckets == 1:
+            bucket_counts = np.array([float(n - kept)])
+        self._set_columns(columns, buckets)
+        self._reference_counts = np.concatenate(
+            [np.array([counts[category] for category in columns], dtype=np.float64), bucket_counts])
         self._reference_total = n
         self._reference_id = reference_id
         self._warmup = Counter()
         self._warmup_count = 0
         self._monitored = 0
 
+    def _set_columns(self, columns: list[str], buckets: int) -> None:
+        """Own columns ``0 .. k-1``, then ``buckets`` hashed buckets of every other category."""
+        self._columns = columns
+        self._buckets = buckets
+        self._index = _ColumnIndex(columns, buckets)
+
     def _codes(self, values: Iterable[Any]) -> np.ndarray:
-        get = self._index.get
-        other = len(self._columns or ())
-        return np.fromiter(
-            (get(value if value.__class__ is str else str(value), other) for value in values), dtype=np.intp
-        )
+        index = self._index
+        return np.fromiter((index[value if value.__class__ is str else str(value)] for value in values),
+                           dtype=np.intp)
 
     @property
     def n_seen(self) -> int:
@@ -263,7 +307,8 @@ class ChiSquare(Detector):
     def state_dict(self) -> dict[str, Any]:
         reference = None
         if self._columns is not None:
-            reference = {"columns": list(self._columns), "counts": [int(c) for c in self._reference_counts]}
+            reference = {"columns": list(self._columns), "counts": [int(c) for c in self._reference_counts],
+                         "buckets": self._buckets}
         filled = min(self._monitored, self.window)
         order = np.arange(self._monitored - filled, self._monitored) % self.window
         return {
@@ -290,8 +335,7 @@ class ChiSquare(Detector):
         else:
             columns = [str(c) for c in reference["columns"]]
             counts = [int(c) for c in reference["counts"]]
-            self._columns = columns
-            self._index = {category: code for code, category in enumerate(columns)}
+            self._set_columns(columns, int(reference.get("buckets", 1)))
             self._reference_counts = np.array(counts, dtype=np.float64)
             self._reference_total = sum(counts)
             self._warmup = Counter()
@@ -389,3 +433,30 @@ class ChiSquare(Detector):
         self._window_codes[(self._monitored + codes.size - keep + np.arange(keep)) % m] = codes[codes.size - keep :]
         self._monitored += codes.size
         self._n_seen += codes.size
+
+
+class _ColumnIndex(dict):
+    """category -> column: own columns by name, every other category by a fixed hash.
+
+    The bucket of a pooled category is computed and remembered for the first
+    ``_REMEMBERED`` such categories only, so memory stays bounded whatever the
+    stream holds.
+    """
+
+    def __init__(self, columns: list[str], buckets: int) -> None:
+        super().__init__((category, code) for code, category in enumerate(columns))
+        self._first_bucket = len(columns)
+        self._buckets = buckets
+
+    def __missing__(self, category: str) -> int:
+        code = self._first_bucket
+        if self._buckets > 1:
+            code += _bucket_hash(category) % self._buckets
+        if len(self) < _REMEMBERED:
+            self[category] = code
+        return code
+
+
+def _bucket_hash(category: str) -> int:
+    """A hash of the category that is the same in every process (unlike ``hash``)."""
+    return zlib.crc32(category.encode("utf-8", "surrogatepass"))

@@ -22,7 +22,9 @@ the warm-up counts and the parameters, and is cached.
 
 Falls in the error rate are improvements, not alarms, so the chart is
 one-sided. After a detection the chart restarts and the next ``warmup``
-values form a new reference, so one change gives one alert. Sums are kept in
+values form a new reference, so one change gives one alert. Detections name
+their reference ``"warmup:<first>-<last>"`` (0-based positions of the
+reference's first and last values in the signal, inclusive). Sums are kept in
 fixed point (integers in units of ``2**-20``), so a batch gives exactly the
 result of feeding its values one at a time.
 
@@ -52,6 +54,7 @@ from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
     Detection,
     Detector,
+    SpecError,
     check_integer,
     check_known,
     check_number,
@@ -65,6 +68,10 @@ _CHUNK = 4096
 _STATE_VERSION = 1
 # Candidate design rates: these posterior quantiles of the warm-up's error rate.
 _DESIGN_QUANTILES = (0.9, 0.99, 0.999, 0.9999)
+# Tried in turn when no candidate reaches the target: a higher bound leaves less
+# posterior weight on true rates above the design alternative (whose run length
+# grows only linearly with the threshold, so they cap the reachable target).
+_FALLBACK_QUANTILES = (1 - 1e-6, 1 - 1e-9, 1 - 1e-12)
 
 
 @register
@@ -84,6 +91,7 @@ class ErrorRate(Detector):
 
     name = "error_rate"
     kind = "error"
+    reference_params = ("warmup",)
 
     def __init__(self, *, warmup: int = 1000, odds_ratio: float = 2.5, arl: float = DEFAULT_ARL) -> None:
         name = self.name
@@ -98,7 +106,14 @@ class ErrorRate(Detector):
         params = dict(params)
         check_known(cls.name, params, ("warmup", "odds_ratio", "arl"))
         params.setdefault("arl", DEFAULT_ARL * family_tests)
-        return cls(**params)
+        detector = cls(**params)
+        # the chart is designed after the warm-up; refuse now what could not be designed then
+        for errors in _probe_counts(detector.warmup):
+            try:
+                _design(errors, detector.warmup, detector.odds_ratio, detector.arl)
+            except ValueError as exc:
+                raise SpecError(cls.name, "arl", f"{exc}: lower the arl or lengthen the warm-up") from None
+        return detector
 
     def _params(self) -> Mapping[str, Any]:
         return {"warmup": self.warmup, "odds_ratio": self.odds_ratio, "arl": self.arl}
@@ -170,7 +185,7 @@ class ErrorRate(Detector):
                     statistic=self._sum / _SCALE,
                     threshold=self._threshold,
                     window={"reference": self.warmup},
-                    reference=f"values[{self._reference_start}:{self._reference_start + self.warmup}]",
+                    reference=f"warmup:{self._reference_start}-{self._reference_start + self.warmup - 1}",
                 )
             )
             # Re-arm on post-change data.
@@ -223,6 +238,11 @@ class ErrorRate(Detector):
         self._sum = float(state["sum"])
 
 
+def _probe_counts(warmup: int) -> list[int]:
+    """Warm-up error counts checked at build time: none, few, a tenth, half, all."""
+    return sorted({0, 1, warmup // 100, warmup // 10, warmup // 2, warmup})
+
+
 @functools.lru_cache(maxsize=4096)
 def _design(errors: int, warmup: int, odds_ratio: float, arl: float) -> tuple[float, float, float]:
     """The chart for a warm-up with ``errors`` errors: ``(up, down, threshold)``.
@@ -235,15 +255,22 @@ def _design(errors: int, warmup: int, odds_ratio: float, arl: float) -> tuple[fl
     Kullback-Leibler drift) wins.
     """
     best: tuple[float, float, float, float] | None = None
-    for quantile in _DESIGN_QUANTILES:
-        p0 = float(stats.beta.ppf(quantile, errors + 0.5, warmup - errors + 0.5))
-        odds = odds_ratio * p0 / (1.0 - p0)
-        p1 = odds / (1.0 + odds)
-        up = math.log(p1 / p0)
-        down = math.log((1.0 - p0) / (1.0 - p1))
-        threshold = bernoulli_cusum_threshold(errors, warmup, up, down, arl)
-        delay = threshold / (p1 * up - (1.0 - p1) * down)
-        if best is None or delay < best[0]:
-            best = (delay, up, down, threshold)
-    assert best is not None
-    return best[1], best[2], best[3]
+    for quantiles in (_DESIGN_QUANTILES, *((q,) for q in _FALLBACK_QUANTILES)):
+        for quantile in quantiles:
+            p0 = float(stats.beta.ppf(quantile, errors + 0.5, warmup - errors + 0.5))
+            odds = odds_ratio * p0 / (1.0 - p0)
+            p1 = odds / (1.0 + odds)
+            if not 0.0 < p0 < p1 < 1.0:
+                continue
+            up = math.log(p1 / p0)
+            down = math.log((1.0 - p0) / (1.0 - p1))
+            try:
+                threshold = bernoulli_cusum_threshold(errors, warmup, up, down, arl)
+            except ValueError:  # this design cannot reach the target
+                continue
+            delay = threshold / (p1 * up - (1.0 - p1) * down)
+            if best is None or delay < best[0]:
+                best = (delay, up, down, threshold)
+        if best is not None:
+            return best[1], best[2], best[3]
+    raise ValueError(f"no chart reaches arl {arl:g} after a warm-up of {warmup} values with {errors} errors")

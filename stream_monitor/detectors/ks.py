@@ -48,6 +48,12 @@ statistic is stochastically smaller and the bound still holds. Critical values
 are cached in-process per ``(n, m, stride, arl)``; computing one takes about
 20 ms.
 
+Reference ids
+-------------
+Detections name their reference ``"warmup:<first>-<last>"`` (0-based
+positions in the signal of the reference's first and last values, inclusive)
+or ``"snapshot:<id>"`` for a snapshot given with ``reference_id``.
+
 Re-arming
 ---------
 After a detection the detector forgets its reference and window and collects a
@@ -173,7 +179,7 @@ class WindowedKS(Detector):
     >>> detector = build({"name": "ks"})
     >>> for detection in detector.update(stream):
     ...     print(detection.n_seen, detection.reference, round(detection.statistic, 3))
-    3199 warmup:0 0.183
+    3199 warmup:0-999 0.183
     """
 
     name = "ks"
@@ -288,13 +294,13 @@ class WindowedKS(Detector):
         self._window_codes = np.zeros(self.window, dtype=np.int64)
         self._monitored = 0  # values added to the window since the reference was set
         if self.snapshot is not None:
-            self._set_reference(self.snapshot, self.snapshot_id or "snapshot")
+            self._set_reference(self.snapshot, f"snapshot:{self.snapshot_id}")
         else:
             self._start_warmup()
 
     def _start_warmup(self) -> None:
         self._reference: np.ndarray | None = None
-        self._reference_id = f"warmup:{self._n_seen}"
+        self._reference_id = f"warmup:{self._n_seen}-{self._n_seen + self.reference_size - 1}"
         self._warmup: list[np.ndarray] = []
         self._warmup_count = 0
         self._monitored = 0

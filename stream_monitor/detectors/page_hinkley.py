@@ -26,6 +26,26 @@ Two variants share the registry name ``page_hinkley``:
     (all after the detection) form a new reference, so one change gives one
     alert.
 
+    The reference can also be a snapshot (``reference_values``, e.g. from
+    training data, with ``reference_id``): its mean and standard deviation
+    standardise from the first value on, and the thresholds are calibrated
+    for a reference of its size; after a detection the detector learns a
+    warm-up reference from the values that follow. Detections name their
+    reference ``"warmup:<first>-<last>"`` (0-based positions in the signal,
+    inclusive) or ``"snapshot:<id>"``.
+
+    Any finite value is accepted. No single value may carry more than a third
+    of the reference's variance: the most extreme values (at most 1% of the
+    reference) are left out of the mean and standard deviation while one of
+    them would (its squared deviation from the mean of the others above
+    ``OUTLIER_SHARE`` times their sum of squared deviations). So an absurd
+    value (a ``1.7e308`` sentinel, a unit mistake) cannot inflate the
+    standard deviation and blind the charts, while skewed or heavy-tailed
+    references (lognormal, Student t) keep their tails; sums and squares are
+    taken in a scale where they cannot overflow. After the reference, a
+    value is standardised then clipped, so a huge value adds at most
+    ``clip`` to a chart.
+
     The charts add increments in fixed point (integers in units of
     ``2**-20`` standard deviations), so their sums are exact and a batch
     gives bit-for-bit the result of feeding its values one at a time,
@@ -84,7 +104,14 @@ __all__ = ["PageHinkley"]
 _VARIANTS = ("calibrated", "river")
 _MODES = ("both", "up", "down")
 _RIVER_ONLY = ("min_instances", "delta", "threshold", "alpha")
-_CALIBRATED_ONLY = ("warmup", "drifts", "arl", "clip")
+_CALIBRATED_ONLY = ("warmup", "drifts", "arl", "clip", "reference_values", "reference_id")
+#: a reference value is left out when its squared deviation from the mean of the
+#: others exceeds this share of their summed squared deviations (a third of the total)
+OUTLIER_SHARE = 0.5
+#: at most this share of a reference is left out as outliers
+OUTLIER_MOST = 0.01
+#: most values a reference snapshot may hold
+MAX_SNAPSHOT = 1_000_000
 # Fixed-point unit of the chart sums: exact integer arithmetic makes batch and
 # one-at-a-time updates agree bit for bit.
 _SCALE = float(2**20)
@@ -115,12 +142,15 @@ class PageHinkley(Detector):
         Calibrated only. Target average number of values between false alarms.
     clip
         Calibrated only. Standardised values are clipped to ``[-clip, clip]``.
+    reference_values, reference_id
+        Calibrated only. A reference snapshot and its id (both or neither).
     min_instances, delta, threshold, alpha
         River only: as in ``river.drift.PageHinkley``.
     """
 
     name = "page_hinkley"
     kind = "numeric"
+    reference_params = ("warmup", "reference_values", "reference_id")
 
     def __init__(
         self,
@@ -135,6 +165,8 @@ class PageHinkley(Detector):
         delta: float = 0.005,
         threshold: float = 50.0,
         alpha: float = 1 - 0.0001,
+        reference_values: Sequence[float] | None = None,
+        reference_id: str | None = None,
     ) -> None:
         name = self.name
         self.variant = check_choice(name, "variant", variant, _VARIANTS)
@@ -154,6 +186,7 @@ class PageHinkley(Detector):
             self.clip = check_number(name, "clip", clip, low=0.0, high=1e6, open_low=True)
             if self.clip <= max(self.drifts):
                 raise SpecError(name, "clip", "must exceed every drift, or no chart could ever rise")
+            self.snapshot, self.snapshot_id = _check_snapshot(reference_values, reference_id)
             signs = {"both": (1.0, -1.0), "up": (1.0,), "down": (-1.0,)}[mode]
             # Charts in rows, by increasing drift, then by direction: the first
             # row of each direction has the smallest drift and bounds the others.
@@ -163,15 +196,12 @@ class PageHinkley(Detector):
             self._chart_drifts = np.array([k for k in ordered for _ in signs])
             # Equal split of the false-alarm rate between the charts (Bonferroni).
             chart_arl = self.arl * len(self._signs)
-            self._thresholds = np.array(
-                [gaussian_cusum_threshold(float(k), self.warmup, chart_arl) for k in self._chart_drifts]
+            self._warmup_thresholds = self._chart_thresholds(self.warmup, chart_arl)
+            self._snapshot_thresholds = (
+                None if self.snapshot is None else self._chart_thresholds(self.snapshot.size, chart_arl)
             )
-            self._fixed_thresholds = np.floor(self._thresholds * _SCALE).astype(np.int64)
+            self._use_thresholds(self._warmup_thresholds)
             self._fixed_drifts = np.rint(self._chart_drifts * _SCALE).astype(np.int64)
-            # the lowest threshold in each direction: what a lead chart must stay under
-            self._direction_bounds = [
-                int(self._fixed_thresholds[d :: self._directions].min()) for d in range(self._directions)
-            ]
             self._scaled_clip = self.clip * _SCALE
             self._ramp = np.empty((len(self._signs), 0), dtype=np.int64)
             # for each chart after the leads, the row of its lead (None: rows already align)
@@ -186,6 +216,27 @@ class PageHinkley(Detector):
             self._river_threshold = check_number(name, "threshold", threshold, low=0.0, high=1e300)
             self.alpha = check_number(name, "alpha", alpha, low=0.0, high=1.0, open_low=True)
         self._reset()
+
+    def _chart_thresholds(self, size: int, chart_arl: float) -> np.ndarray:
+        """Each chart's threshold for a reference of ``size`` values, or :class:`SpecError`."""
+        try:
+            return np.array([gaussian_cusum_threshold(float(k), size, chart_arl) for k in self._chart_drifts])
+        except ValueError:
+            field = "warmup" if size == self.warmup else "reference_values"
+            raise SpecError(self.name, field, f"a reference of {size} values is too uncertain to reach arl "
+                            f"{self.arl:g}: use more values or a lower arl") from None
+
+    def _use_thresholds(self, thresholds: np.ndarray) -> None:
+        """Set the charts' thresholds (they depend on the reference's size).
+
+        Also sets ``_direction_bounds``: the lowest threshold in each
+        direction, what a lead chart must stay under.
+        """
+        self._thresholds = thresholds
+        self._fixed_thresholds = np.floor(thresholds * _SCALE).astype(np.int64)
+        self._direction_bounds = [
+            int(self._fixed_thresholds[d :: self._directions].min()) for d in range(self._directions)
+        ]
 
     @classmethod
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> PageHinkley:
@@ -207,7 +258,7 @@ class PageHinkley(Detector):
 
     def _params(self) -> Mapping[str, Any]:
         if self.variant == "calibrated":
-            return {
+            params: dict[str, Any] = {
                 "variant": self.variant,
                 "mode": self.mode,
                 "warmup": self.warmup,
@@ -215,6 +266,10 @@ class PageHinkley(Detector):
                 "arl": self.arl,
                 "clip": self.clip,
             }
+            if self.snapshot is not None:
+                params["reference_values"] = self.snapshot.tolist()
+                params["reference_id"] = self.snapshot_id
+            return params
         return {
             "variant": self.variant,
             "mode": self.mode,
@@ -236,6 +291,12 @@ class PageHinkley(Detector):
             self._scaled_mean = 0.0
             self._scaled_inverse_sd = _SCALE
             self._sums = np.zeros(len(self._signs), dtype=np.int64)
+            self._from_snapshot = False
+            if self.snapshot is not None:
+                self._set_reference(self.snapshot, from_snapshot=True)
+                self._filled = self.warmup
+            else:
+                self._use_thresholds(self._warmup_thresholds)
         else:
             self._river_reset()
             self._detected = False
@@ -312,32 +373,43 @@ class PageHinkley(Detector):
                     n_seen=start_seen + position + index,
                     statistic=statistic,
                     threshold=float(self._thresholds[chart]),
-                    window={"reference": self.warmup},
+                    window={"reference": self._reference_size()},
                     reference=self._reference_id(),
                 )
             )
             # Re-arm: the next ``warmup`` values, all after the change, are the new reference.
             self._filled = 0
+            self._from_snapshot = False
+            self._use_thresholds(self._warmup_thresholds)
             self._reference_start = start_seen + position + index + 1
             self._sums[:] = 0
             position += index + 1
         self._n_seen = start_seen + size
         return detections
 
-    def _set_reference(self) -> None:
-        self._mean = float(np.mean(self._buffer))
-        sd = float(np.std(self._buffer, ddof=1))
+    def _set_reference(self, values: np.ndarray | None = None, *, from_snapshot: bool = False) -> None:
+        """Standardise by ``values`` (the warm-up buffer by default)."""
+        self._mean, sd = robust_mean_sd(self._buffer if values is None else values)
         # A constant reference still standardises: any later change saturates the clip.
         self._inverse_sd = 1.0 / max(sd, 1e-9 * max(1.0, abs(self._mean)))
         self._set_scaling()
         self._sums[:] = 0
+        self._from_snapshot = from_snapshot
+        if from_snapshot:
+            assert self._snapshot_thresholds is not None
+            self._use_thresholds(self._snapshot_thresholds)
+
+    def _reference_size(self) -> int:
+        return self.snapshot.size if self._from_snapshot and self.snapshot is not None else self.warmup
 
     def _set_scaling(self) -> None:
         self._scaled_inverse_sd = self._inverse_sd * _SCALE
         self._scaled_mean = self._mean * self._scaled_inverse_sd
 
     def _reference_id(self) -> str:
-        return f"values[{self._reference_start}:{self._reference_start + self.warmup}]"
+        if self._from_snapshot:
+            return f"snapshot:{self.snapshot_id}"
+        return f"warmup:{self._reference_start}-{self._reference_start + self.warmup - 1}"
 
     def _run_charts(self, chunk: np.ndarray) -> tuple[int, int, float] | None:
         """Advance every chart over ``chunk``; stop at the first crossing.
@@ -354,7 +426,8 @@ class PageHinkley(Detector):
         values are needed, which take a minimum instead of a running minimum.
         """
         size = len(chunk)
-        scaled = chunk * self._scaled_inverse_sd
+        with np.errstate(over="ignore"):  # a huge value becomes +-inf here, then the clip
+            scaled = chunk * self._scaled_inverse_sd
         scaled -= self._scaled_mean
         # two ufuncs: np.clip's Python wrapper costs more than both at 1,000 values
         np.maximum(scaled, -self._scaled_clip, out=scaled)
@@ -486,6 +559,7 @@ class PageHinkley(Detector):
             state.update(
                 warmup_values=self._buffer[: self._filled].tolist(),
                 reference_start=self._reference_start,
+                from_snapshot=self._from_snapshot,
                 mean=self._mean,
                 inverse_sd=self._inverse_sd,
                 sums=self._sums.tolist(),
@@ -516,6 +590,8 @@ class PageHinkley(Detector):
             self._mean = float(state["mean"])
             self._inverse_sd = float(state["inverse_sd"])
             self._set_scaling()
+            self._from_snapshot = bool(state.get("from_snapshot", False)) and self.snapshot is not None
+            self._use_thresholds(self._snapshot_thresholds if self._from_snapshot else self._warmup_thresholds)
             self._sums = np.asarray(state["sums"], dtype=np.int64)
         else:
             self._count = float(state["count"])
@@ -527,3 +603,90 @@ class PageHinkley(Detector):
             self._max_decrease = float(state["max_decrease"])
             self._detected = bool(state["detected"])
 
+
+
+def _check_snapshot(values: Any, reference_id: Any) -> tuple[np.ndarray | None, str | None]:
+    """A reference snapshot as a float array and its id, or :class:`SpecError`."""
+    name = PageHinkley.name
+    if values is None:
+        if reference_id is not None:
+            raise SpecError(name, "reference_id", "only allowed with reference_values")
+        return None, None
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise SpecError(name, "reference_values", "must be a list of numbers")
+    if any(isinstance(value, bool) for value in values):
+        raise SpecError(name, "reference_values", "must be a list of numbers, not booleans")
+    try:
+        snapshot = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SpecError(name, "reference_values", "must be a list of numbers") from None
+    if snapshot.ndim != 1 or not 30 <= snapshot.size <= MAX_SNAPSHOT:
+        raise SpecError(name, "reference_values", f"must hold between 30 and {MAX_SNAPSHOT} numbers")
+    if not np.isfinite(snapshot).all():
+        raise SpecError(name, "reference_values", "must be finite numbers")
+    if not isinstance(reference_id, str) or not reference_id:
+        raise SpecError(name, "reference_id", "a non-empty string is required with reference_values")
+    return snapshot, reference_id
+
+
+def robust_mean_sd(values: np.ndarray) -> tuple[float, float]:
+    """Mean and sample sd of ``values`` without the outliers :func:`_outliers` finds.
+
+    Finite for any finite input: when the values span more than a safe range
+    they are scaled before any sum or square. Without outliers (Gaussian
+    data) the result is exactly ``np.mean`` and ``np.std(ddof=1)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    outliers = _outliers(values)
+    if outliers.size:
+        keep = np.ones(values.size, dtype=bool)
+        keep[outliers] = False
+        values = values[keep]
+    largest = float(np.max(np.abs(values)))
+    if largest < 1e150:
+        return float(np.mean(values)), float(np.std(values, ddof=1))
+    # scale into a safe range first: no sum or square overflows
+    scaled = values / largest
+    mean = float(np.mean(scaled))
+    sd = float(np.std(scaled, ddof=1))
+    return mean * largest, min(sd * largest, float(np.finfo(np.float64).max))
+
+
+def _outliers(values: np.ndarray) -> np.ndarray:
+    """Positions of the values that would each carry too much of the variance.
+
+    The values are ranked by distance from the median (in robust units, so
+    squares of ordinary values cannot overflow; absurd ones become inf, which
+    ranks them right). Of the ``OUTLIER_MOST`` most distant, every value from
+    the first one whose squared deviation from the mean of the values closer
+    in exceeds ``OUTLIER_SHARE`` times their summed squared deviations is an
+    outlier (testing against the closer values only, two equal huge values
+    cannot hide each other).
+    """
+    size = values.size
+    most = max(1, int(size * OUTLIER_MOST))
+    if size < 3:
+        return np.empty(0, dtype=np.intp)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        median = float(np.median(values))
+        distance = np.abs(values - median)
+        spread = 0.0
+        for quantile in (0.5, 0.9, 0.99, 1.0):  # mostly one value: the spread of the others
+            spread = float(np.quantile(distance, quantile))
+            if spread != 0.0:
+                break
+        if spread == 0.0 or not math.isfinite(spread):
+            return np.empty(0, dtype=np.intp)
+        units = values / spread - median / spread
+        order = np.argsort(np.abs(units), kind="stable")
+        ranked = units[order]
+        first = size - most
+        sums = np.cumsum(ranked[: size - 1])
+        squares = np.cumsum(ranked[: size - 1] ** 2)
+        counts = np.arange(first, size)
+        means = sums[first - 1 :] / counts
+        spreads = np.maximum(squares[first - 1 :] - counts * means**2, 0.0)
+        flagged = (ranked[first:] - means) ** 2 > OUTLIER_SHARE * spreads
+    if not flagged.any():
+        return np.empty(0, dtype=np.intp)
+    return order[first + int(np.argmax(flagged)) :]

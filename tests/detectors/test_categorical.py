@@ -12,6 +12,7 @@ from scipy import stats
 from stream_monitor.detectors import SpecError, build
 
 CATEGORIES = list("abcde")
+PINNED_COLLAPSE = 3049  # seed 11: 400 categories, collapse onto "v7" at value 3000
 
 
 def _chi(**params):
@@ -58,7 +59,7 @@ def test_rare_and_unseen_categories_share_the_other_column() -> None:
     # a category the reference never saw, at 10%, is a change (of "other")
     novel = rng.choice(["a", "b", "c", "new"], 2000, p=[0.45, 0.36, 0.09, 0.1]).astype(object)
     (detection,) = detector.update(novel)
-    assert detection.reference == "train"
+    assert detection.reference == "snapshot:train"
 
 
 def test_category_cap_bounds_the_columns() -> None:
@@ -113,7 +114,7 @@ def test_detection_fields() -> None:
     stream = np.concatenate([rng.choice(CATEGORIES, 2000), rng.choice(["a", "b"], 2000)]).astype(object)
     (detection,) = _chi().update(stream)
     assert detection.window == {"reference": 1000, "current": 500}
-    assert detection.reference == "warmup:0"
+    assert detection.reference == "warmup:0-999"
     assert detection.statistic >= detection.threshold
     assert detection.p_value == pytest.approx(stats.chi2.sf(detection.statistic, 4))
 
@@ -152,3 +153,36 @@ def test_spec_errors_name_the_field(params: dict, field: str) -> None:
     with pytest.raises(SpecError) as error:
         _chi(**params)
     assert error.value.field == field
+
+
+def _many(rng: np.random.Generator, size: int, categories: int = 400, zipf: bool = False) -> np.ndarray:
+    weights = 1.0 / np.arange(1, categories + 1) if zipf else np.ones(categories)
+    return rng.choice([f"v{k}" for k in range(categories)], size, p=weights / weights.sum()).astype(object)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_high_cardinality_feature_collapsing_onto_one_value_is_detected(seed: int) -> None:
+    # 400 categories: none is frequent enough for a column of its own
+    rng = np.random.default_rng(seed)
+    stream = np.concatenate([_many(rng, 3000), np.array(["v7"] * 1000, dtype=object)])
+    detections = _chi().update(stream)
+    assert detections, "the collapse must be seen"
+    assert 3000 <= detections[0].n_seen < 3100
+    assert detections[0].reference == "warmup:0-999"
+
+
+def test_high_cardinality_collapse_pinned_index() -> None:
+    rng = np.random.default_rng(11)
+    stream = np.concatenate([_many(rng, 3000), np.array(["v7"] * 1000, dtype=object)])
+    assert [d.n_seen for d in _chi().update(stream)] == [PINNED_COLLAPSE]
+
+
+@pytest.mark.parametrize("zipf", [False, True])
+def test_high_cardinality_stationary_streams_raise_no_false_alarm(zipf: bool) -> None:
+    alarms = loose = 0
+    for seed in range(2):
+        values = _many(np.random.default_rng(300 + seed), 200_000, zipf=zipf)
+        alarms += len(_chi().update(values))
+        loose += len(_chi(arl=20_000).update(values))
+    assert alarms == 0
+    assert loose <= 2 * 400_000 / 20_000

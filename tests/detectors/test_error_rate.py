@@ -67,7 +67,7 @@ def test_detection_fields_and_rearm():
     (detection,) = detector.update(errors(0)[:3500])
     assert detection.statistic > detection.threshold > 0
     assert detection.window == {"reference": 1000}
-    assert detection.reference == "values[0:1000]"
+    assert detection.reference == "warmup:0-999"
     assert detector.reference_rate is None  # re-arming on post-change values
     detector.update(errors(0)[3500:5000])
     assert detector.reference_rate == pytest.approx(0.15, abs=0.03)
@@ -114,3 +114,29 @@ def test_bad_parameters_raise_spec_error_naming_the_field(params, field):
     with pytest.raises(SpecError) as error:
         build(DetectorSpec("error_rate", params))
     assert error.value.field == field
+
+
+@pytest.mark.parametrize("family_tests", [1, 128, 10_000])
+def test_a_clean_warmup_at_a_large_family_target_still_gives_a_chart(family_tests):
+    # issue 9: the chart's design after a warm-up with no error raised ValueError mid-stream
+    rng = np.random.default_rng(9)
+    errors = np.concatenate([np.zeros(1000), rng.random(20_000) < 0.05]).astype(float)
+    detector = build(DetectorSpec("error_rate"), family_tests=family_tests)
+    detections = detector.update(errors)
+    assert detector.threshold > 0
+    assert detections and 1000 <= detections[0].n_seen < 5000
+
+
+@pytest.mark.parametrize("warmup", [100, 500, 10_000])
+@pytest.mark.parametrize("arl", [1e7, 1e12, 1e18])
+def test_every_accepted_warmup_and_target_builds_or_is_a_spec_error(warmup, arl):
+    try:
+        detector = build(DetectorSpec("error_rate", {"warmup": warmup, "arl": arl}))
+    except SpecError as error:
+        assert error.field == "arl"
+        return
+    # built: every warm-up outcome gives a chart
+    for errors in range(0, warmup + 1, max(1, warmup // 10)):
+        detector.update(np.zeros(warmup) if errors == 0 else (np.arange(warmup) < errors).astype(float))
+        assert detector.threshold > 0
+        detector.load_state_dict(build(DetectorSpec("error_rate", {"warmup": warmup, "arl": arl})).state_dict())

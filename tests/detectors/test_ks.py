@@ -115,7 +115,7 @@ def test_detection_fields_and_re_arming() -> None:
     (detection,) = detections
     assert detection.index == detection.n_seen
     assert detection.window == {"reference": 1000, "current": 300}
-    assert detection.reference == "warmup:0"
+    assert detection.reference == "warmup:0-999"
     assert detection.threshold == pytest.approx(detector.threshold)
     window = stream[detection.n_seen - 299 : detection.n_seen + 1]
     expected = stats.ks_2samp(stream[:1000], window)
@@ -123,7 +123,7 @@ def test_detection_fields_and_re_arming() -> None:
     assert detection.p_value == expected.pvalue
     # the new reference is the 1,000 values after the detection
     later = detector.update(rng.normal(5, 1, 2000))
-    assert [d.reference for d in later] == [f"warmup:{detection.n_seen + 1}"]
+    assert [d.reference for d in later] == [f"warmup:{detection.n_seen + 1}-{detection.n_seen + 1000}"]
 
 
 def test_reference_snapshot() -> None:
@@ -131,7 +131,7 @@ def test_reference_snapshot() -> None:
     snapshot = rng.normal(0, 1, 5000)
     detector = _ks(reference_values=snapshot.tolist(), reference_id="training-2025-11")
     (detection,) = detector.update(rng.normal(0, 2.5, 600))
-    assert detection.reference == "training-2025-11"
+    assert detection.reference == "snapshot:training-2025-11"
     assert detection.window == {"reference": 5000, "current": 300}
     assert detection.n_seen < 300  # no warm-up with a snapshot
 

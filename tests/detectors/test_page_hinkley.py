@@ -140,11 +140,11 @@ def test_detection_carries_statistic_threshold_window_and_reference():
     assert detection.index == detection.n_seen == 3021
     assert detection.statistic > detection.threshold > 0
     assert detection.window == {"reference": 2000}
-    assert detection.reference == "values[0:2000]"
+    assert detection.reference == "warmup:0-1999"
     assert detection.p_value is None
     # the next reference starts right after the detection
     rest = detector.update(regimes(0)[5000:])
-    assert rest[0].reference == "values[3022:5022]"
+    assert rest[0].reference == "warmup:3022-5021"
 
 
 def test_constant_reference_still_detects_a_change():

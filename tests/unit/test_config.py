@@ -91,3 +91,60 @@ def test_secret_files_are_read_from_the_secrets_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAM_MONITOR_SECRETS_DIR", str(tmp_path / "absent"))
     with pytest.raises(ConfigError):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{not json", "is not JSON"),
+        ("[1, 2, 3]", "JSON object"),
+        ('{"feature:x": "abc"}', "feature:x"),
+        ('{"feature:x": [1.0, "two"' + ', 3.0' * 600 + ']}', "'feature:x'[1]: must be a finite number"),
+        ('{"feature:x": [1.0' + ', 3.0' * 98 + ']}', "between 500 and 100000 values, got 99"),
+        ('{"feature:c": {"a": 3, "b": -1}}', "feature:c"),
+        ('{"feature:c": {"a": 2.5, "b": 3}}', "feature:c"),
+    ],
+)
+def test_a_corrupt_reference_snapshot_is_refused_naming_the_field(tmp_path, content, reason):
+    (tmp_path / "reference.json").write_text(content)
+    path = tmp_path / "config.yaml"
+    path.write_text("models:\n  - model: a\n  - model: b\n    reference: {snapshot: reference.json, id: train}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    ((field, message),) = caught.value.problems
+    assert field == "models.1.reference.snapshot"
+    assert "snapshot" in message and reason in message
+
+
+def test_a_relative_snapshot_path_resolves_against_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "reference.json").write_text('{"feature:c": {"a": 30, "b": 20}}')
+    (folder / "config.yaml").write_text("models:\n  - reference: {snapshot: reference.json, id: train}\n")
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    settings = load_settings(folder / "config.yaml")
+    reference = settings.models[0].reference
+    assert reference.snapshot == (folder / "reference.json").resolve()
+    assert reference.snapshot_data() == {"feature:c": {"a": 30, "b": 20}}
+
+
+@pytest.mark.parametrize("warmup", [50, 499, 200_000])
+def test_a_warmup_no_detector_accepts_is_refused(tmp_path, warmup):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"models:\n  - reference: {{warmup: {warmup}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert [field for field, _ in caught.value.problems] == ["models.0.reference.warmup"]
+
+
+@pytest.mark.parametrize("warmup", [500, 100_000])
+def test_every_warmup_the_config_accepts_builds_every_detector(tmp_path, warmup):
+    from stream_monitor.detectors import REGISTRY, build
+    from stream_monitor.detectors.reference import reference_params
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"models:\n  - reference: {{warmup: {warmup}}}\n")
+    rule = load_settings(path).models[0]
+    for name, cls in REGISTRY.items():
+        build({"name": name, "params": reference_params(cls, cls.kind, warmup=rule.reference.warmup)},
+              family_tests=64 * 2)

@@ -66,7 +66,7 @@ def test_reference_snapshot_is_used_and_named_in_alerts(tmp_path):
     settings = load_settings(config)
     # the live data never looked like the snapshot: the KS test says so at once
     alerts = Monitor(settings).process(records(rng.normal(0.0, 1.0, 1000)))
-    assert alerts and alerts[0].reference == "train-2025-11"
+    assert alerts and alerts[0].reference == "snapshot:train-2025-11"
     assert alerts[0].n_seen < 400
     # data like the snapshot: quiet
     assert Monitor(settings).process(records(rng.normal(5.0, 1.0, 5000))) == []
