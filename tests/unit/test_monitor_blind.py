@@ -100,9 +100,13 @@ def test_min_idle_protects_recent_models_and_counts_the_drop():
     sample = metrics.registry.get_sample_value
     assert sample("stream_monitor_models_dropped_total", {"reason": "model_cap"}) == 3
     monitor.process(feature_records([0.0] * 100, model="first", start=5))
-    monitor.process(feature_records([0.0] * 200, model="third"))
+    monitor.process(feature_records([0.0] * 99, model="third"))
     assert sample("stream_monitor_keys_evicted_total", {"kind": "model"}) is None
     assert set(monitor.models()) == {"first"}
+    # "first" has now been idle for 100 events: it makes room
+    monitor.process(feature_records([0.0], model="third", start=99))
+    assert sample("stream_monitor_keys_evicted_total", {"kind": "model"}) == 1
+    assert set(monitor.models()) == {"third"}
 
 
 def test_drift_metrics_carry_the_severity():
