@@ -91,3 +91,24 @@ def test_secret_files_are_read_from_the_secrets_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAM_MONITOR_SECRETS_DIR", str(tmp_path / "absent"))
     with pytest.raises(ConfigError):
         load_settings()
+
+
+def test_check_config_refuses_what_run_cannot_build_and_names_the_field(tmp_path, capsys):
+    from stream_monitor.cli import main
+
+    path = tmp_path / "warmup.yaml"
+    path.write_text("models:\n  - model: fraud\n    reference: {warmup: 200000}\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "models[0].reference.warmup" in capsys.readouterr().err
+    path.write_text("models:\n  - model: fraud\n    reference: {warmup: 5000}\n")
+    assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_kinds_are_validated(tmp_path):
+    path = tmp_path / "kinds.yaml"
+    path.write_text("models:\n  - model: fraud\n    kinds: {amount: numeric, country: text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "models.0.kinds.country" in str(caught.value)
+    path.write_text("models:\n  - model: fraud\n    kinds: {amount: numeric, country: categorical}\n")
+    assert load_settings(path).models[0].kinds == {"amount": "numeric", "country": "categorical"}
