@@ -164,3 +164,18 @@ def test_a_version_brought_back_by_a_late_label_keeps_its_family_size():
     label_event = PredictionEvent("a", "m", "1", None, {}, None)
     monitor.feed_signal("m", "1", "performance:error_rate", [(0.0, Record(label_event))])
     assert monitor._versions[("m", "1")].family_signals == family == 21
+
+
+def test_a_late_label_for_an_evicted_version_keeps_the_false_alarm_correction_in_the_pipeline():
+    from stream_monitor.events import LabelEvent
+    from stream_monitor.pipeline import LabelRecord, Pipeline
+
+    pipeline = Pipeline(Settings(limits={"max_versions_per_model": 1}))
+    features = {f"f{i}": 0.0 for i in range(20)}
+    old = [Record(PredictionEvent(f"a{i}", "m", "1", None, features, 0.9)) for i in range(5)]
+    new = [Record(PredictionEvent(f"b{i}", "m", "2", None, features, 0.9)) for i in range(5)]
+    pipeline.process(old + new)
+    assert not pipeline.monitor.has_version("m", "1")
+    pipeline.process([LabelRecord(LabelEvent(f"a{i}", "m", 1.0, None)) for i in range(5)])
+    assert pipeline.monitor.has_version("m", "1")
+    assert pipeline.monitor._versions[("m", "1")].family_signals == 21
