@@ -241,6 +241,8 @@ class Monitor:
             self._evict(version)
         del self._signals_per_model[model]
         self._families.pop(model, None)
+        for key in [k for k in self._log_counts if len(k) > 1 and k[1] == model]:
+            del self._log_counts[key]
         if self._metrics:
             self._metrics.keys_evicted.labels("model").inc()
             for metric in (self._metrics.signals_active, self._metrics.last_event_timestamp):
@@ -258,6 +260,7 @@ class Monitor:
         self._signals_per_model[version.model] = names
         if self._metrics is None:
             return
+        self._metrics.signals_active.labels(version.model).set(len(names))
         states = [s for s in (*version.signals.values(), *version.by_feature.values(), version.prediction)
                   if isinstance(s, _SignalState)]
         for state in states:
@@ -276,12 +279,13 @@ class Monitor:
                 except KeyError:
                     pass
 
-    def _warn(self, key: tuple[str, ...], message: str, **extra: Any) -> None:
+    def _warn(self, key: tuple[str, ...], message: str, level: int = logging.WARNING,
+              exc_info: bool = False, **extra: Any) -> None:
         """Log at the 1st, 10th, 100th... occurrence of ``key`` (rate limited by count)."""
         count = self._log_counts.get(key, 0) + 1
         self._log_counts[key] = count
         if count == 10 ** (len(str(count)) - 1):
-            log.warning(message, extra={**extra, "occurrences": count})
+            log.log(level, message, exc_info=exc_info, extra={**extra, "occurrences": count})
 
     def _new_signal(self, version: _VersionState, signal: str, value: Any,
                     kind: str | None = None) -> _SignalState | None:
@@ -337,8 +341,9 @@ class Monitor:
         """A detector raised: count it and log it (with the traceback); it stays disabled."""
         if self._metrics:
             self._metrics.detector_errors.labels(model, name).inc()
-        log.error("detector failed and was disabled for this signal; the others keep going",
-                  exc_info=True, extra={"model": model, "signal": signal, "detector": name})
+        self._warn(("detector_error", model, name), "detector failed and was disabled for this "
+                   "signal; the others keep going", level=logging.ERROR, exc_info=True,
+                   model=model, signal=signal, detector=name)
 
     def _other_kind(self, version: _VersionState, state: _SignalState, value: Any, position: int,
                     records: Sequence[Record], out: list[tuple[int, str, str, Alert]],

@@ -130,7 +130,7 @@ class _Broken:
         raise RuntimeError("boom")
 
 
-def test_a_detector_that_raises_is_isolated_and_the_others_still_alert():
+def test_a_detector_that_raises_is_isolated_and_the_others_still_alert(caplog):
     metrics = Metrics(CollectorRegistry())
     monitor = Monitor(Settings(), metrics)
     items = feature_records(shifted(7))
@@ -145,6 +145,8 @@ def test_a_detector_that_raises_is_isolated_and_the_others_still_alert():
     assert {a.detector for a in alerts} >= {"page_hinkley", "ks"}
     sample = metrics.registry.get_sample_value
     assert sample("stream_monitor_detector_errors_total", {"model": "m", "detector": "broken"}) == 1
+    failures = [r for r in caplog.records if "detector failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
 
 
 def test_preflight_refuses_a_warmup_ks_cannot_take():
