@@ -20,8 +20,19 @@ EXIT_CONFIG = 2
 
 
 def _load(path: str | None):  # type: ignore[no-untyped-def]
+    """Load the settings and build every detector they can make, as ``run`` will.
+
+    What ``check-config`` accepts therefore runs: a detector that cannot be built
+    (e.g. a warm-up beyond what KS takes) is a :class:`ConfigError` naming the field.
+    """
     from stream_monitor.config import load_settings
-    return load_settings(path)
+    from stream_monitor.monitor import Monitor
+
+    settings = load_settings(path)
+    problems = Monitor.preflight(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:

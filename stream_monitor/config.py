@@ -137,6 +137,8 @@ class ModelRule(_Frozen):
     reference: ReferenceRule = Field(default_factory=ReferenceRule)
     #: severity of feature and prediction drift alerts; performance drift is "critical"
     severity: Literal["info", "warning", "critical"] = "warning"
+    #: declared kinds per feature name (or ``prediction``); others are inferred from their values
+    kinds: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
     #: for a score prediction: the class is ``prediction >= threshold``
     classification_threshold: float | None = None
 
@@ -222,6 +224,9 @@ class LimitSettings(_Frozen):
     max_signals_per_model: int = Field(default=64, ge=1)
     #: versions of one model monitored at once; a new one evicts the least recently seen
     max_versions_per_model: int = Field(default=5, ge=1)
+    #: when max_models is reached, the least recently seen model is evicted if it has had no
+    #: event for at least this many events (0: always evict it); otherwise the new model is dropped
+    model_min_idle_events: int = Field(default=0, ge=0)
 
 
 class MetricsSettings(_Frozen):

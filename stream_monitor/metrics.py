@@ -22,7 +22,7 @@ from stream_monitor import __version__
 
 __all__ = ["Health", "Metrics", "MetricsServer"]
 
-_SIGNAL_LABELS = ("model", "model_version", "signal", "detector")
+_SIGNAL_LABELS = ("model", "model_version", "signal", "detector", "severity")
 
 
 class Metrics:
@@ -42,15 +42,17 @@ class Metrics:
             registry=registry)
         self.values_skipped = Counter(
             "stream_monitor_values_skipped_total",
-            "Signal values not fed to detectors: missing (null), or of the wrong kind for the signal.",
+            "Signal values not fed to detectors, by reason: missing (null), kind_mismatch (a string "
+            "for a numeric signal or a number for a categorical one).",
             ("model", "reason"), registry=registry)
         self.signals_dropped = Counter(
             "stream_monitor_signals_dropped_total",
-            "Values of signals not monitored because the model reached its signal cap.",
-            ("model",), registry=registry)
+            "Values of signals not monitored, by reason: signal_cap (the model version reached "
+            "limits.max_signals_per_model).", ("model", "reason"), registry=registry)
         self.models_dropped = Counter(
             "stream_monitor_models_dropped_total",
-            "Events of models not monitored because the model cap was reached.", registry=registry)
+            "Events of models not monitored, by reason: model_cap (limits.max_models reached and "
+            "no model idle for limits.model_min_idle_events).", ("reason",), registry=registry)
         self.signals_active = Gauge(
             "stream_monitor_signals", "Signals monitored per model.", ("model",), registry=registry)
         self.detector_statistic = Gauge(
@@ -115,6 +117,19 @@ class Metrics:
         self.kafka_errors = Counter(
             "stream_monitor_kafka_errors_total", "Errors reported by the Kafka client, by code.",
             ("code",), registry=registry)
+        # -- monitor: kinds, caps and detector isolation (issue 9) --
+        self.keys_evicted = Counter(
+            "stream_monitor_keys_evicted_total",
+            "Least recently seen keys evicted to make room, by kind: model (limits.max_models) or "
+            "version (limits.max_versions_per_model).", ("kind",), registry=registry)
+        self.schema_changes = Counter(
+            "stream_monitor_schema_changes_total",
+            "A signal's values changed kind mid-stream (numbers after strings, or a long run of "
+            "strings on a numeric signal).", ("model", "signal"), registry=registry)
+        self.detector_errors = Counter(
+            "stream_monitor_detector_errors_total",
+            "A detector raised; it was disabled for that signal and the others kept going.",
+            ("model", "detector"), registry=registry)
 
 
 class Health:

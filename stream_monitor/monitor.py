@@ -13,6 +13,7 @@ not depend on how the stream was cut into batches.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 
 from stream_monitor import detectors
 from stream_monitor.alerts import Alert, alert_id, rfc3339
-from stream_monitor.config import ModelRule, Settings
+from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
 from stream_monitor.metrics import Metrics
@@ -31,6 +32,11 @@ __all__ = ["Monitor", "Record", "state_key"]
 
 #: Drift on these signals is about the model's quality, so it is always critical.
 _PERFORMANCE_PREFIX = "performance:"
+
+#: this many strings in a row on a numeric signal are reported as a schema change
+SCHEMA_CHANGE_RUN = 100
+
+log = logging.getLogger(__name__)
 
 
 def state_key(model: str, model_version: str) -> tuple[str, str]:
@@ -57,14 +63,23 @@ class _SignalState:
 
     __slots__ = ("signal", "kind", "detectors", "n_values", "values", "positions",
                  "statistic_gauges", "threshold_gauges", "active_gauges", "detection_counters",
-                 "last_detection", "severity")
+                 "last_detection", "severity", "model", "declared", "n_other", "run_mark", "run_length")
 
-    def __init__(self, signal: str, kind: str, detector_list: list[detectors.Detector],
-                 severity: str) -> None:
+    def __init__(self, signal: str, kind: str, detector_list: list[detectors.Detector | None],
+                 severity: str, model: str = "", declared: bool = False) -> None:
         self.signal = signal
         self.kind = kind
+        #: a detector that raised is replaced by None (isolated)
         self.detectors = detector_list
         self.severity = severity
+        self.model = model
+        #: the rule declared the kind: it never changes
+        self.declared = declared
+        #: values of the other kind seen so far (evidence for a change of kind)
+        self.n_other = 0
+        #: values accepted at the last mismatch, and mismatches since (a run of the other kind)
+        self.run_mark = -1
+        self.run_length = 0
         self.n_values = 0
         self.values: list[Any] = []
         self.positions: list[int] = []
@@ -80,7 +95,7 @@ class _VersionState:
     """Everything the monitor keeps for one (model, model_version)."""
 
     __slots__ = ("model", "model_version", "rule", "signals", "by_feature", "prediction",
-                 "family_signals", "last_seen")
+                 "family_signals", "last_seen", "names")
 
     def __init__(self, model: str, model_version: str, rule: ModelRule, family_signals: int) -> None:
         self.model = model
@@ -93,6 +108,8 @@ class _VersionState:
         self.family_signals = family_signals
         #: the monitor's event count when this version last had an event (for eviction)
         self.last_seen = 0
+        #: signal names of this version, within limits.max_signals_per_model
+        self.names: set[str] = set()
 
 
 class Monitor:
@@ -119,6 +136,37 @@ class Monitor:
         self._signals_per_model: dict[str, set[str]] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._events_seen = 0
+        #: family size per model, remembered beyond version eviction (late labels)
+        self._families: dict[str, int] = {}
+        #: occurrences per log key, for count-based rate limiting
+        self._log_counts: dict[tuple[str, ...], int] = {}
+
+    @staticmethod
+    def preflight(settings: Settings) -> list[tuple[str, str]]:
+        """Build every detector the settings can make, as ``process`` would; return the problems.
+
+        Each rule (and the default rule) is tried for every signal kind with its
+        reference and at the smallest and largest family size the caps allow, so a
+        config this accepts does not fail on the first event. Problems are
+        ``(field, reason)`` pairs, e.g. ``("models.0.reference.warmup", ...)`` (the
+        dotted form config errors use).
+        """
+        monitor = Monitor(settings)
+        cap = settings.limits.max_signals_per_model
+        problems: list[tuple[str, str]] = []
+        rules = [(f"models.{i}", rule) for i, rule in enumerate(settings.models)]
+        rules.append(("models (default rule)", _DEFAULT_RULE))
+        for prefix, rule in rules:
+            for kind in detectors.SIGNAL_KINDS:
+                specs = _specs(rule, kind)
+                for j, spec in enumerate(specs):
+                    field = (f"{prefix}.detectors.{kind}.{j}" if rule.detectors.get(kind)  # type: ignore[call-overload]
+                             else f"{prefix}.detectors.{kind} (default {spec.name})")
+                    problem = _try_build(monitor, rule, kind, spec, (1, cap * max(1, len(specs))))
+                    if problem is not None:
+                        where, reason = problem
+                        problems.append((f"{prefix}.reference.{where}" if where else field, reason))
+        return problems
 
     def has_version(self, model: str, model_version: str) -> bool:
         return state_key(model, model_version) in self._versions
@@ -129,73 +177,158 @@ class Monitor:
 
     # -- routing --------------------------------------------------------
 
-    def _admit(self, event: PredictionEvent) -> _VersionState | None:
+    def _admit(self, event: PredictionEvent, now: int) -> _VersionState | None:
+        """Start monitoring a (model, version), making room by evicting idle keys.
+
+        When ``limits.max_models`` is reached, the least recently seen model is
+        evicted (all its versions and series) if it has been idle for at least
+        ``limits.model_min_idle_events`` events; otherwise the new model is dropped.
+        """
         model = event.model
+        limits = self._settings.limits
         if model not in self._signals_per_model:
-            if len(self._signals_per_model) >= self._settings.limits.max_models:
-                if self._metrics:
-                    self._metrics.models_dropped.inc()
-                return None
+            if len(self._signals_per_model) >= limits.max_models:
+                victim = self._idle_model(now)
+                if victim is None:
+                    if self._metrics:
+                        self._metrics.models_dropped.labels("model_cap").inc()
+                    self._warn(("model_cap",), "model not monitored: limits.max_models reached and "
+                               "no model idle long enough to evict", model=model,
+                               max_models=limits.max_models)
+                    return None
+                self._evict_model(victim)
             self._signals_per_model[model] = set()
         rule = self._settings.rule_for(model)
-        cap = self._settings.limits.max_signals_per_model
-        if rule.signals is not None and not any(any(c in p for c in "*?[") for p in rule.signals):
-            family = min(cap, len(rule.signals))
-        else:
-            # the first event shows the model's schema; signals beyond it share the budget
-            seen = len(event.features) + (event.prediction is not None)
-            family = min(cap, max(1, seen))
+        family = self._family_size(rule, event)
         versions = [v for v in self._versions.values() if v.model == model]
-        if len(versions) >= self._settings.limits.max_versions_per_model:
+        if len(versions) >= limits.max_versions_per_model:
             # models are redeployed: the version not seen for longest makes room
             self._evict(min(versions, key=lambda v: v.last_seen))
+            if self._metrics:
+                self._metrics.keys_evicted.labels("version").inc()
         state = _VersionState(model, event.model_version, rule, family)
+        state.last_seen = now
         self._versions[state_key(model, event.model_version)] = state
         return state
 
+    def _family_size(self, rule: ModelRule, event: PredictionEvent) -> int:
+        """Signals of one model version that share the false-alarm budget."""
+        cap = self._settings.limits.max_signals_per_model
+        if rule.signals is not None and not any(any(c in p for c in "*?[") for p in rule.signals):
+            return min(cap, len(rule.signals))
+        seen = len(event.features) + (event.prediction is not None)
+        if seen == 0:
+            # a derived signal (a late label) shows no schema: the model's last known one, or the cap
+            return self._families.get(event.model, cap)
+        # the first event shows the model's schema; signals beyond it share the budget
+        family = min(cap, seen)
+        self._families[event.model] = family
+        return family
+
+    def _idle_model(self, now: int) -> str | None:
+        """The least recently seen model, if it has been idle long enough to evict."""
+        last: dict[str, int] = {model: -1 for model in self._signals_per_model}
+        for version in self._versions.values():
+            last[version.model] = max(last[version.model], version.last_seen)
+        if not last:
+            return None
+        model = min(last, key=lambda m: (last[m], m))
+        if now - last[model] < self._settings.limits.model_min_idle_events:
+            return None
+        return model
+
+    def _evict_model(self, model: str) -> None:
+        for version in [v for v in self._versions.values() if v.model == model]:
+            self._evict(version)
+        del self._signals_per_model[model]
+        self._families.pop(model, None)
+        for key in [k for k in self._log_counts if len(k) > 1 and k[1] == model]:
+            del self._log_counts[key]
+        if self._metrics:
+            self._metrics.keys_evicted.labels("model").inc()
+            for metric in (self._metrics.signals_active, self._metrics.last_event_timestamp):
+                try:
+                    metric.remove(model)
+                except KeyError:
+                    pass
+
     def _evict(self, version: _VersionState) -> None:
         del self._versions[state_key(version.model, version.model_version)]
+        names: set[str] = set()
+        for other in self._versions.values():
+            if other.model == version.model:
+                names |= other.names
+        self._signals_per_model[version.model] = names
         if self._metrics is None:
             return
+        self._metrics.signals_active.labels(version.model).set(len(names))
         states = [s for s in (*version.signals.values(), *version.by_feature.values(), version.prediction)
                   if isinstance(s, _SignalState)]
         for state in states:
-            for detector in state.detectors:
-                labels = (version.model, version.model_version, state.signal, detector.name)
-                for metric in (self._metrics.detector_statistic, self._metrics.detector_threshold,
-                               self._metrics.drift_active, self._metrics.drift_detections):
-                    try:
-                        metric.remove(*labels)
-                    except KeyError:
-                        pass
+            self._remove_series(version, state)
 
-    def _new_signal(self, version: _VersionState, signal: str, value: Any) -> _SignalState | None:
+    def _remove_series(self, version: _VersionState, state: _SignalState) -> None:
+        assert self._metrics is not None
+        for detector in state.detectors:
+            if detector is None:
+                continue
+            labels = (version.model, version.model_version, state.signal, detector.name, state.severity)
+            for metric in (self._metrics.detector_statistic, self._metrics.detector_threshold,
+                           self._metrics.drift_active, self._metrics.drift_detections):
+                try:
+                    metric.remove(*labels)
+                except KeyError:
+                    pass
+
+    def _warn(self, key: tuple[str, ...], message: str, level: int = logging.WARNING,
+              exc_info: bool = False, **extra: Any) -> None:
+        """Log at the 1st, 10th, 100th... occurrence of ``key`` (rate limited by count)."""
+        count = self._log_counts.get(key, 0) + 1
+        self._log_counts[key] = count
+        if count == 10 ** (len(str(count)) - 1):
+            log.log(level, message, exc_info=exc_info, extra={**extra, "occurrences": count})
+
+    def _new_signal(self, version: _VersionState, signal: str, value: Any,
+                    kind: str | None = None) -> _SignalState | None:
+        """Build a signal's detectors; None when the rule does not want it or the cap is reached.
+
+        The kind is the rule's declared one (``kinds``), else ``kind``, else that of ``value``.
+        """
         rule = version.rule
-        names = self._signals_per_model[version.model]
+        names = version.names
         if not rule.wants(signal):
             return None
         if signal not in names:
             if len(names) >= self._settings.limits.max_signals_per_model:
+                self._warn(("signal_cap", version.model), "signal not monitored: "
+                           "limits.max_signals_per_model reached for this model version",
+                           model=version.model, model_version=version.model_version, signal=signal)
                 return None
             names.add(signal)
+            self._signals_per_model[version.model].add(signal)
+        declared = rule.kinds.get(signal.removeprefix("feature:"))
         if signal == "performance:error_rate":
             kind = "error"
-        else:
+        elif declared is not None:
+            kind = declared
+        elif kind is None:
             kind = "numeric" if isinstance(value, float) else "categorical"
-        configured = rule.detectors.get(kind)  # type: ignore[call-overload]
-        specs = ([detectors.DetectorSpec(s.name, dict(s.params)) for s in configured]
-                 if configured else detectors.default_specs(kind))
+        specs = _specs(rule, kind)
         family_tests = max(1, version.family_signals * max(1, len(specs)))
-        built = []
+        built: list[detectors.Detector | None] = []
         for spec in specs:
-            params = {**self._reference_params(rule, signal, kind, spec.name), **spec.params}
-            built.append(detectors.build(detectors.DetectorSpec(spec.name, params),
-                                         family_tests=family_tests))
+            try:
+                params = {**self._reference_params(rule, signal, kind, spec.name), **spec.params}
+                built.append(detectors.build(detectors.DetectorSpec(spec.name, params),
+                                             family_tests=family_tests))
+            except Exception:  # noqa: BLE001 - one detector must never stop the others
+                self._detector_failed(version.model, signal, spec.name)
         severity = "critical" if signal.startswith(_PERFORMANCE_PREFIX) else rule.severity
-        state = _SignalState(signal, kind, built, severity)
+        state = _SignalState(signal, kind, built, severity, version.model, declared is not None)
         if self._metrics:
             for detector in built:
-                labels = (version.model, version.model_version, signal, detector.name)
+                assert detector is not None
+                labels = (version.model, version.model_version, signal, detector.name, severity)
                 state.statistic_gauges.append(self._metrics.detector_statistic.labels(*labels))
                 state.threshold_gauges.append(self._metrics.detector_threshold.labels(*labels))
                 state.active_gauges.append(self._metrics.drift_active.labels(*labels))
@@ -204,6 +337,50 @@ class Monitor:
             self._metrics.signals_active.labels(version.model).set(
                 len(self._signals_per_model[version.model]))
         return state
+
+    def _detector_failed(self, model: str, signal: str, name: str) -> None:
+        """A detector raised: count it and log it (with the traceback); it stays disabled."""
+        if self._metrics:
+            self._metrics.detector_errors.labels(model, name).inc()
+        self._warn(("detector_error", model, name), "detector failed and was disabled for this "
+                   "signal; the others keep going", level=logging.ERROR, exc_info=True,
+                   model=model, signal=signal, detector=name)
+
+    def _other_kind(self, version: _VersionState, state: _SignalState, value: Any, position: int,
+                    records: Sequence[Record], out: list[tuple[int, str, str, Alert]],
+                    touched: dict[int, _SignalState]) -> _SignalState | None:
+        """A value of the other kind: the signal's new state if the kind changes, else None (skip).
+
+        Numbers win: an inferred categorical signal becomes numeric once its numbers
+        outnumber its strings (one "N/A" first does not fix the kind). A numeric signal
+        keeps its kind; a run of :data:`SCHEMA_CHANGE_RUN` strings is reported once.
+        Decisions count values, so they do not depend on how the stream is batched.
+        """
+        state.n_other += 1
+        accepted = state.n_values + len(state.values)
+        if state.kind == "numeric":
+            if state.run_mark != accepted:
+                state.run_mark, state.run_length = accepted, 0
+            state.run_length += 1
+            if state.run_length == SCHEMA_CHANGE_RUN:
+                self._schema_change(version, state, "numeric signal now gets strings; skipped")
+            return None
+        if state.declared or not isinstance(value, float) or state.n_other <= accepted:
+            return None
+        # the pending values go to the old detectors first, then the signal starts over as numeric
+        self._detect(state, records, out)
+        touched.pop(id(state), None)
+        if self._metrics:
+            self._remove_series(version, state)
+        new = self._new_signal(version, state.signal, value, kind="numeric")
+        self._schema_change(version, state, "categorical signal now gets numbers; monitored as numeric")
+        return new
+
+    def _schema_change(self, version: _VersionState, state: _SignalState, message: str) -> None:
+        if self._metrics:
+            self._metrics.schema_changes.labels(version.model, state.signal).inc()
+        self._warn(("schema_change", version.model, state.signal), f"schema change: {message}",
+                   model=version.model, model_version=version.model_version, signal=state.signal)
 
     def _reference_params(self, rule: ModelRule, signal: str, kind: str, name: str) -> dict[str, Any]:
         """Reference settings of the rule, for the detectors that take a reference."""
@@ -231,11 +408,12 @@ class Monitor:
         dropped: dict[str, int] = {}
         last_ts: dict[str, float] = {}
         events_seen = self._events_seen
+        alerts: list[tuple[int, str, str, Alert]] = []
         for position, record in enumerate(records):
             event = record.event
             version = versions.get(state_key(event.model, event.model_version))
             if version is None:
-                version = self._admit(event)
+                version = self._admit(event, events_seen + position)
                 if version is None:
                     continue
             version.last_seen = events_seen + position
@@ -259,8 +437,11 @@ class Monitor:
                     missing[model] = missing.get(model, 0) + 1
                     continue
                 if (state.kind == "numeric") is not isinstance(value, float):
-                    mismatched[model] = mismatched.get(model, 0) + 1
-                    continue
+                    state = self._other_kind(version, state, value, position, records, alerts, touched)
+                    if state is None:
+                        mismatched[model] = mismatched.get(model, 0) + 1
+                        continue
+                    by_feature[name] = state
                 state.values.append(value)
                 state.positions.append(position)
                 touched[id(state)] = state
@@ -270,17 +451,22 @@ class Monitor:
                 if state is False:
                     state = self._new_signal(version, "prediction", prediction)
                     version.prediction = state
+                if isinstance(state, _SignalState) and (
+                        (state.kind == "numeric") is not isinstance(prediction, float)):
+                    state = self._other_kind(version, state, prediction, position, records, alerts,
+                                             touched)
+                    if state is None:
+                        mismatched[model] = mismatched.get(model, 0) + 1
+                        continue
+                    version.prediction = state
                 if state is None:
                     dropped[model] = dropped.get(model, 0) + 1
-                elif (state.kind == "numeric") is not isinstance(prediction, float):
-                    mismatched[model] = mismatched.get(model, 0) + 1
                 else:
                     state.values.append(prediction)
                     state.positions.append(position)
                     touched[id(state)] = state
 
         self._events_seen = events_seen + len(records)
-        alerts: list[tuple[int, str, str, Alert]] = []
         for state in touched.values():
             self._detect(state, records, alerts)
         if metrics:
@@ -289,7 +475,7 @@ class Monitor:
             for model, count in mismatched.items():
                 metrics.values_skipped.labels(model, "kind_mismatch").inc(count)
             for model, count in dropped.items():
-                metrics.signals_dropped.labels(model).inc(count)
+                metrics.signals_dropped.labels(model, "signal_cap").inc(count)
             for model, ts in last_ts.items():
                 metrics.last_event_timestamp.labels(model).set(ts)
         alerts.sort(key=lambda item: item[:3])
@@ -303,7 +489,7 @@ class Monitor:
             return []
         version = self._versions.get(state_key(model, model_version))
         if version is None:
-            version = self._admit(items[0][1].event)
+            version = self._admit(items[0][1].event, self._events_seen)
             if version is None:
                 return []
         state = version.signals.get(signal, False)
@@ -312,7 +498,7 @@ class Monitor:
             version.signals[signal] = state
         if state is None:
             if self._metrics:
-                self._metrics.signals_dropped.labels(model).inc(len(items))
+                self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
             return []
         records = [record for _, record in items]
         state.values.extend(value for value, _ in items)
@@ -331,7 +517,15 @@ class Monitor:
         metrics_on = bool(state.statistic_gauges)
         hold = self._settings.drift_active_values
         for index, detector in enumerate(state.detectors):
-            for detection in detector.update(values):
+            if detector is None:
+                continue
+            try:
+                detections = list(detector.update(values))
+            except Exception:  # noqa: BLE001 - one detector must never stop the others
+                state.detectors[index] = None
+                self._detector_failed(state.model, state.signal, detector.name)
+                continue
+            for detection in detections:
                 position = positions[detection.index]
                 record = records[position]
                 event = record.event
@@ -364,6 +558,40 @@ class Monitor:
                     state.last_detection[index] = None
         state.values = []
         state.positions = []
+
+
+def _specs(rule: ModelRule, kind: str) -> list[detectors.DetectorSpec]:
+    """The detector specs a rule runs on a signal of ``kind`` (its own, or the defaults)."""
+    configured = rule.detectors.get(kind)  # type: ignore[call-overload]
+    if configured:
+        return [detectors.DetectorSpec(s.name, dict(s.params)) for s in configured]
+    return detectors.default_specs(kind)
+
+
+def _try_build(monitor: Monitor, rule: ModelRule, kind: str, spec: detectors.DetectorSpec,
+               families: tuple[int, ...]) -> tuple[str, str] | None:
+    """Build one spec as ``process`` would; ``(reference field or "", reason)`` if it fails."""
+    signal = "performance:error_rate" if kind == "error" else "feature:"
+    signals = [signal]
+    if rule.reference.snapshot is not None:
+        try:
+            snapshot = monitor._load_snapshot(rule)
+            signals.extend(str(name) for name in snapshot)
+        except Exception as exc:  # noqa: BLE001 - any unreadable snapshot is a config problem
+            return "snapshot", f"{type(exc).__name__}: {exc}"
+    for family in families:
+        try:
+            detectors.build(spec, family_tests=family)
+        except Exception as exc:  # noqa: BLE001
+            return "", f"{exc} (family of {family} tests)"
+        for name in signals:
+            try:
+                params = {**monitor._reference_params(rule, name, kind, spec.name), **spec.params}
+                detectors.build(detectors.DetectorSpec(spec.name, params), family_tests=family)
+            except Exception as exc:  # noqa: BLE001
+                where = "snapshot" if name != signal else "warmup"
+                return where, f"{spec.name}: {exc} (family of {family} tests)"
+    return None
 
 
 def _finite(value: float) -> float:

@@ -148,3 +148,37 @@ def test_every_warmup_the_config_accepts_builds_every_detector(tmp_path, warmup)
     for name, cls in REGISTRY.items():
         build({"name": name, "params": reference_params(cls, cls.kind, warmup=rule.reference.warmup)},
               family_tests=64 * 2)
+
+def test_check_config_refuses_what_run_cannot_build_and_names_the_field(tmp_path, capsys):
+    from stream_monitor.cli import main
+
+    path = tmp_path / "warmup.yaml"
+    path.write_text("models:\n  - model: fraud\n    reference: {warmup: 200000}\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "models.0.reference.warmup" in capsys.readouterr().err
+    path.write_text("models:\n  - model: fraud\n    reference: {warmup: 5000}\n")
+    assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_kinds_are_validated(tmp_path):
+    path = tmp_path / "kinds.yaml"
+    path.write_text("models:\n  - model: fraud\n    kinds: {amount: numeric, country: text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "models.0.kinds.country" in str(caught.value)
+    path.write_text("models:\n  - model: fraud\n    kinds: {amount: numeric, country: categorical}\n")
+    assert load_settings(path).models[0].kinds == {"amount": "numeric", "country": "categorical"}
+
+
+def test_check_config_builds_detectors_at_the_largest_family_the_caps_allow(tmp_path, capsys):
+    from stream_monitor.cli import main
+
+    # window 3 reaches the target for one signal, not for a model of 64 signals
+    path = tmp_path / "ks.yaml"
+    path.write_text("models:\n  - model: fraud\n    detectors:\n      numeric:\n"
+                    "        - {name: ks, params: {window: 3, stride: 1}}\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "models.0.detectors.numeric.0" in capsys.readouterr().err
+    path.write_text("limits: {max_signals_per_model: 1}\nmodels:\n  - model: fraud\n    detectors:\n"
+                    "      numeric:\n        - {name: ks, params: {window: 3, stride: 1}}\n")
+    assert main(["check-config", "--config", str(path)]) == 0

@@ -44,16 +44,17 @@ def test_signal_cap_kind_mismatch_and_missing_values_are_counted():
     monitor.process(events)
     sample = metrics.registry.get_sample_value
     assert sample("stream_monitor_signals", {"model": "m"}) == 2
-    assert sample("stream_monitor_signals_dropped_total", {"model": "m"}) == 10  # "d" every time
+    assert sample("stream_monitor_signals_dropped_total", {"model": "m", "reason": "signal_cap"}) == 10  # "d" every time
     assert sample("stream_monitor_values_skipped_total", {"model": "m", "reason": "missing"}) == 10
     assert sample("stream_monitor_values_skipped_total", {"model": "m", "reason": "kind_mismatch"}) == 9
 
 
 def test_model_cap_counts_what_it_drops():
     metrics = Metrics(CollectorRegistry())
-    monitor = Monitor(Settings(limits={"max_models": 1}), metrics)
+    monitor = Monitor(Settings(limits={"max_models": 1, "model_min_idle_events": 1000}), metrics)
     monitor.process(records(np.zeros(5), model="first") + records(np.zeros(3), model="second"))
-    assert metrics.registry.get_sample_value("stream_monitor_models_dropped_total") == 3
+    assert metrics.registry.get_sample_value("stream_monitor_models_dropped_total",
+                                             {"reason": "model_cap"}) == 3
 
 
 def test_reference_snapshot_is_used_and_named_in_alerts(tmp_path):
@@ -81,7 +82,7 @@ def test_a_new_version_beyond_the_cap_evicts_the_least_recently_seen_one_and_its
                 for i in range(50)]
 
     sample = metrics.registry.get_sample_value
-    labels = {"model": "m", "signal": "feature:x", "detector": "ks"}
+    labels = {"model": "m", "signal": "feature:x", "detector": "ks", "severity": "warning"}
     monitor.process(batch("1"))
     monitor.process(batch("2"))
     monitor.process(batch("1"))  # version 1 is now the more recent
