@@ -10,6 +10,14 @@ same ``alert_id``); nothing is lost.
 Bad messages never stall a partition: each goes to the dead-letter topic with
 its original key, value and headers plus ``error.*`` and ``source.*`` headers.
 
+A message that can never be produced (a permanent delivery error: not
+authorised, record too large for the topic...) is never dropped: the service
+logs it, counts it in ``produce_failures_total{kind, code}``, stops before the
+batch's offsets are stored and exits 1, so the orchestrator restarts it and the
+batch (and its alert or dead letter) is tried again. This holds for dead
+letters too: the dead letter is the only copy of a bad message the monitor
+keeps, and its source offset is not committed until it is delivered.
+
 SIGTERM or Ctrl-C: the current batch finishes, the producer flushes, offsets
 are committed, the consumer closes and :meth:`Service.run` returns 0.
 """
@@ -136,6 +144,8 @@ class Service:
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
+        #: the first message that could never be produced: the service stops uncommitted
+        self._undeliverable: KafkaError | None = None
         self._stop_deadline: float | None = None
         self._decoder = Decoder(settings)
         self._assigned: set[tuple[str, int]] = set()
@@ -189,7 +199,11 @@ class Service:
                 self._update_readiness(caught_up=len(messages) < batch_size)
         finally:
             self._shutdown()
-        return 1 if self._fatal is not None else 0
+        return self.exit_status()
+
+    def exit_status(self) -> int:
+        """1 after a fatal client error or an undeliverable message, else 0."""
+        return 1 if self._fatal is not None or self._undeliverable is not None else 0
 
     def _check_topics(self) -> None:
         """Fail at start, by name, when a topic we read or write does not exist."""
@@ -320,9 +334,14 @@ class Service:
                 return
 
     def _give_up(self, kind: str, topic: str, error: KafkaError) -> None:
+        """A permanent failure: count it, say it, and stop before the batch is stored."""
         self.metrics.produce_failures.labels(kind, error.name()).inc()
-        log.error("message could not be produced", extra={"kind": kind, "topic": topic,
-                                                          "code": error.name(), "error": error.str()})
+        log.error("message can never be produced: stopping with exit 1, the batch uncommitted, "
+                  "to retry after a restart (fix the topic or the permissions)",
+                  extra={"kind": kind, "topic": topic, "code": error.name(), "error": error.str()})
+        if self._undeliverable is None:
+            self._undeliverable = error
+        self.stop()
 
     def _flush_until_delivered(self) -> bool:
         """Flush; re-produce what failed for a passing reason, until all is delivered.
@@ -338,6 +357,8 @@ class Service:
                     log.error("messages undelivered at shutdown; their offsets stay uncommitted",
                               extra={"pending": len(self.producer)})
                     return False
+            if self._undeliverable is not None:
+                return False
             failed, self._deliveries.failed = self._deliveries.failed, []
             delivered = self._deliveries.delivered_alerts
             self._deliveries.delivered_alerts = 0
@@ -350,6 +371,8 @@ class Service:
                     retry.append(item)
                 else:
                     self._give_up(item[0], item[1], error)
+            if self._undeliverable is not None:
+                return False
             if not retry:
                 return True
             log.warning("re-producing undelivered messages", extra={"count": len(retry),

@@ -108,15 +108,60 @@ class RefusingProducer(FlakyProducer):
         return 0
 
 
-def test_permanent_failures_are_counted_not_retried_forever():
-    for at_produce, code in ((True, "MSG_SIZE_TOO_LARGE"), (False, "TOPIC_AUTHORIZATION_FAILED")):
-        service = _service()
-        service.producer = RefusingProducer(at_produce)  # type: ignore[assignment]
-        service._produce("dead_letter", "dlq", b"k", b"v", None)
-        assert service._flush_until_delivered() is True
-        assert service.metrics.registry.get_sample_value(
-            "stream_monitor_produce_failures_total", {"kind": "dead_letter", "code": code}) == 1
-        service.consumer.close()
+def test_a_permanent_failure_stops_the_service_uncommitted_with_exit_1():
+    # nothing lost is the rule: an alert (or a dead letter, which carries a message
+    # whose offset would be committed) that can never be produced stops the service
+    # before its batch's offsets are stored; the orchestrator restarts it and retries
+    for kind in ("alert", "dead_letter"):
+        for at_produce, code in ((True, "MSG_SIZE_TOO_LARGE"), (False, "TOPIC_AUTHORIZATION_FAILED")):
+            service = _service()
+            service.producer = RefusingProducer(at_produce)  # type: ignore[assignment]
+            service._produce(kind, "out", b"k", b"v", None)
+            assert service._flush_until_delivered() is False
+            assert service._stop.is_set()
+            assert service.metrics.registry.get_sample_value(
+                "stream_monitor_produce_failures_total", {"kind": kind, "code": code}) == 1
+            assert service.exit_status() == 1
+            service.consumer.close()
+
+
+class StoringConsumer:
+    """Records the offsets stored; the batch path needs nothing else of it here."""
+
+    def __init__(self) -> None:
+        self.stored: list = []
+
+    def store_offsets(self, offsets=None):
+        self.stored.extend(offsets)
+
+
+class InputMessage:
+    """A consumed prediction."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def error(self): return None
+    def topic(self): return "ml.predictions"
+    def partition(self): return 0
+    def offset(self): return self._offset
+    def key(self): return b"fraud"
+    def value(self): return self._value
+    def headers(self): return None
+    def timestamp(self): return (0, 0)
+
+
+def test_a_batch_whose_dead_letter_cannot_be_produced_is_not_stored():
+    service = _service()
+    real_consumer = service.consumer
+    service.producer = RefusingProducer(at_produce=False)  # type: ignore[assignment]
+    storing = StoringConsumer()
+    service.consumer = storing  # type: ignore[assignment]
+    service._assigned.add(("ml.predictions", 0))
+    service._process([InputMessage(7, b"not json")])
+    assert storing.stored == []
+    assert service.exit_status() == 1
+    real_consumer.close()
 
 
 class DownProducer(FlakyProducer):
