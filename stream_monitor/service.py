@@ -24,6 +24,7 @@ are committed, the consumer closes and :meth:`Service.run` returns 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -151,7 +152,8 @@ class Service:
         self._assigned: set[tuple[str, int]] = set()
         #: messages read per topic over this process's life (logged at exit)
         self._consumed_total: dict[str, int] = {}
-        self._lag: dict[tuple[str, int], int] = {}
+        #: consumer lag per assigned partition from the client's statistics; None: unknown
+        self._lag: dict[tuple[str, int], int | None] = {}
         self._deliveries = _Deliveries()
         self.consumer = Consumer(consumer_config(
             settings, error_cb=self._on_kafka_error, stats_cb=self._on_stats))
@@ -196,7 +198,11 @@ class Service:
                     self._process(messages)
                 elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
-                self._update_readiness(caught_up=len(messages) < batch_size)
+                if self._stop.is_set():
+                    break
+                # every iteration, empty polls included: a pause must never outlive its reason
+                self._pace_inputs()
+                self._update_readiness()
         finally:
             self._shutdown()
         return self.exit_status()
@@ -292,7 +298,6 @@ class Service:
             except KafkaException as exc:
                 # e.g. revoked in between: the next owner re-reads these, nothing is lost
                 log.warning("storing offsets failed", extra={"error": str(exc)})
-        self._pace_inputs()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -391,7 +396,11 @@ class Service:
 
         - Labels far ahead of their predictions would crowd the join's waiting
           room: pause the labels topic while more than half the room is taken
-          by labels that can still join (models whose predictions flow).
+          by labels that can still join (models whose predictions flow) and
+          the predictions topic still has unread messages. Once every
+          prediction has been read, waiting cannot resolve a label: the
+          labels topic is resumed, and the join gives up on what cannot join
+          (counted as ``unmatched``) instead of stalling.
         - Predictions far ahead of their labels would expire by count before
           their labels are read: pause the predictions topic while a model's
           waiting predictions come within two batches of
@@ -399,9 +408,10 @@ class Service:
           messages (pausing drops the client's prefetched messages, so the
           batches in hand are all that can overshoot).
 
-        Never both at once (that could wait forever); each decision is applied
-        to every assigned partition of the topic each batch, so partitions kept
-        or added by a rebalance follow it.
+        Never both at once (that could wait forever). Called on every loop
+        iteration, empty polls included, so no order of arrival leaves a topic
+        paused for good; each decision is applied to every assigned partition
+        of the topic, so partitions kept or added by a rebalance follow it.
         """
         if not self._labels_topic:
             return
@@ -413,8 +423,9 @@ class Service:
         join = self.pipeline.join
         room = self.settings.labels.early_label_events
         retention = self.settings.labels.retention_events
-        labels_ahead = join.joinable_waiting() > room // 2 or (
-            self._paused["labels"] and join.joinable_waiting() > room // 4)
+        labels_ahead = (join.joinable_waiting() > room // 2 or (
+            self._paused["labels"] and join.joinable_waiting() > room // 4)) \
+            and self._unread(predictions)
         # thresholds leave room for the batches already on their way
         batch = self.settings.consumer.batch_size
         high = max(retention // 2, retention - 2 * batch)
@@ -432,6 +443,10 @@ class Service:
                 self.consumer.pause(partitions)
             elif self._paused[name]:
                 self.consumer.resume(partitions)
+            if ahead != self._paused[name]:
+                log.info("pausing input" if ahead else "resuming input",
+                         extra={"topic_kind": name, "labels_waiting": join.joinable_waiting(),
+                                "fullest_pending": fullest})
             self._paused[name] = ahead
 
     def _unread(self, partitions: list[TopicPartition]) -> bool:
@@ -477,7 +492,8 @@ class Service:
             self._assigned.discard((p.topic, p.partition))
             if self._lag.pop((p.topic, p.partition), None) is not None:
                 # this member no longer owns the partition: stop exporting its lag
-                self.metrics.consumer_lag.remove(p.topic, str(p.partition))
+                with contextlib.suppress(KeyError):
+                    self.metrics.consumer_lag.remove(p.topic, str(p.partition))
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         self.metrics.kafka_errors.labels(error.name()).inc()
@@ -496,19 +512,50 @@ class Service:
         for topic, topic_stats in stats.get("topics", {}).items():
             for partition, partition_stats in topic_stats.get("partitions", {}).items():
                 number = int(partition)
-                # against the stored offset: the committed one trails by a commit interval
-                lag = partition_stats.get("consumer_lag_stored", -1)
-                if number < 0 or lag < 0 or (topic, number) not in self._assigned:
+                if number < 0 or (topic, number) not in self._assigned:
                     continue
+                lag = _partition_lag(partition_stats)
                 self._lag[(topic, number)] = lag
-                self.metrics.consumer_lag.labels(topic, partition).set(lag)
+                if lag is not None:
+                    self.metrics.consumer_lag.labels(topic, partition).set(lag)
 
-    def _update_readiness(self, caught_up: bool) -> None:
+    def _update_readiness(self) -> None:
+        """Ready only with partitions assigned and a known summed lag within ``ready_max_lag``.
+
+        An unknown lag (no statistics yet, nothing stored or committed on a
+        non-empty partition) is not evidence of being caught up: not ready,
+        and the reason names the partitions.
+        """
         if not self._assigned:
             self.health.set_ready(False, "no partitions assigned")
             return
-        lag = sum(self._lag.get(tp, 0) for tp in self._assigned)
-        if lag <= self.settings.consumer.ready_max_lag or caught_up:
-            self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}")
+        unknown = sorted(f"{topic}[{partition}]" for topic, partition in self._assigned
+                         if self._lag.get((topic, partition)) is None)
+        paused = [name for name, is_paused in self._paused.items() if is_paused]
+        note = f"; paused: {', '.join(paused)}" if paused else ""
+        if unknown:
+            self.health.set_ready(False, f"lag unknown for {', '.join(unknown)}{note}")
+            return
+        lag = sum(self._lag[tp] or 0 for tp in self._assigned)
+        bound = self.settings.consumer.ready_max_lag
+        if lag <= bound:
+            self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}{note}")
         else:
-            self.health.set_ready(False, f"catching up: lag {lag} > {self.settings.consumer.ready_max_lag}")
+            self.health.set_ready(False, f"catching up: lag {lag} > {bound}{note}")
+
+
+def _partition_lag(stats: dict[str, Any]) -> int | None:
+    """A partition's consumer lag from librdkafka statistics, or None when unknown.
+
+    Against the stored offset first (the committed one trails by a commit
+    interval), then the committed offset; a partition with nothing in it has
+    no lag whatever was stored.
+    """
+    for field in ("consumer_lag_stored", "consumer_lag"):
+        lag = stats.get(field, -1)
+        if lag >= 0:
+            return int(lag)
+    high, low = stats.get("hi_offset", -1), stats.get("lo_offset", -1)
+    if high >= 0 and high == low:
+        return 0
+    return None

@@ -222,3 +222,39 @@ def test_with_labels_the_inputs_are_co_partitioned_by_the_range_assignor():
     assert with_labels["partition.assignment.strategy"] == "range"
     without = consumer_config(Settings(topics={"labels": None}))
     assert without["partition.assignment.strategy"] == "cooperative-sticky"
+
+
+def test_readiness_needs_a_known_lag_within_the_bound_on_every_assigned_partition():
+    service = _service()
+    service._update_readiness()
+    assert service.health.ready() == (False, "no partitions assigned")
+    service._assigned.update({("ml.predictions", 0), ("ml.labels", 0)})
+    service._lag[("ml.predictions", 0)] = 0
+    service._update_readiness()
+    ready, reason = service.health.ready()
+    assert not ready and "lag unknown" in reason and "ml.labels[0]" in reason
+    service._lag[("ml.labels", 0)] = 50_000  # a short batch is no evidence of being caught up
+    service._update_readiness()
+    ready, reason = service.health.ready()
+    assert not ready and "50000" in reason
+    service._lag[("ml.labels", 0)] = service.settings.consumer.ready_max_lag
+    service._update_readiness()
+    assert service.health.ready()[0] is True
+    service.consumer.close()
+
+
+def test_lag_from_statistics_stored_then_committed_then_an_empty_partition():
+    service = _service()
+    service._assigned.update({("t", 0), ("t", 1), ("t", 2), ("t", 3)})
+    partitions = {
+        "0": {"consumer_lag_stored": 7, "consumer_lag": 9, "hi_offset": 10, "lo_offset": 0},
+        "1": {"consumer_lag_stored": -1, "consumer_lag": 4, "hi_offset": 10, "lo_offset": 0},
+        "2": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": 5, "lo_offset": 5},
+        "3": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": 10, "lo_offset": 0},
+        "-1": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": -1, "lo_offset": -1},
+    }
+    import orjson
+
+    service._on_stats(orjson.dumps({"topics": {"t": {"partitions": partitions}}}).decode())
+    assert service._lag == {("t", 0): 7, ("t", 1): 4, ("t", 2): 0, ("t", 3): None}
+    service.consumer.close()
