@@ -46,7 +46,7 @@ def service_with(fake: FakeConsumer) -> Service:
 
 
 def test_labels_ahead_of_their_predictions_pause_the_labels_topic_until_they_join():
-    fake = FakeConsumer()
+    fake = FakeConsumer(high=50)  # predictions still unread: waiting for them can join the labels
     service = service_with(fake)
     join = service.pipeline.join
     join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))  # the model's predictions flow
@@ -90,3 +90,19 @@ def test_never_both_topics_at_once():
         join.add_label(LabelEvent(f"y{number}", "other", 1.0, 2.0))
     service._pace_inputs()
     assert fake.paused == set()  # pausing both could wait forever: both flow
+
+
+def test_once_every_prediction_is_read_waiting_labels_never_keep_the_labels_paused():
+    # the stall seen after a kill: labels whose predictions were read before the restart
+    # wait for good; with nothing left to read on the predictions topic the labels resume
+    fake = FakeConsumer(high=50)
+    service = service_with(fake)
+    join = service.pipeline.join
+    join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))
+    for number in range(15):
+        join.add_label(LabelEvent(f"gone{number}", "m", 1.0, 2.0))
+    service._pace_inputs()
+    assert fake.paused == {("labels", 0)}
+    fake.read = 50  # every prediction read (the labels too, for the fake: one position)
+    service._pace_inputs()
+    assert fake.paused == set()

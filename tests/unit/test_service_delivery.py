@@ -6,7 +6,9 @@ the integration tests.
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import KafkaError
+from pydantic import ValidationError
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.config import Settings
@@ -69,12 +71,15 @@ def test_buffer_error_and_failed_delivery_lose_nothing(monkeypatch):
 
 
 def test_user_properties_cannot_turn_off_manual_offset_storage():
-    settings = Settings(kafka={"properties": {"enable.auto.offset.store": True, "fetch.min.bytes": 1000,
-                                              "group.id": "ignored"}, "group_id": "mine"})
+    # properties the monitor owns are refused by the settings (tests/unit/test_config.py);
+    # the client configuration puts the monitor's own values last all the same
+    settings = Settings(kafka={"properties": {"fetch.min.bytes": 1000}, "group_id": "mine"})
     config = consumer_config(settings)
     assert config["enable.auto.offset.store"] is False
     assert config["fetch.min.bytes"] == 1000
     assert config["group.id"] == "mine"
+    with pytest.raises(ValidationError, match="kafka.properties.group.id"):
+        Settings(kafka={"properties": {"group.id": "ignored"}})
 
 
 def test_a_fatal_client_error_stops_the_loop_and_fails_the_exit_status():
