@@ -209,7 +209,16 @@ class Service:
 
     def exit_status(self) -> int:
         """1 after a fatal client error or an undeliverable message, else 0."""
-        return 1 if self._fatal is not None or self._undeliverable is not None else 0
+        return 1 if self.exit_reason() is not None else 0
+
+    def exit_reason(self) -> str | None:
+        """Why the service stopped with exit 1, or None."""
+        if self._undeliverable is not None:
+            return (f"a message could not be produced ({self._undeliverable.name()}): the batch "
+                    f"is uncommitted and is retried after a restart")
+        if self._fatal is not None:
+            return f"fatal Kafka client error ({self._fatal.name()}): {self._fatal.str()}"
+        return None
 
     def _check_topics(self) -> None:
         """Fail at start, by name, when a topic we read or write does not exist."""

@@ -43,6 +43,7 @@ def test_an_alerts_topic_refusing_the_alert_exits_1_with_the_batch_uncommitted(
         monitor.close()
     log = monitor.log()
     assert "message can never be produced" in log and "MSG_SIZE_TOO_LARGE" in log, log[-3000:]
+    assert '"message":"stopped with exit 1"' in log and "uncommitted" in log
     committed = committed_offset(kafka_bootstrap, group_id, topics["predictions"])
     # the batch holding the alert's event (and everything after it) is not committed
     assert committed <= first_alert_offset, (committed, first_alert_offset)
