@@ -142,6 +142,9 @@ class Service:
         self.pipeline = Pipeline(settings, metrics)
         self._labels_topic = settings.topics.labels
         self._paused = {"labels": False, "predictions": False}
+        #: predictions read and labels waiting when the current pacing window began,
+        #: and whether pausing the labels is allowed in it (see _labels_pause_helps)
+        self._pause_window: tuple[int, int, bool] | None = None
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
@@ -434,7 +437,7 @@ class Service:
         retention = self.settings.labels.retention_events
         labels_ahead = (join.joinable_waiting() > room // 2 or (
             self._paused["labels"] and join.joinable_waiting() > room // 4)) \
-            and self._unread(predictions)
+            and self._unread(predictions) and self._labels_pause_helps(room)
         # thresholds leave room for the batches already on their way
         batch = self.settings.consumer.batch_size
         high = max(retention // 2, retention - 2 * batch)
@@ -457,6 +460,30 @@ class Service:
                          extra={"topic_kind": name, "labels_waiting": join.joinable_waiting(),
                                 "fullest_pending": fullest})
             self._paused[name] = ahead
+
+    def _labels_pause_helps(self, room: int) -> bool:
+        """Whether pausing the labels still lets predictions resolve the waiting labels.
+
+        Labels whose predictions were read before a restart (or never sent) wait
+        for good: pausing the labels for them only lets the predictions run
+        ahead of their own labels. A pause lasts while the waiting labels go
+        down; after ``room`` predictions read without that, the labels flow
+        for the next ``room`` predictions before a pause is tried again.
+        """
+        read = self._consumed_total.get(self.settings.topics.predictions, 0)
+        waiting = self.pipeline.join.joinable_waiting()
+        if self._pause_window is None:
+            self._pause_window = (read, waiting, True)
+        since, waiting_then, pausing = self._pause_window
+        if read - since < max(room, 1):
+            return pausing
+        # a window is over: pause (again) only when the last one saw labels resolve
+        helped = waiting < waiting_then
+        self._pause_window = (read, waiting, pausing and helped or not pausing)
+        if pausing and not helped:
+            log.info("labels waiting for predictions already read: the labels topic flows",
+                     extra={"labels_waiting": waiting})
+        return self._pause_window[2]
 
     def _unread(self, partitions: list[TopicPartition]) -> bool:
         """Whether any of these partitions has messages this member has not read yet.
