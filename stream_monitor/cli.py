@@ -38,6 +38,8 @@ def _load(path: str | None):  # type: ignore[no-untyped-def]
 def cmd_run(args: argparse.Namespace) -> int:
     from stream_monitor import logs
     from stream_monitor.metrics import Health, Metrics, MetricsServer
+    from confluent_kafka import KafkaException
+
     from stream_monitor.service import Service, check_client_properties
 
     settings = _load(args.config)
@@ -48,12 +50,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     health = Health()
     server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port).start()
     log.info("serving metrics", extra={"url": f"http://{settings.metrics.host}:{server.port}/metrics"})
-    service = Service(settings, metrics, health)
-    service.install_signal_handlers()
     try:
-        return service.run(max_idle_s=args.exit_when_idle)
+        service = Service(settings, metrics, health)
+        service.install_signal_handlers()
+        status = service.run(max_idle_s=args.exit_when_idle)
+    except StreamMonitorError as exc:
+        # in the JSON log as well as on stderr (main prints it), for log-only orchestrators
+        log.error("stopped with exit 1", extra={"reason": str(exc)})
+        raise
+    except KafkaException as exc:
+        log.error("stopped with exit 1", extra={"reason": f"Kafka client: {exc.args[0].str()}"})
+        raise StreamMonitorError(f"Kafka client: {exc.args[0].str()}") from None
     finally:
         server.close()
+    if status != 0:
+        log.error("stopped with exit 1", extra={"reason": service.exit_reason()})
+    return status
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

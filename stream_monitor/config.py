@@ -4,7 +4,9 @@ Sources, later ones winning: defaults, a YAML file (``--config``), environment
 variables prefixed ``STREAM_MONITOR_`` (nested fields joined by ``__``, e.g.
 ``STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS``), and secret files in the
 directory named by ``STREAM_MONITOR_SECRETS_DIR`` (one file per field, e.g.
-``kafka__sasl_password``). A bad config raises :class:`ConfigError` listing
+``kafka__sasl_password``). A ``STREAM_MONITOR_*`` variable that names no
+setting (and is not one of :data:`ENV_NOT_SETTINGS`) is refused, as are
+``kafka.properties`` the monitor sets itself. A bad config raises :class:`ConfigError` listing
 every bad field with its reason; secrets never appear in ``repr`` or logs.
 """
 
@@ -51,6 +53,27 @@ _SAFE_SECURITY_PROPERTIES = frozenset({
     "ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list", "ssl.providers",
     "enable.ssl.certificate.verification",
 })
+
+
+ENV_PREFIX = "STREAM_MONITOR_"
+#: documented variables with our prefix that are not settings
+ENV_NOT_SETTINGS = frozenset({"STREAM_MONITOR_SECRETS_DIR"})
+#: librdkafka properties the monitor sets itself, with what to use instead
+_OWNED_PROPERTIES = {
+    "bootstrap.servers": "set kafka.bootstrap_servers instead",
+    "group.id": "set kafka.group_id instead",
+    "enable.auto.commit": "the monitor commits offsets itself, after the batch's alerts are delivered",
+    "enable.auto.offset.store": "the monitor stores offsets itself, after the batch's alerts are "
+                                "delivered",
+    "auto.commit.interval.ms": "set consumer.commit_interval_s instead",
+    "enable.idempotence": "the monitor's producer is always idempotent with acks=all",
+    "acks": "the monitor's producer is always idempotent with acks=all",
+    "transactional.id": "transactional delivery is not supported: it is not the monitor's "
+                        "at-least-once commit order",
+    **{name: "a client callback is set by the monitor, not by configuration"
+       for name in ("error_cb", "stats_cb", "throttle_cb", "oauth_cb", "logger", "on_commit",
+                    "on_delivery", "on_assign", "on_revoke", "on_lost")},
+}
 
 
 def _is_secret_property(key: str) -> bool:
@@ -190,6 +213,19 @@ class KafkaSettings(_Frozen):
             return None
         return SecretStr(value.get_secret_value().rstrip("\r\n"))
 
+    @field_validator("properties")
+    @classmethod
+    def _not_owned(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problems = [f"kafka.properties.{key}: {_OWNED_PROPERTIES[key.strip()]}"
+                    for key in value if key.strip() in _OWNED_PROPERTIES]
+        interval = value.get("statistics.interval.ms")
+        if interval is not None and str(interval).strip() in ("0", "0.0", "False", "false"):
+            problems.append("kafka.properties.statistics.interval.ms: 0 turns off the consumer "
+                            "lag statistics that readiness and the lag gauge need (default 5000)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
     def client_properties(self) -> dict[str, Any]:
         """The librdkafka properties shared by all clients, secrets included."""
         merged: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, **self.properties}
@@ -302,10 +338,59 @@ class Settings(BaseSettings):
 _DEFAULT_RULE = ModelRule()
 
 
+def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
+    """Upper-cased variable names that set a field, and prefixes under which any name does."""
+    names: set[str] = set()
+    prefixes: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        names.add(name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested_names, nested_prefixes = _env_names(annotation, f"{name}__")
+            names |= nested_names
+            prefixes |= nested_prefixes
+        elif getattr(annotation, "__origin__", None) is dict:
+            prefixes.add(f"{name}__")  # e.g. STREAM_MONITOR_KAFKA__PROPERTIES__sasl.username
+    return names, prefixes
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """``STREAM_MONITOR_*`` variables that name no setting (names compared case-insensitively)."""
+    names, prefixes = _env_names(Settings, ENV_PREFIX)
+    names |= ENV_NOT_SETTINGS
+    unknown = []
+    for variable in (os.environ if environ is None else environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in names:
+            continue
+        if not any(upper.startswith(p) and len(upper) > len(p) for p in prefixes):
+            unknown.append(variable)
+    return sorted(unknown)
+
+
+def _problems(error: Any) -> list[tuple[str, str]]:
+    """(field, reason) pairs of one pydantic error.
+
+    A validator that names entries inside its field (``"kafka.properties.acks:
+    reason; ..."``) gets one problem per entry, named by the entry.
+    """
+    field = ".".join(str(part) for part in error["loc"]) or "(root)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    parts = message.split("; ")
+    if error["type"] == "value_error" and all(p.startswith(f"{field}.") and ": " in p for p in parts):
+        return [tuple(part.split(": ", 1)) for part in parts]  # type: ignore[misc]
+    return [(field, str(error["msg"]))]
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load and validate the settings; raise :class:`ConfigError` with every problem."""
     if path is not None and not Path(path).is_file():
         raise ConfigError([("--config", f"file not found: {path}")])
+    unknown = unknown_environment()
+    if unknown:
+        raise ConfigError([(variable, "no such setting (a typo? nested fields are joined by '__', "
+                                      "e.g. STREAM_MONITOR_KAFKA__GROUP_ID)") for variable in unknown])
     settings_cls: type[Settings] = Settings
     if path is not None:
         settings_cls = type("Settings", (Settings,), {
@@ -316,8 +401,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError([(".".join(str(part) for part in error["loc"]) or "(root)",
-                            error["msg"]) for error in exc.errors()]) from None
+        raise ConfigError([problem for error in exc.errors() for problem in _problems(error)]) from None
     except Exception as exc:  # noqa: BLE001 - e.g. YAML syntax errors from the source
         raise ConfigError([(str(path or "(environment)"), f"{type(exc).__name__}: {exc}")]) from None
     finally:

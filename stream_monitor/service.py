@@ -10,12 +10,21 @@ same ``alert_id``); nothing is lost.
 Bad messages never stall a partition: each goes to the dead-letter topic with
 its original key, value and headers plus ``error.*`` and ``source.*`` headers.
 
+A message that can never be produced (a permanent delivery error: not
+authorised, record too large for the topic...) is never dropped: the service
+logs it, counts it in ``produce_failures_total{kind, code}``, stops before the
+batch's offsets are stored and exits 1, so the orchestrator restarts it and the
+batch (and its alert or dead letter) is tried again. This holds for dead
+letters too: the dead letter is the only copy of a bad message the monitor
+keeps, and its source offset is not committed until it is delivered.
+
 SIGTERM or Ctrl-C: the current batch finishes, the producer flushes, offsets
 are committed, the consumer closes and :meth:`Service.run` returns 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -133,15 +142,21 @@ class Service:
         self.pipeline = Pipeline(settings, metrics)
         self._labels_topic = settings.topics.labels
         self._paused = {"labels": False, "predictions": False}
+        #: predictions read and labels waiting when the current pacing window began,
+        #: and whether pausing the labels is allowed in it (see _labels_pause_helps)
+        self._pause_window: tuple[int, int, bool] | None = None
         self._on_alert = on_alert
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
+        #: the first message that could never be produced: the service stops uncommitted
+        self._undeliverable: KafkaError | None = None
         self._stop_deadline: float | None = None
         self._decoder = Decoder(settings)
         self._assigned: set[tuple[str, int]] = set()
         #: messages read per topic over this process's life (logged at exit)
         self._consumed_total: dict[str, int] = {}
-        self._lag: dict[tuple[str, int], int] = {}
+        #: consumer lag per assigned partition from the client's statistics; None: unknown
+        self._lag: dict[tuple[str, int], int | None] = {}
         self._deliveries = _Deliveries()
         self.consumer = Consumer(consumer_config(
             settings, error_cb=self._on_kafka_error, stats_cb=self._on_stats))
@@ -186,10 +201,27 @@ class Service:
                     self._process(messages)
                 elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
-                self._update_readiness(caught_up=len(messages) < batch_size)
+                if self._stop.is_set():
+                    break
+                # every iteration, empty polls included: a pause must never outlive its reason
+                self._pace_inputs()
+                self._update_readiness()
         finally:
             self._shutdown()
-        return 1 if self._fatal is not None else 0
+        return self.exit_status()
+
+    def exit_status(self) -> int:
+        """1 after a fatal client error or an undeliverable message, else 0."""
+        return 1 if self.exit_reason() is not None else 0
+
+    def exit_reason(self) -> str | None:
+        """Why the service stopped with exit 1, or None."""
+        if self._undeliverable is not None:
+            return (f"a message could not be produced ({self._undeliverable.name()}): the batch "
+                    f"is uncommitted and is retried after a restart")
+        if self._fatal is not None:
+            return f"fatal Kafka client error ({self._fatal.name()}): {self._fatal.str()}"
+        return None
 
     def _check_topics(self) -> None:
         """Fail at start, by name, when a topic we read or write does not exist."""
@@ -278,7 +310,6 @@ class Service:
             except KafkaException as exc:
                 # e.g. revoked in between: the next owner re-reads these, nothing is lost
                 log.warning("storing offsets failed", extra={"error": str(exc)})
-        self._pace_inputs()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -320,9 +351,14 @@ class Service:
                 return
 
     def _give_up(self, kind: str, topic: str, error: KafkaError) -> None:
+        """A permanent failure: count it, say it, and stop before the batch is stored."""
         self.metrics.produce_failures.labels(kind, error.name()).inc()
-        log.error("message could not be produced", extra={"kind": kind, "topic": topic,
-                                                          "code": error.name(), "error": error.str()})
+        log.error("message can never be produced: stopping with exit 1, the batch uncommitted, "
+                  "to retry after a restart (fix the topic or the permissions)",
+                  extra={"kind": kind, "topic": topic, "code": error.name(), "error": error.str()})
+        if self._undeliverable is None:
+            self._undeliverable = error
+        self.stop()
 
     def _flush_until_delivered(self) -> bool:
         """Flush; re-produce what failed for a passing reason, until all is delivered.
@@ -338,6 +374,8 @@ class Service:
                     log.error("messages undelivered at shutdown; their offsets stay uncommitted",
                               extra={"pending": len(self.producer)})
                     return False
+            if self._undeliverable is not None:
+                return False
             failed, self._deliveries.failed = self._deliveries.failed, []
             delivered = self._deliveries.delivered_alerts
             self._deliveries.delivered_alerts = 0
@@ -350,6 +388,8 @@ class Service:
                     retry.append(item)
                 else:
                     self._give_up(item[0], item[1], error)
+            if self._undeliverable is not None:
+                return False
             if not retry:
                 return True
             log.warning("re-producing undelivered messages", extra={"count": len(retry),
@@ -368,7 +408,11 @@ class Service:
 
         - Labels far ahead of their predictions would crowd the join's waiting
           room: pause the labels topic while more than half the room is taken
-          by labels that can still join (models whose predictions flow).
+          by labels that can still join (models whose predictions flow) and
+          the predictions topic still has unread messages. Once every
+          prediction has been read, waiting cannot resolve a label: the
+          labels topic is resumed, and the join gives up on what cannot join
+          (counted as ``unmatched``) instead of stalling.
         - Predictions far ahead of their labels would expire by count before
           their labels are read: pause the predictions topic while a model's
           waiting predictions come within two batches of
@@ -376,9 +420,10 @@ class Service:
           messages (pausing drops the client's prefetched messages, so the
           batches in hand are all that can overshoot).
 
-        Never both at once (that could wait forever); each decision is applied
-        to every assigned partition of the topic each batch, so partitions kept
-        or added by a rebalance follow it.
+        Never both at once (that could wait forever). Called on every loop
+        iteration, empty polls included, so no order of arrival leaves a topic
+        paused for good; each decision is applied to every assigned partition
+        of the topic, so partitions kept or added by a rebalance follow it.
         """
         if not self._labels_topic:
             return
@@ -390,8 +435,9 @@ class Service:
         join = self.pipeline.join
         room = self.settings.labels.early_label_events
         retention = self.settings.labels.retention_events
-        labels_ahead = join.joinable_waiting() > room // 2 or (
-            self._paused["labels"] and join.joinable_waiting() > room // 4)
+        labels_ahead = (join.joinable_waiting() > room // 2 or (
+            self._paused["labels"] and join.joinable_waiting() > room // 4)) \
+            and self._unread(predictions) and self._labels_pause_helps(room)
         # thresholds leave room for the batches already on their way
         batch = self.settings.consumer.batch_size
         high = max(retention // 2, retention - 2 * batch)
@@ -409,7 +455,35 @@ class Service:
                 self.consumer.pause(partitions)
             elif self._paused[name]:
                 self.consumer.resume(partitions)
+            if ahead != self._paused[name]:
+                log.info("pausing input" if ahead else "resuming input",
+                         extra={"topic_kind": name, "labels_waiting": join.joinable_waiting(),
+                                "fullest_pending": fullest})
             self._paused[name] = ahead
+
+    def _labels_pause_helps(self, room: int) -> bool:
+        """Whether pausing the labels still lets predictions resolve the waiting labels.
+
+        Labels whose predictions were read before a restart (or never sent) wait
+        for good: pausing the labels for them only lets the predictions run
+        ahead of their own labels. A pause lasts while the waiting labels go
+        down; after ``room`` predictions read without that, the labels flow
+        for the next ``room`` predictions before a pause is tried again.
+        """
+        read = self._consumed_total.get(self.settings.topics.predictions, 0)
+        waiting = self.pipeline.join.joinable_waiting()
+        if self._pause_window is None:
+            self._pause_window = (read, waiting, True)
+        since, waiting_then, pausing = self._pause_window
+        if read - since < max(room, 1):
+            return pausing
+        # a window is over: pause (again) only when the last one saw labels resolve
+        helped = waiting < waiting_then
+        self._pause_window = (read, waiting, pausing and helped or not pausing)
+        if pausing and not helped:
+            log.info("labels waiting for predictions already read: the labels topic flows",
+                     extra={"labels_waiting": waiting})
+        return self._pause_window[2]
 
     def _unread(self, partitions: list[TopicPartition]) -> bool:
         """Whether any of these partitions has messages this member has not read yet.
@@ -454,7 +528,8 @@ class Service:
             self._assigned.discard((p.topic, p.partition))
             if self._lag.pop((p.topic, p.partition), None) is not None:
                 # this member no longer owns the partition: stop exporting its lag
-                self.metrics.consumer_lag.remove(p.topic, str(p.partition))
+                with contextlib.suppress(KeyError):
+                    self.metrics.consumer_lag.remove(p.topic, str(p.partition))
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         self.metrics.kafka_errors.labels(error.name()).inc()
@@ -473,19 +548,50 @@ class Service:
         for topic, topic_stats in stats.get("topics", {}).items():
             for partition, partition_stats in topic_stats.get("partitions", {}).items():
                 number = int(partition)
-                # against the stored offset: the committed one trails by a commit interval
-                lag = partition_stats.get("consumer_lag_stored", -1)
-                if number < 0 or lag < 0 or (topic, number) not in self._assigned:
+                if number < 0 or (topic, number) not in self._assigned:
                     continue
+                lag = _partition_lag(partition_stats)
                 self._lag[(topic, number)] = lag
-                self.metrics.consumer_lag.labels(topic, partition).set(lag)
+                if lag is not None:
+                    self.metrics.consumer_lag.labels(topic, partition).set(lag)
 
-    def _update_readiness(self, caught_up: bool) -> None:
+    def _update_readiness(self) -> None:
+        """Ready only with partitions assigned and a known summed lag within ``ready_max_lag``.
+
+        An unknown lag (no statistics yet, nothing stored or committed on a
+        non-empty partition) is not evidence of being caught up: not ready,
+        and the reason names the partitions.
+        """
         if not self._assigned:
             self.health.set_ready(False, "no partitions assigned")
             return
-        lag = sum(self._lag.get(tp, 0) for tp in self._assigned)
-        if lag <= self.settings.consumer.ready_max_lag or caught_up:
-            self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}")
+        unknown = sorted(f"{topic}[{partition}]" for topic, partition in self._assigned
+                         if self._lag.get((topic, partition)) is None)
+        paused = [name for name, is_paused in self._paused.items() if is_paused]
+        note = f"; paused: {', '.join(paused)}" if paused else ""
+        if unknown:
+            self.health.set_ready(False, f"lag unknown for {', '.join(unknown)}{note}")
+            return
+        lag = sum(self._lag[tp] or 0 for tp in self._assigned)
+        bound = self.settings.consumer.ready_max_lag
+        if lag <= bound:
+            self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}{note}")
         else:
-            self.health.set_ready(False, f"catching up: lag {lag} > {self.settings.consumer.ready_max_lag}")
+            self.health.set_ready(False, f"catching up: lag {lag} > {bound}{note}")
+
+
+def _partition_lag(stats: dict[str, Any]) -> int | None:
+    """A partition's consumer lag from librdkafka statistics, or None when unknown.
+
+    Against the stored offset first (the committed one trails by a commit
+    interval), then the committed offset; a partition with nothing in it has
+    no lag whatever was stored.
+    """
+    for field in ("consumer_lag_stored", "consumer_lag"):
+        lag = stats.get(field, -1)
+        if lag >= 0:
+            return int(lag)
+    high, low = stats.get("hi_offset", -1), stats.get("lo_offset", -1)
+    if high >= 0 and high == low:
+        return 0
+    return None

@@ -67,6 +67,29 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in rule_groups() for rule in group["rules"] if "alert" in rule]
 
 
+#: the rule group and the dashboard row of what is not monitored: counters that
+#: exist only once something was skipped, dropped or refused (none on a healthy monitor)
+BLIND_SPOT_GROUP = "stream-monitor-blind-spots"
+BLIND_SPOT_ROW = "What is not monitored"
+
+
+def blind_spot_rules() -> set[str]:
+    return {rule["alert"] for group in rule_groups() if group["name"] == BLIND_SPOT_GROUP
+            for rule in group["rules"] if "alert" in rule}
+
+
+def blind_spot_panels(dashboard: dict[str, Any]) -> set[str]:
+    """Titles of the panels under the "What is not monitored" row (up to the next row)."""
+    titles: set[str] = set()
+    inside = False
+    for panel in all_panels(dashboard):
+        if panel["type"] == "row":
+            inside = panel["title"] == BLIND_SPOT_ROW
+        elif inside:
+            titles.add(panel["title"])
+    return titles
+
+
 def dashboards() -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in DASHBOARDS]
 

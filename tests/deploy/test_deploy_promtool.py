@@ -54,9 +54,23 @@ def test_every_alert_rule_has_for_severity_and_annotations() -> None:
         "StreamMonitorDeadLettersRising", "StreamMonitorNoEvents"}
     for rule in rules:
         assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), f"{rule['alert']}: no for:"
+        if rule["alert"] == "StreamMonitorDriftDetected":
+            continue  # its severity comes from the metrics: see the next test
         assert rule.get("labels", {}).get("severity") in SEVERITIES, rule["alert"]
         annotations = rule.get("annotations", {})
         assert annotations.get("summary") and annotations.get("description"), rule["alert"]
+
+
+def test_drift_rule_routes_by_the_severity_of_the_metrics() -> None:
+    (drift,) = [rule for rule in alert_rules() if rule["alert"] == "StreamMonitorDriftDetected"]
+    # a static severity would override the signal's: performance (critical) apart from warnings
+    assert "severity" not in drift.get("labels", {})
+    for aggregation in re.findall(r"by \(([^)]*)\)", drift["expr"]):
+        assert "severity" in {label.strip() for label in aggregation.split(",")}, aggregation
+    annotations = drift.get("annotations", {})
+    assert annotations.get("summary") and annotations.get("description")
+    routes = load_yaml(ALERTMANAGER_CONFIG)["route"]["routes"]
+    assert any('severity="critical"' in route.get("matchers", []) for route in routes)
 
 
 def test_drift_rule_keeps_model_and_signal_labels() -> None:

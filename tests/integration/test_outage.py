@@ -19,7 +19,7 @@ from stream_monitor.simulate import Scenario, generate
 from ..conftest import _local_kafka_module
 from .service_harness import MonitorProcess, metric_sum, produce, wait_until, write_config
 
-PORT = int(os.environ.get("STREAM_MONITOR_OUTAGE_TEST_PORT", "19192"))
+PORT = int(os.environ.get("OUTAGE_TEST_PORT", "19192"))
 
 
 @pytest.fixture

@@ -182,3 +182,52 @@ def test_check_config_builds_detectors_at_the_largest_family_the_caps_allow(tmp_
     path.write_text("limits: {max_signals_per_model: 1}\nmodels:\n  - model: fraud\n    detectors:\n"
                     "      numeric:\n        - {name: ks, params: {window: 3, stride: 1}}\n")
     assert main(["check-config", "--config", str(path)]) == 0
+
+def test_an_environment_variable_with_our_prefix_and_no_field_is_refused(monkeypatch):
+    monkeypatch.setenv("STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVER", "typo:9092")  # no trailing S
+    monkeypatch.setenv("stream_monitor_consumer__batchsize", "10")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    fields = sorted(field for field, _ in caught.value.problems)
+    assert fields == ["STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVER", "stream_monitor_consumer__batchsize"]
+    assert "no such setting" in str(caught.value)
+
+
+def test_environment_variables_that_name_fields_or_are_documented_are_accepted(tmp_path, monkeypatch):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, value in (("STREAM_MONITOR_KAFKA__BOOTSTRAP_SERVERS", "env:9092"),
+                        ("STREAM_MONITOR_LOG_LEVEL", "DEBUG"),
+                        ("STREAM_MONITOR_KAFKA__PROPERTIES__sasl.username", "svc"),
+                        ("STREAM_MONITOR_ALLOWED_MODELS", '["fraud"]'),
+                        ("STREAM_MONITOR_SECRETS_DIR", str(secrets))):
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "env:9092"
+    assert settings.kafka.properties == {"sasl.username": "svc"}
+    assert settings.allowed_models == ["fraud"]
+
+
+@pytest.mark.parametrize(("key", "instead"), [
+    ("group.id", "kafka.group_id"), ("bootstrap.servers", "kafka.bootstrap_servers"),
+    ("enable.auto.commit", "offsets"), ("enable.auto.offset.store", "offsets"),
+    ("auto.commit.interval.ms", "consumer.commit_interval_s"), ("transactional.id", "not supported"),
+    ("enable.idempotence", "idempotent"), ("acks", "idempotent"), ("error_cb", "callback"),
+    ("statistics.interval.ms", "lag"),
+])
+def test_properties_the_monitor_owns_are_refused_naming_the_setting(tmp_path, key, instead):
+    path = tmp_path / "c.yaml"
+    value = 0 if key == "statistics.interval.ms" else "x"
+    path.write_text(f"kafka: {{properties: {{'{key}': {value!r}}}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    [(field, reason)] = caught.value.problems
+    assert field == f"kafka.properties.{key}"
+    assert instead in reason
+
+
+def test_ordinary_properties_are_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka: {properties: {auto.offset.reset: latest, isolation.level: read_uncommitted,"
+                    " statistics.interval.ms: 500, fetch.min.bytes: 1000}}\n")
+    assert load_settings(path).kafka.properties["auto.offset.reset"] == "latest"

@@ -46,7 +46,7 @@ def service_with(fake: FakeConsumer) -> Service:
 
 
 def test_labels_ahead_of_their_predictions_pause_the_labels_topic_until_they_join():
-    fake = FakeConsumer()
+    fake = FakeConsumer(high=50)  # predictions still unread: waiting for them can join the labels
     service = service_with(fake)
     join = service.pipeline.join
     join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))  # the model's predictions flow
@@ -90,3 +90,42 @@ def test_never_both_topics_at_once():
         join.add_label(LabelEvent(f"y{number}", "other", 1.0, 2.0))
     service._pace_inputs()
     assert fake.paused == set()  # pausing both could wait forever: both flow
+
+
+def test_once_every_prediction_is_read_waiting_labels_never_keep_the_labels_paused():
+    # the stall seen after a kill: labels whose predictions were read before the restart
+    # wait for good; with nothing left to read on the predictions topic the labels resume
+    fake = FakeConsumer(high=50)
+    service = service_with(fake)
+    join = service.pipeline.join
+    join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))
+    for number in range(15):
+        join.add_label(LabelEvent(f"gone{number}", "m", 1.0, 2.0))
+    service._pace_inputs()
+    assert fake.paused == {("labels", 0)}
+    fake.read = 50  # every prediction read (the labels too, for the fake: one position)
+    service._pace_inputs()
+    assert fake.paused == set()
+
+
+def test_a_labels_pause_that_resolves_nothing_ends_after_a_window_of_predictions():
+    # orphaned labels (their predictions were read before a restart) never resolve:
+    # keeping the labels paused for them would only let the predictions run ahead
+    fake = FakeConsumer(high=50)  # predictions still unread
+    service = service_with(fake)
+    join = service.pipeline.join
+    join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))
+    for number in range(15):
+        join.add_label(LabelEvent(f"gone{number}", "m", 1.0, 2.0))
+    service._pace_inputs()
+    assert fake.paused == {("labels", 0)}
+    predictions = service.settings.topics.predictions
+    service._consumed_total[predictions] = 19  # within the window (20 = early_label_events)
+    service._pace_inputs()
+    assert fake.paused == {("labels", 0)}
+    service._consumed_total[predictions] = 20  # a window of predictions, no label resolved
+    service._pace_inputs()
+    assert fake.paused == set()
+    service._consumed_total[predictions] = 39  # the labels flow for the next window
+    service._pace_inputs()
+    assert fake.paused == set()

@@ -6,7 +6,9 @@ the integration tests.
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import KafkaError
+from pydantic import ValidationError
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.config import Settings
@@ -69,12 +71,15 @@ def test_buffer_error_and_failed_delivery_lose_nothing(monkeypatch):
 
 
 def test_user_properties_cannot_turn_off_manual_offset_storage():
-    settings = Settings(kafka={"properties": {"enable.auto.offset.store": True, "fetch.min.bytes": 1000,
-                                              "group.id": "ignored"}, "group_id": "mine"})
+    # properties the monitor owns are refused by the settings (tests/unit/test_config.py);
+    # the client configuration puts the monitor's own values last all the same
+    settings = Settings(kafka={"properties": {"fetch.min.bytes": 1000}, "group_id": "mine"})
     config = consumer_config(settings)
     assert config["enable.auto.offset.store"] is False
     assert config["fetch.min.bytes"] == 1000
     assert config["group.id"] == "mine"
+    with pytest.raises(ValidationError, match="kafka.properties.group.id"):
+        Settings(kafka={"properties": {"group.id": "ignored"}})
 
 
 def test_a_fatal_client_error_stops_the_loop_and_fails_the_exit_status():
@@ -108,15 +113,60 @@ class RefusingProducer(FlakyProducer):
         return 0
 
 
-def test_permanent_failures_are_counted_not_retried_forever():
-    for at_produce, code in ((True, "MSG_SIZE_TOO_LARGE"), (False, "TOPIC_AUTHORIZATION_FAILED")):
-        service = _service()
-        service.producer = RefusingProducer(at_produce)  # type: ignore[assignment]
-        service._produce("dead_letter", "dlq", b"k", b"v", None)
-        assert service._flush_until_delivered() is True
-        assert service.metrics.registry.get_sample_value(
-            "stream_monitor_produce_failures_total", {"kind": "dead_letter", "code": code}) == 1
-        service.consumer.close()
+def test_a_permanent_failure_stops_the_service_uncommitted_with_exit_1():
+    # nothing lost is the rule: an alert (or a dead letter, which carries a message
+    # whose offset would be committed) that can never be produced stops the service
+    # before its batch's offsets are stored; the orchestrator restarts it and retries
+    for kind in ("alert", "dead_letter"):
+        for at_produce, code in ((True, "MSG_SIZE_TOO_LARGE"), (False, "TOPIC_AUTHORIZATION_FAILED")):
+            service = _service()
+            service.producer = RefusingProducer(at_produce)  # type: ignore[assignment]
+            service._produce(kind, "out", b"k", b"v", None)
+            assert service._flush_until_delivered() is False
+            assert service._stop.is_set()
+            assert service.metrics.registry.get_sample_value(
+                "stream_monitor_produce_failures_total", {"kind": kind, "code": code}) == 1
+            assert service.exit_status() == 1
+            service.consumer.close()
+
+
+class StoringConsumer:
+    """Records the offsets stored; the batch path needs nothing else of it here."""
+
+    def __init__(self) -> None:
+        self.stored: list = []
+
+    def store_offsets(self, offsets=None):
+        self.stored.extend(offsets)
+
+
+class InputMessage:
+    """A consumed prediction."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def error(self): return None
+    def topic(self): return "ml.predictions"
+    def partition(self): return 0
+    def offset(self): return self._offset
+    def key(self): return b"fraud"
+    def value(self): return self._value
+    def headers(self): return None
+    def timestamp(self): return (0, 0)
+
+
+def test_a_batch_whose_dead_letter_cannot_be_produced_is_not_stored():
+    service = _service()
+    real_consumer = service.consumer
+    service.producer = RefusingProducer(at_produce=False)  # type: ignore[assignment]
+    storing = StoringConsumer()
+    service.consumer = storing  # type: ignore[assignment]
+    service._assigned.add(("ml.predictions", 0))
+    service._process([InputMessage(7, b"not json")])
+    assert storing.stored == []
+    assert service.exit_status() == 1
+    real_consumer.close()
 
 
 class DownProducer(FlakyProducer):
@@ -177,3 +227,39 @@ def test_with_labels_the_inputs_are_co_partitioned_by_the_range_assignor():
     assert with_labels["partition.assignment.strategy"] == "range"
     without = consumer_config(Settings(topics={"labels": None}))
     assert without["partition.assignment.strategy"] == "cooperative-sticky"
+
+
+def test_readiness_needs_a_known_lag_within_the_bound_on_every_assigned_partition():
+    service = _service()
+    service._update_readiness()
+    assert service.health.ready() == (False, "no partitions assigned")
+    service._assigned.update({("ml.predictions", 0), ("ml.labels", 0)})
+    service._lag[("ml.predictions", 0)] = 0
+    service._update_readiness()
+    ready, reason = service.health.ready()
+    assert not ready and "lag unknown" in reason and "ml.labels[0]" in reason
+    service._lag[("ml.labels", 0)] = 50_000  # a short batch is no evidence of being caught up
+    service._update_readiness()
+    ready, reason = service.health.ready()
+    assert not ready and "50000" in reason
+    service._lag[("ml.labels", 0)] = service.settings.consumer.ready_max_lag
+    service._update_readiness()
+    assert service.health.ready()[0] is True
+    service.consumer.close()
+
+
+def test_lag_from_statistics_stored_then_committed_then_an_empty_partition():
+    service = _service()
+    service._assigned.update({("t", 0), ("t", 1), ("t", 2), ("t", 3)})
+    partitions = {
+        "0": {"consumer_lag_stored": 7, "consumer_lag": 9, "hi_offset": 10, "lo_offset": 0},
+        "1": {"consumer_lag_stored": -1, "consumer_lag": 4, "hi_offset": 10, "lo_offset": 0},
+        "2": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": 5, "lo_offset": 5},
+        "3": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": 10, "lo_offset": 0},
+        "-1": {"consumer_lag_stored": -1, "consumer_lag": -1, "hi_offset": -1, "lo_offset": -1},
+    }
+    import orjson
+
+    service._on_stats(orjson.dumps({"topics": {"t": {"partitions": partitions}}}).decode())
+    assert service._lag == {("t", 0): 7, ("t", 1): 4, ("t", 2): 0, ("t", 3): None}
+    service.consumer.close()
