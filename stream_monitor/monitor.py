@@ -35,6 +35,9 @@ _PERFORMANCE_PREFIX = "performance:"
 
 #: this many strings in a row on a numeric signal are reported as a schema change
 SCHEMA_CHANGE_RUN = 100
+#: a categorical signal that turns numeric within its first this many values was still
+#: having its kind decided (one "N/A" first); later, the switch is a schema change
+KIND_EVIDENCE = 20
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +355,9 @@ class Monitor:
         """A value of the other kind: the signal's new state if the kind changes, else None (skip).
 
         Numbers win: an inferred categorical signal becomes numeric once its numbers
-        outnumber its strings (one "N/A" first does not fix the kind). A numeric signal
+        outnumber its strings (one "N/A" first does not fix the kind; a switch within the
+        first :data:`KIND_EVIDENCE` values is the kind being decided, later it is a schema
+        change). A numeric signal
         keeps its kind; a run of :data:`SCHEMA_CHANGE_RUN` strings is reported once.
         Decisions count values, so they do not depend on how the stream is batched.
         """
@@ -373,7 +378,11 @@ class Monitor:
         if self._metrics:
             self._remove_series(version, state)
         new = self._new_signal(version, state.signal, value, kind="numeric")
-        self._schema_change(version, state, "categorical signal now gets numbers; monitored as numeric")
+        if accepted >= KIND_EVIDENCE:
+            self._schema_change(version, state, "categorical signal now gets numbers; monitored as numeric")
+        else:
+            log.debug("signal kind decided: numeric", extra={
+                "model": version.model, "model_version": version.model_version, "signal": state.signal})
         return new
 
     def _schema_change(self, version: _VersionState, state: _SignalState, message: str) -> None:

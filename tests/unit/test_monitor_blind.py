@@ -38,6 +38,15 @@ def test_a_first_string_value_does_not_make_a_numeric_feature_categorical(seed):
     numeric = [a for a in alerts if a.signal == "feature:x" and a.detector in ("page_hinkley", "ks")]
     assert numeric and all(a.n_seen >= 3000 - 2 for a in numeric)
     sample = metrics.registry.get_sample_value
+    # the kind was still being decided: not a schema change (that would page someone)
+    assert sample("stream_monitor_schema_changes_total", {"model": "m", "signal": "feature:x"}) is None
+
+
+def test_a_categorical_feature_that_turns_to_numbers_is_a_schema_change():
+    metrics = Metrics(CollectorRegistry())
+    monitor = Monitor(Settings(), metrics)
+    monitor.process(feature_records(["a", "b"] * 25 + [float(v) for v in range(60)]))
+    sample = metrics.registry.get_sample_value
     assert sample("stream_monitor_schema_changes_total", {"model": "m", "signal": "feature:x"}) == 1
 
 
