@@ -203,6 +203,8 @@ def decode_prediction(raw: bytes | None, limits: Limits = Limits()) -> Predictio
 def decode_label(raw: bytes | None, limits: Limits = Limits()) -> LabelEvent:
     """Decode one label event; raise :class:`BadMessage` when it is unusable.
 
+    A JSON boolean label is the class 1/0: ``true`` decodes to ``1.0``.
+
     >>> decode_label(b'{"event_id": "e1", "model": "fraud", "label": 1, "ts": "2025-11-24T16:00:00Z"}')
     LabelEvent(event_id='e1', model='fraud', label=1.0, ts=1764000000.0)
     """
@@ -212,6 +214,8 @@ def decode_label(raw: bytes | None, limits: Limits = Limits()) -> LabelEvent:
     model = _required_string(document, "model", raw, limits)
     if "label" not in document or document["label"] is None:
         raise BadMessage("missing_field", "'label' is required", raw)
-    label = _scalar("label", document["label"], raw, limits)
+    value = document["label"]
+    # a boolean label is the class 1/0 (a boolean feature stays a category)
+    label = float(value) if isinstance(value, bool) else _scalar("label", value, raw, limits)
     assert label is not None
     return LabelEvent(event_id, model, label, _timestamp(document.get("ts"), raw))

@@ -79,14 +79,34 @@ def score_pair(prediction: float | str, label: float | str,
 
     >>> score_pair("spam", "ham", None), score_pair(0.7, 1.0, None), score_pair(12.0, 10.5, None)
     (('performance:error_rate', 1.0), ('performance:error_rate', 0.0), ('performance:abs_error', 1.5))
+
+    Booleans are the classes 1/0: a class prediction ``"true"`` matches the label 1
+    (a JSON ``true`` label decodes to 1.0), and a label ``"true"`` scores against a score.
+
+    >>> score_pair("true", 1.0, None), score_pair(0.9, "true", None)
+    (('performance:error_rate', 0.0), ('performance:error_rate', 0.0))
     """
+    if isinstance(label, str) and not isinstance(prediction, str):
+        binary = _BOOLEAN_CLASSES.get(label.strip().lower())
+        if binary is None:
+            return ERROR_RATE, float(_label_text(prediction) != label)
+        label = float(binary)
     if isinstance(prediction, str) or isinstance(label, str):
-        return ERROR_RATE, float(str(prediction) != _label_text(label))
+        return ERROR_RATE, float(_class_text(prediction) != _class_text(_label_text(label)))
     if threshold is None and label in (0.0, 1.0) and 0.0 <= prediction <= 1.0:
         threshold = 0.5
     if threshold is not None:
         return ERROR_RATE, float((prediction >= threshold) != (label >= 0.5))
     return ABS_ERROR, abs(prediction - label)
+
+
+#: class names that mean 1 and 0 (a JSON boolean becomes "true"/"false" as a category)
+_BOOLEAN_CLASSES = {"true": "1", "false": "0", "1": "1", "0": "0", "1.0": "1", "0.0": "0"}
+
+
+def _class_text(value: str) -> str:
+    """A class name, with the spellings of true/false and 1/0 made one."""
+    return _BOOLEAN_CLASSES.get(value.strip().lower(), value)
 
 
 def _label_text(label: float | str) -> str:

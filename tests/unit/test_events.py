@@ -69,3 +69,11 @@ def test_label_needs_a_label():
         decode_label(b'{"event_id": "e", "model": "m"}')
     assert caught.value.reason == "missing_field"
     assert decode_label(b'{"event_id": "e", "model": "m", "label": "spam"}').label == "spam"
+
+
+def test_a_boolean_label_is_the_class_one_or_zero_and_a_boolean_feature_stays_categorical():
+    from stream_monitor.events import decode_label, decode_prediction
+    assert decode_label(b'{"event_id": "e", "model": "m", "label": true}').label == 1.0
+    assert decode_label(b'{"event_id": "e", "model": "m", "label": false}').label == 0.0
+    event = decode_prediction(b'{"event_id": "e", "model": "m", "features": {"promo": true}}')
+    assert event.features == {"promo": "true"}

@@ -108,3 +108,19 @@ def test_labels_of_ever_new_models_keep_nothing_beyond_the_model_cap():
     join.add_prediction(prediction(2, model="real"))
     join.add_label(label(2, model="real"))
     assert [p.event_id for p in join.drain()] == ["e2"]
+
+
+def test_boolean_labels_score_against_scores_and_class_predictions():
+    from stream_monitor.join import ERROR_RATE, score_pair
+    from stream_monitor.events import decode_label
+    true_label = decode_label(b'{"event_id": "e", "model": "m", "label": true}').label
+    false_label = decode_label(b'{"event_id": "e", "model": "m", "label": false}').label
+    assert score_pair(0.9, true_label, None) == (ERROR_RATE, 0.0)
+    assert score_pair(0.1, false_label, None) == (ERROR_RATE, 0.0)
+    assert score_pair(0.1, true_label, None) == (ERROR_RATE, 1.0)
+    for prediction, label_value, error in [("1", true_label, 0.0), ("0", false_label, 0.0),
+                                           ("true", true_label, 0.0), ("false", false_label, 0.0),
+                                           ("True", false_label, 1.0), ("0", true_label, 1.0)]:
+        assert score_pair(prediction, label_value, None) == (ERROR_RATE, error), prediction
+    # a label sent as the string "true" against a score is the class 1 too
+    assert score_pair(0.9, "true", None) == (ERROR_RATE, 0.0)
