@@ -222,6 +222,9 @@ class LimitSettings(_Frozen):
     max_signals_per_model: int = Field(default=64, ge=1)
     #: versions of one model monitored at once; a new one evicts the least recently seen
     max_versions_per_model: int = Field(default=5, ge=1)
+    #: an event ``ts`` further than this from the Kafka message time (or, without one,
+    #: ahead of the stream's clock) is implausible: the event takes that time instead
+    max_event_time_skew_s: float = Field(default=86_400.0, gt=0)
 
 
 class MetricsSettings(_Frozen):

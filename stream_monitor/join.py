@@ -57,6 +57,72 @@ class JoinLimits:
     retention_seconds: float = 7 * 24 * 3600
     early_label_events: int = 10_000
     early_label_seconds: float = 3600
+    #: an event time more than this ahead of the join's clock is not taken as the clock
+    max_event_time_skew_s: float = 86_400.0
+
+
+#: consecutive agreeing events far ahead of (or behind) the clock that move it there
+CLOCK_CONFIRMATIONS = 3
+
+
+class EventClock:
+    """A stream's event time that one implausible event never moves.
+
+    A time more than ``skew`` seconds ahead of the clock is *clamped*: the
+    event gets the clock's time and the clock stays. Only
+    :data:`CLOCK_CONFIRMATIONS` consecutive events that agree with each other
+    (within ``skew``) move the clock that far, ahead or back: the stream
+    really jumped (or the clock was started by a bad first event).
+
+    >>> clock = EventClock(100.0)
+    >>> [clock.observe(t) for t in (1.0, 2.0, 9e9, 3.0)]
+    [(1.0, False), (2.0, False), (2.0, True), (3.0, False)]
+    """
+
+    __slots__ = ("skew", "now", "_outlier", "_agreeing")
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+        self.now: float | None = None
+        self._outlier: float | None = None
+        self._agreeing = 0
+
+    def observe(self, ts: float) -> tuple[float, bool]:
+        """The time to use for an event at ``ts``, and whether it was clamped."""
+        now = self.now
+        if now is None:
+            self.now = ts
+            return ts, False
+        if ts - now <= self.skew:
+            if now - ts <= self.skew:
+                self._agreeing = 0
+                self.now = max(now, ts)
+                return ts, False
+            # far behind: kept (a lagging partition), but it may prove the clock wrong
+            if self._confirms(ts):
+                self.now = ts
+            return ts, False
+        if self._confirms(ts):
+            self.now = ts
+            return ts, False
+        return now, True
+
+    def _confirms(self, ts: float) -> bool:
+        if self._agreeing and self._outlier is not None and abs(ts - self._outlier) <= self.skew:
+            self._agreeing += 1
+        else:
+            self._agreeing = 1
+        self._outlier = ts
+        if self._agreeing >= CLOCK_CONFIRMATIONS:
+            self._agreeing = 0
+            return True
+        return False
+
+    def state(self) -> list[Any]:
+        return [self.now, self._outlier, self._agreeing]
+
+    def load(self, state: list[Any]) -> None:
+        self.now, self._outlier, self._agreeing = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +195,9 @@ class _Waiting:
 
 class _ModelJoin:
     __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
-                 "stream_ts", "last_active")
+                 "clock", "last_active")
 
-    def __init__(self) -> None:
+    def __init__(self, skew: float = JoinLimits.max_event_time_skew_s) -> None:
         #: event_id -> (model_version, prediction, ts, partition), oldest first
         self.pending: OrderedDict[str, tuple[str, float | str, float | None, int]] = OrderedDict()
         #: labels in arrival order, resolved or not
@@ -142,10 +208,15 @@ class _ModelJoin:
         #: recently joined and recently expired ids, to tell duplicates and late labels apart
         self.joined_ids: OrderedDict[str, None] = OrderedDict()
         self.expired_ids: OrderedDict[str, None] = OrderedDict()
-        #: newest prediction event time of the model
-        self.stream_ts: float | None = None
+        #: the model's prediction event time (robust to one implausible ``ts``)
+        self.clock = EventClock(skew)
         #: the join's input count at this model's last input (for eviction)
         self.last_active = 0
+
+    @property
+    def stream_ts(self) -> float | None:
+        """The model's prediction stream time (None before its first timed prediction)."""
+        return self.clock.now
 
 
 class LabelJoin:
@@ -163,6 +234,8 @@ class LabelJoin:
         #: per (model, outcome) and per model, since the last take_outcomes()
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._expired: Counter[str] = Counter()
+        #: event times clamped by the join's clock, per topic kind, since the last take_clamped()
+        self._clamped: Counter[str] = Counter()
         self._ready: list[Pair] = []
         self._inputs = 0
 
@@ -186,7 +259,7 @@ class LabelJoin:
                 idle = min(self._models, key=lambda name: (self._models[name].stream_ts is not None,
                                                            self._models[name].last_active))
                 self._evict(idle)
-            state = self._models[model] = _ModelJoin()
+            state = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
         state.last_active = self._inputs
         return state
 
@@ -204,6 +277,11 @@ class LabelJoin:
         self.totals[outcome] += 1
         self._outcomes[(model, outcome)] += 1
 
+    def take_clamped(self) -> Counter[str]:
+        """Event times the join's clock clamped, per topic kind, since the last call."""
+        clamped, self._clamped = self._clamped, Counter()
+        return clamped
+
     def take_outcomes(self) -> tuple[Counter[tuple[str, str]], Counter[str]]:
         """Label outcomes per (model, outcome) and expired predictions per model since the last call."""
         outcomes, expired = self._outcomes, self._expired
@@ -216,8 +294,10 @@ class LabelJoin:
             return
         state = self._model(event.model)
         ts = event.ts if event.ts is not None else fallback_ts
-        if ts is not None and (state.stream_ts is None or ts > state.stream_ts):
-            state.stream_ts = ts
+        if ts is not None:
+            ts, clamped = state.clock.observe(ts)
+            if clamped:
+                self._clamped["predictions"] += 1
         waiting = state.waiting_by_id.pop(event.event_id, None)
         if waiting:
             state.unresolved -= len(waiting)
@@ -235,6 +315,11 @@ class LabelJoin:
         if label.ts is None and fallback_ts is not None:
             label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
         state = self._model(label.model)
+        now = state.stream_ts
+        if label.ts is not None and now is not None and label.ts - now > self.limits.max_event_time_skew_s:
+            # implausibly far ahead of the predictions: it would never go stale
+            label = LabelEvent(label.event_id, label.model, label.label, now)
+            self._clamped["labels"] += 1
         entry = _Waiting(label, partition)
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)
@@ -273,8 +358,11 @@ class LabelJoin:
         while pending:
             event_id, (_, _, ts, _) = next(iter(pending.items()))
             too_many = len(pending) > limits.retention_events
+            # an entry far ahead of the clock (the clock moved back under it) is given
+            # up too, so that one bad time never blocks the expiry of those behind it
             too_old = (ts is not None and state.stream_ts is not None
-                       and state.stream_ts - ts > limits.retention_seconds)
+                       and (state.stream_ts - ts > limits.retention_seconds
+                            or ts - state.stream_ts > limits.max_event_time_skew_s))
             if not (too_many or too_old):
                 break
             pending.popitem(last=False)
@@ -341,7 +429,7 @@ class LabelJoin:
                               for w in m.queue],
                     "joined_ids": list(m.joined_ids),
                     "expired_ids": list(m.expired_ids),
-                    "stream_ts": m.stream_ts,
+                    "clock": m.clock.state(),
                 } for model, m in self._models.items()
             },
         }
@@ -349,7 +437,7 @@ class LabelJoin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._models = {}
         for model, data in state["models"].items():
-            m = self._models[model] = _ModelJoin()
+            m = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
             m.pending = OrderedDict((k, (v, p, ts, part)) for k, v, p, ts, part in data["pending"])
             for event_id, label, ts, partition, outcome, pair in data["queue"]:
                 entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
@@ -364,4 +452,7 @@ class LabelJoin:
                     m.unresolved += 1
             m.joined_ids = OrderedDict.fromkeys(data["joined_ids"])
             m.expired_ids = OrderedDict.fromkeys(data["expired_ids"])
-            m.stream_ts = data["stream_ts"]
+            if "clock" in data:
+                m.clock.load(data["clock"])
+            else:  # a checkpoint from before the robust clock
+                m.clock.now = data["stream_ts"]

@@ -115,6 +115,12 @@ class Metrics:
         self.kafka_errors = Counter(
             "stream_monitor_kafka_errors_total", "Errors reported by the Kafka client, by code.",
             ("code",), registry=registry)
+        # -- label join and input contract (issue 9: clamped times, unknown fields, join bound)
+        self.event_time_clamped = Counter(
+            "stream_monitor_event_time_clamped_total",
+            "Events whose ts was further than limits.max_event_time_skew_s from the Kafka message "
+            "time (or ahead of the stream's clock) and was replaced by it.",
+            ("topic_kind",), registry=registry)
 
 
 class Health:

@@ -124,3 +124,39 @@ def test_boolean_labels_score_against_scores_and_class_predictions():
         assert score_pair(prediction, label_value, None) == (ERROR_RATE, error), prediction
     # a label sent as the string "true" against a score is the class 1 too
     assert score_pair(0.9, "true", None) == (ERROR_RATE, 0.0)
+
+
+FAR = 253_402_300_000.0
+
+
+def test_one_far_future_prediction_does_not_move_the_join_clock_and_is_counted():
+    join = LabelJoin(JoinLimits(early_label_seconds=50, max_event_time_skew_s=1000))
+    for n in range(1, 11):
+        join.add_prediction(prediction(n, ts=FAR if n == 5 else float(n)))
+    assert join.take_clamped() == {"predictions": 1}
+    for n in range(1, 11):
+        join.add_label(label(n, 1.0))
+    assert [p.event_id for p in join.drain()] == [f"e{n}" for n in range(1, 11)]
+    # the clamped prediction carries the clock's time, not the year 9999
+    assert outcomes(join) == {"joined": 10}
+
+
+def test_a_far_future_prediction_does_not_block_time_based_expiry():
+    join = LabelJoin(JoinLimits(retention_seconds=100, max_event_time_skew_s=1000))
+    join.add_prediction(prediction(0, ts=0.0))
+    join.add_prediction(prediction(1, ts=FAR))
+    for n in range(2, 500):
+        join.add_prediction(prediction(n, ts=float(n)))
+    # everything older than 100 s of stream time has expired, the bad entry too
+    assert join.pending_predictions() == 101
+
+
+def test_a_genuine_jump_of_the_stream_is_taken_after_a_few_events():
+    join = LabelJoin(JoinLimits(retention_seconds=100, max_event_time_skew_s=1000))
+    for n in range(10):
+        join.add_prediction(prediction(n, ts=float(n)))
+    for n in range(10, 20):
+        join.add_prediction(prediction(n, ts=1_000_000.0 + n))
+    # the old predictions expire against the new time; only the first of the jump was clamped
+    assert join.pending_predictions() <= 10
+    assert sum(join.take_clamped().values()) < 5
