@@ -239,6 +239,11 @@ class LabelSettings(_Frozen):
     retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     early_label_events: int = Field(default=10_000, ge=0)
     early_label_seconds: float = Field(default=3600, ge=0)
+    #: labels that may queue behind an unresolved head label (pairs are released in
+    #: label order) before it is given up as unmatched; default: early_label_events
+    max_head_wait_labels: int | None = Field(default=None, ge=0)
+    #: predictions waiting for labels over all models; the oldest is expired beyond it
+    max_waiting_predictions: int = Field(default=1_000_000, ge=1)
 
 
 class Settings(BaseSettings):

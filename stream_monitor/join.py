@@ -59,6 +59,15 @@ class JoinLimits:
     early_label_seconds: float = 3600
     #: an event time more than this ahead of the join's clock is not taken as the clock
     max_event_time_skew_s: float = 86_400.0
+    #: labels that may queue behind an unresolved head label before it is given up as
+    #: unmatched; None: ``early_label_events``
+    head_wait_labels: int | None = None
+
+    def head_wait(self) -> int:
+        """Labels that may wait behind an unresolved head (see ``head_wait_labels``)."""
+        if self.head_wait_labels is not None:
+            return self.head_wait_labels
+        return self.early_label_events
 
 
 #: consecutive agreeing events far ahead of (or behind) the clock that move it there
@@ -373,6 +382,7 @@ class LabelJoin:
         # an unresolved head wait with it) or when the predictions have moved past it
         queue = state.queue
         cap = limits.early_label_events
+        head_wait = limits.head_wait()
         while queue:
             head = queue[0]
             if head.outcome is not None:
@@ -384,7 +394,9 @@ class LabelJoin:
             label_ts = head.label.ts
             stale = (label_ts is not None and state.stream_ts is not None
                      and state.stream_ts - label_ts > limits.early_label_seconds)
-            if not (stale or state.unresolved > cap or len(queue) > cap):
+            # the head blocks every pair behind it: bounded in labels as well as in time
+            blocking = len(queue) - 1 >= head_wait
+            if not (stale or blocking or state.unresolved > cap or len(queue) > cap):
                 break
             self._give_up(state, head)
 
@@ -403,17 +415,34 @@ class LabelJoin:
         return ready
 
     def pending_predictions(self) -> int:
+        """Predictions waiting for their label, over all models."""
         return sum(len(m.pending) for m in self._models.values())
 
     def fullest_pending(self) -> int:
-        """Predictions waiting for labels in the model that has the most."""
+        """Predictions waiting for labels in the model that has the most.
+
+        The service pauses the predictions topic while this comes close to
+        ``retention_events`` (and labels are unread).
+        """
         return max((len(m.pending) for m in self._models.values()), default=0)
 
     def joinable_waiting(self) -> int:
-        """Unresolved labels of models whose predictions have been seen."""
+        """Unresolved labels of models whose predictions have been seen.
+
+        The service pauses the labels topic while this is above half of
+        ``early_label_events``. It is exact after every input: a label counts
+        from its arrival until it is joined, or given up (stale in event time,
+        more than ``early_label_events`` unresolved, or
+        :meth:`JoinLimits.head_wait` labels queued behind it at the head).
+        Per model it never exceeds ``min(early_label_events, head_wait()) + 1``.
+        It changes only on input: a caller that pauses the labels on it must
+        keep feeding predictions, and resume the labels when the predictions
+        have nothing unread (nothing else would ever lower it).
+        """
         return sum(m.unresolved for m in self._models.values() if m.stream_ts is not None)
 
     def waiting_labels(self) -> int:
+        """Labels queued, resolved or not (resolved ones wait behind an unresolved head)."""
         return sum(len(m.queue) for m in self._models.values())
 
     def state_dict(self) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class Pipeline:
         self.join = LabelJoin(
             JoinLimits(labels.retention_events, labels.retention_seconds,
                        labels.early_label_events, labels.early_label_seconds,
-                       settings.limits.max_event_time_skew_s),
+                       settings.limits.max_event_time_skew_s, labels.max_head_wait_labels),
             # matching the rules' globs once per model, not once per joined label
             threshold_for=functools.lru_cache(maxsize=1024)(
                 lambda model: settings.rule_for(model).classification_threshold),

@@ -160,3 +160,26 @@ def test_a_genuine_jump_of_the_stream_is_taken_after_a_few_events():
     # the old predictions expire against the new time; only the first of the jump was clamped
     assert join.pending_predictions() <= 10
     assert sum(join.take_clamped().values()) < 5
+
+
+def test_an_unresolvable_head_label_blocks_at_most_head_wait_labels_behind_it():
+    join = LabelJoin(JoinLimits(early_label_events=100, early_label_seconds=1e9, head_wait_labels=20))
+    join.add_label(label(0, 1.0, ts=0.5))   # its prediction never comes
+    for n in range(1, 40):
+        join.add_prediction(prediction(n))
+        join.add_label(label(n))
+    pairs = join.drain()
+    # the head was given up once 20 labels waited behind it; none is lost, order kept
+    assert [p.event_id for p in pairs] == [f"e{n}" for n in range(1, 40)]
+    assert outcomes(join) == {"joined": 39, "unmatched": 1}
+    assert join.waiting_labels() == 0 and join.joinable_waiting() == 0
+
+
+def test_joinable_waiting_never_exceeds_the_head_wait_per_model():
+    join = LabelJoin(JoinLimits(early_label_events=10_000, head_wait_labels=300))
+    join.add_prediction(prediction(10_000_000))
+    for n in range(1000):
+        join.add_label(label(n, ts=10_000_000.0))
+        assert join.joinable_waiting() <= 301
+    assert join.totals == {"unmatched": 700}
+    assert join.waiting_labels() == join.joinable_waiting() == 300
