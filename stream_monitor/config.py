@@ -246,6 +246,14 @@ class LabelSettings(_Frozen):
     max_waiting_predictions: int = Field(default=1_000_000, ge=1)
 
 
+class InputSettings(_Frozen):
+    """How strictly input events are read."""
+
+    #: dead-letter events with a top-level field the input contract does not know
+    #: (reason ``unknown_field``); off: they are processed, counted and logged
+    strict: bool = False
+
+
 class Settings(BaseSettings):
     """Every setting of the service. Immutable once loaded."""
 
@@ -259,6 +267,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
     #: when set, events of other models are dead-lettered as ``unknown_model``
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults

@@ -121,6 +121,11 @@ class Metrics:
             "Events whose ts was further than limits.max_event_time_skew_s from the Kafka message "
             "time (or ahead of the stream's clock) and was replaced by it.",
             ("topic_kind",), registry=registry)
+        self.unknown_fields = Counter(
+            "stream_monitor_unknown_fields_total",
+            "Events carrying top-level fields the input contract does not know (processed; with "
+            "input.strict they are dead-lettered as unknown_field instead).",
+            ("topic_kind",), registry=registry)
 
 
 class Health:

@@ -61,7 +61,8 @@ class Decoder:
 
     def __init__(self, settings: Settings) -> None:
         limits = settings.limits
-        self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features)
+        self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features,
+                             settings.input.strict)
         self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
 
     def prediction(self, raw: bytes | None) -> PredictionEvent:
@@ -114,6 +115,17 @@ class Pipeline:
         self.count_clamped(topic_kind, ts, kafka_ts)
         return kafka_ts
 
+    def _check_fields(self, unknown: tuple[str, ...], topic_kind: str) -> None:
+        """Count (and log, rate-limited) an event with fields the input contract does not know."""
+        if not unknown:
+            return
+        if self.metrics:
+            self.metrics.unknown_fields.labels(topic_kind).inc()
+        self._warnings.warn(("unknown_field", topic_kind),
+                            f"{topic_kind}: unknown top-level field(s) {', '.join(unknown[:5])} "
+                            f"ignored (set input.strict to dead-letter such events)",
+                            topic_kind=topic_kind, fields=list(unknown[:5]))
+
     def count_clamped(self, topic_kind: str, ts: float, used: float, count: int = 1) -> None:
         """Count (and log, rate-limited) event times replaced by a plausible one."""
         if self.metrics:
@@ -127,8 +139,10 @@ class Pipeline:
         for item in items:
             if isinstance(item, Record):
                 item.event.ts = self.clamp_event_time(item.event.ts, item.timestamp, "predictions")
+                self._check_fields(item.event.unknown_fields, "predictions")
             else:
                 item.label.ts = self.clamp_event_time(item.label.ts, item.timestamp, "labels")
+                self._check_fields(item.label.unknown_fields, "labels")
         if not self.join_labels:
             return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
         records: list[Record] = []
