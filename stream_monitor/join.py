@@ -37,6 +37,8 @@ prediction already expired), ``unmatched`` (no prediction came) or
 
 from __future__ import annotations
 
+import math
+import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,8 @@ class JoinLimits:
     #: labels that may queue behind an unresolved head label before it is given up as
     #: unmatched; None: ``early_label_events``
     head_wait_labels: int | None = None
+    #: predictions waiting for labels over all models; beyond it the oldest is expired
+    max_waiting_predictions: int = 1_000_000
 
     def head_wait(self) -> int:
         """Labels that may wait behind an unresolved head (see ``head_wait_labels``)."""
@@ -190,6 +194,58 @@ def _label_text(label: float | str) -> str:
     return str(label)
 
 
+#: a waiting prediction: prediction (NaN for a class), ts (NaN for none), arrival
+#: number (for the global bound), partition, index of its version in the model's table
+_PACKED = struct.Struct("<ddqIH")
+#: distinct versions a model's table holds before it is rebuilt from what still waits
+_MAX_VERSIONS = 1 << 16
+
+#: a waiting prediction: the packed numbers, with the class for a class prediction
+_Pending = bytes | tuple[bytes, str]
+
+
+class _Versions:
+    """A model's version names, so that a waiting prediction holds a 2-byte index."""
+
+    __slots__ = ("names", "index")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def of(self, version: str) -> int:
+        number = self.index.get(version)
+        if number is None:
+            number = self.index[version] = len(self.names)
+            self.names.append(version)
+        return number
+
+
+def _pack(versions: _Versions, version: str, prediction: float | str, ts: float | None,
+          partition: int, seq: int) -> _Pending:
+    """A compact waiting prediction: one bytes object (and the class, for a class prediction)."""
+    number = math.nan if isinstance(prediction, str) else prediction
+    packed = _PACKED.pack(number, math.nan if ts is None else ts, seq, partition, versions.of(version))
+    return (packed, prediction) if isinstance(prediction, str) else packed
+
+
+def _unpack(versions: _Versions, value: _Pending) -> tuple[str, float | str, float | None, int, int]:
+    """(version, prediction, ts, partition, arrival number) of a waiting prediction."""
+    packed = value[0] if isinstance(value, tuple) else value
+    number, ts, seq, partition, version = _PACKED.unpack(packed)
+    prediction: float | str = value[1] if isinstance(value, tuple) else number
+    return versions.names[version], prediction, None if math.isnan(ts) else ts, partition, seq
+
+
+def _pending_ts(value: _Pending) -> float | None:
+    ts = _PACKED.unpack(value[0] if isinstance(value, tuple) else value)[1]
+    return None if math.isnan(ts) else ts
+
+
+def _pending_seq(value: _Pending) -> int:
+    return _PACKED.unpack(value[0] if isinstance(value, tuple) else value)[2]
+
+
 class _Waiting:
     """A label in its model's queue, until it is resolved."""
 
@@ -204,11 +260,13 @@ class _Waiting:
 
 class _ModelJoin:
     __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
-                 "clock", "last_active")
+                 "clock", "last_active", "versions")
 
     def __init__(self, skew: float = JoinLimits.max_event_time_skew_s) -> None:
-        #: event_id -> (model_version, prediction, ts, partition), oldest first
-        self.pending: OrderedDict[str, tuple[str, float | str, float | None, int]] = OrderedDict()
+        #: event_id -> packed (prediction, ts, arrival, partition) and version, oldest first
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        #: the versions the waiting predictions refer to
+        self.versions = _Versions()
         #: labels in arrival order, resolved or not
         self.queue: deque[_Waiting] = deque()
         #: event_id -> unresolved labels waiting for that prediction
@@ -247,6 +305,10 @@ class LabelJoin:
         self._clamped: Counter[str] = Counter()
         self._ready: list[Pair] = []
         self._inputs = 0
+        #: waiting predictions over all models (kept equal to pending_predictions())
+        self._waiting_total = 0
+        #: predictions given up by the global bound, per reason, since the last take_dropped()
+        self._dropped: Counter[str] = Counter()
 
     def size(self) -> int:
         """Entries held in memory (for the bound): pending, queued and remembered ids."""
@@ -281,6 +343,7 @@ class LabelJoin:
                 self._ready.append(entry.pair)
         if state.pending:
             self._expired[model] += len(state.pending)
+            self._waiting_total -= len(state.pending)
 
     def _count(self, model: str, outcome: str) -> None:
         self.totals[outcome] += 1
@@ -316,9 +379,17 @@ class LabelJoin:
                 duplicate.outcome = "duplicate"
             self._remember(state.joined_ids, event.event_id)
         else:
-            state.pending[event.event_id] = (event.model_version, event.prediction, ts, partition)
-            state.pending.move_to_end(event.event_id)
+            if event.event_id in state.pending:
+                del state.pending[event.event_id]  # the newest copy waits, at the end
+                self._waiting_total -= 1
+            if len(state.versions.names) >= _MAX_VERSIONS and event.model_version not in state.versions.index:
+                self._reindex(state)
+            state.pending[event.event_id] = _pack(state.versions, event.model_version, event.prediction,
+                                                  ts, partition, self._inputs)
+            self._waiting_total += 1
         self._expire(event.model, state)
+        if self._waiting_total > self.limits.max_waiting_predictions:
+            self._drop_oldest()
 
     def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None) -> None:
         if label.ts is None and fallback_ts is not None:
@@ -333,7 +404,8 @@ class LabelJoin:
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)
         if found is not None:
-            version, prediction, ts, prediction_partition = found
+            self._waiting_total -= 1
+            version, prediction, ts, prediction_partition, _ = _unpack(state.versions, found)
             self._resolve(entry, label.model, version, prediction, ts, prediction_partition)
             self._remember(state.joined_ids, label.event_id)
         elif label.event_id in state.joined_ids:
@@ -365,7 +437,8 @@ class LabelJoin:
         limits = self.limits
         pending = state.pending
         while pending:
-            event_id, (_, _, ts, _) = next(iter(pending.items()))
+            event_id, value = next(iter(pending.items()))
+            ts = _pending_ts(value)
             too_many = len(pending) > limits.retention_events
             # an entry far ahead of the clock (the clock moved back under it) is given
             # up too, so that one bad time never blocks the expiry of those behind it
@@ -375,6 +448,7 @@ class LabelJoin:
             if not (too_many or too_old):
                 break
             pending.popitem(last=False)
+            self._waiting_total -= 1
             self._remember(state.expired_ids, event_id)
             self._expired[model] += 1
         # release resolved labels from the head, in label order; give up on the head
@@ -399,6 +473,30 @@ class LabelJoin:
             if not (stale or blocking or state.unresolved > cap or len(queue) > cap):
                 break
             self._give_up(state, head)
+
+    @staticmethod
+    def _reindex(state: _ModelJoin) -> None:
+        """Rebuild a full version table from the versions still waiting."""
+        old, state.versions = state.versions, _Versions()
+        for event_id, value in state.pending.items():
+            state.pending[event_id] = _pack(state.versions, *_unpack(old, value))
+
+    def _drop_oldest(self) -> None:
+        """Expire the oldest waiting prediction of all models (the global bound)."""
+        while self._waiting_total > self.limits.max_waiting_predictions:
+            model = min((name for name, m in self._models.items() if m.pending),
+                        key=lambda name: _pending_seq(next(iter(self._models[name].pending.values()))))
+            state = self._models[model]
+            event_id, _ = state.pending.popitem(last=False)
+            self._waiting_total -= 1
+            self._remember(state.expired_ids, event_id)
+            self._expired[model] += 1
+            self._dropped["global_bound"] += 1
+
+    def take_dropped(self) -> Counter[str]:
+        """Waiting predictions the global bound gave up, per reason, since the last call."""
+        dropped, self._dropped = self._dropped, Counter()
+        return dropped
 
     def _give_up(self, state: _ModelJoin, entry: _Waiting) -> None:
         entry.outcome = "unmatched"
@@ -450,7 +548,7 @@ class LabelJoin:
         return {
             "models": {
                 model: {
-                    "pending": [[k, *v] for k, v in m.pending.items()],
+                    "pending": [[k, *_unpack(m.versions, v)] for k, v in m.pending.items()],
                     "queue": [[w.label.event_id, w.label.label, w.label.ts, w.partition, w.outcome,
                                None if w.pair is None else [w.pair.model_version, w.pair.signal,
                                                             w.pair.value, w.pair.prediction_ts,
@@ -465,9 +563,15 @@ class LabelJoin:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._models = {}
+        self._waiting_total = 0
         for model, data in state["models"].items():
             m = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
-            m.pending = OrderedDict((k, (v, p, ts, part)) for k, v, p, ts, part in data["pending"])
+            for k, version, p, ts, part, *seq in data["pending"]:
+                # checkpoints before the global bound carry no arrival number
+                number = seq[0] if seq else 0
+                m.pending[k] = _pack(m.versions, version, p, ts, part, number)
+                self._inputs = max(self._inputs, number + 1)
+            self._waiting_total += len(m.pending)
             for event_id, label, ts, partition, outcome, pair in data["queue"]:
                 entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
                 entry.outcome = outcome

@@ -126,6 +126,11 @@ class Metrics:
             "Events carrying top-level fields the input contract does not know (processed; with "
             "input.strict they are dead-lettered as unknown_field instead).",
             ("topic_kind",), registry=registry)
+        self.join_dropped = Counter(
+            "stream_monitor_join_dropped_total",
+            "Waiting predictions the label join gave up early (reason global_bound: more than "
+            "labels.max_waiting_predictions over all models; also counted as expired for their model).",
+            ("reason",), registry=registry)
 
 
 class Health:

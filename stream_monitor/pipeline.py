@@ -96,7 +96,8 @@ class Pipeline:
         self.join = LabelJoin(
             JoinLimits(labels.retention_events, labels.retention_seconds,
                        labels.early_label_events, labels.early_label_seconds,
-                       settings.limits.max_event_time_skew_s, labels.max_head_wait_labels),
+                       settings.limits.max_event_time_skew_s, labels.max_head_wait_labels,
+                       labels.max_waiting_predictions),
             # matching the rules' globs once per model, not once per joined label
             threshold_for=functools.lru_cache(maxsize=1024)(
                 lambda model: settings.rule_for(model).classification_threshold),
@@ -158,6 +159,12 @@ class Pipeline:
             alerts.extend(self._performance(pairs))
         for topic_kind, count in join.take_clamped().items():
             self.count_clamped(topic_kind, float("nan"), float("nan"), count)
+        for reason, count in join.take_dropped().items():
+            if self.metrics:
+                self.metrics.join_dropped.labels(reason).inc(count)
+            self._warnings.warn(("join_dropped", reason),
+                                f"label join: {count} waiting prediction(s) expired early, more than "
+                                f"labels.max_waiting_predictions wait over all models", reason=reason)
         if self.metrics:
             self._export_join_metrics(pairs)
         return alerts

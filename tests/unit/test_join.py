@@ -183,3 +183,40 @@ def test_joinable_waiting_never_exceeds_the_head_wait_per_model():
         assert join.joinable_waiting() <= 301
     assert join.totals == {"unmatched": 700}
     assert join.waiting_labels() == join.joinable_waiting() == 300
+
+
+def test_the_global_bound_expires_the_oldest_waiting_prediction_across_models():
+    join = LabelJoin(JoinLimits(max_waiting_predictions=10))
+    for n in range(8):
+        join.add_prediction(prediction(n, model="a"))
+    for n in range(8, 14):
+        join.add_prediction(prediction(n, model="b"))
+    assert join.pending_predictions() == 10
+    assert join.take_dropped() == {"global_bound": 4}
+    _, expired = join.take_outcomes()
+    assert expired == {"a": 4}
+    # a's four oldest are gone for good (late), the rest still join
+    for n in range(14):
+        join.add_label(label(n, 1.0, model="a" if n < 8 else "b"))
+    assert outcomes(join) == {"late": 4, "joined": 10}
+    restored = LabelJoin(JoinLimits(max_waiting_predictions=10))
+    restored.load_state_dict(join.state_dict())
+    assert restored.pending_predictions() == 0
+
+
+def test_waiting_predictions_survive_a_checkpoint_with_their_values():
+    join = LabelJoin(JoinLimits())
+    join.add_prediction(prediction(1, 0.9))
+    join.add_prediction(PredictionEvent("e2", "m", "7", None, {}, "spam"))
+    restored = LabelJoin(JoinLimits())
+    restored.load_state_dict(orjson_roundtrip(join.state_dict()))
+    restored.add_label(label(1, 0.0))
+    restored.add_label(LabelEvent("e2", "m", "spam", 3.0))
+    pairs = restored.drain()
+    assert [(p.event_id, p.model_version, p.value, p.prediction_ts) for p in pairs] == [
+        ("e1", "1", 1.0, 1.0), ("e2", "7", 0.0, None)]
+
+
+def orjson_roundtrip(state):
+    import orjson
+    return orjson.loads(orjson.dumps(state))
