@@ -220,3 +220,16 @@ def test_waiting_predictions_survive_a_checkpoint_with_their_values():
 def orjson_roundtrip(state):
     import orjson
     return orjson.loads(orjson.dumps(state))
+
+
+def test_a_clock_started_by_a_far_future_event_comes_back_after_a_few_agreeing_events():
+    from stream_monitor.join import CLOCK_CONFIRMATIONS, EventClock
+    clock = EventClock(100.0)
+    clock.observe(FAR)
+    for n in range(CLOCK_CONFIRMATIONS):
+        assert clock.observe(float(n)) == (float(n), False)
+    assert clock.now == float(CLOCK_CONFIRMATIONS - 1)
+    # alternating far-off values never agree with each other: the clock stays
+    for n in range(10):
+        clock.observe(FAR if n % 2 else 1e6 + n)
+    assert clock.now == float(CLOCK_CONFIRMATIONS - 1)
