@@ -263,6 +263,9 @@ class LimitSettings(_Frozen):
     #: when max_models is reached, the least recently seen model is evicted if it has had no
     #: event for at least this many events (0: always evict it); otherwise the new model is dropped
     model_min_idle_events: int = Field(default=0, ge=0)
+    #: an event ``ts`` further than this from the Kafka message time (or, without one,
+    #: ahead of the stream's clock) is implausible: the event takes that time instead
+    max_event_time_skew_s: float = Field(default=86_400.0, gt=0)
 
 
 class MetricsSettings(_Frozen):
@@ -277,6 +280,19 @@ class LabelSettings(_Frozen):
     retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     early_label_events: int = Field(default=10_000, ge=0)
     early_label_seconds: float = Field(default=3600, ge=0)
+    #: labels that may queue behind an unresolved head label (pairs are released in
+    #: label order) before it is given up as unmatched; default: early_label_events
+    max_head_wait_labels: int | None = Field(default=None, ge=0)
+    #: predictions waiting for labels over all models; the oldest is expired beyond it
+    max_waiting_predictions: int = Field(default=1_000_000, ge=1)
+
+
+class InputSettings(_Frozen):
+    """How strictly input events are read."""
+
+    #: dead-letter events with a top-level field the input contract does not know
+    #: (reason ``unknown_field``); off: they are processed, counted and logged
+    strict: bool = False
 
 
 class Settings(BaseSettings):
@@ -292,6 +308,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    input: InputSettings = Field(default_factory=InputSettings)
     #: when set, events of other models are dead-lettered as ``unknown_model``
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults

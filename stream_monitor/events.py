@@ -38,7 +38,12 @@ REJECT_REASONS = (
     "wrong_type",
     "nested_value",
     "unknown_model",
+    "unknown_field",
 )
+
+#: the top-level fields of each event; others are counted (or, strict, rejected)
+PREDICTION_FIELDS = frozenset({"event_id", "model", "model_version", "ts", "features", "prediction"})
+LABEL_FIELDS = frozenset({"event_id", "model", "label", "ts"})
 
 _NON_FINITE = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)(?![\"\w])")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -53,6 +58,8 @@ class Limits:
     max_message_bytes: int = 1_000_000
     max_string_length: int = 1024
     max_features: int = 1024
+    #: reject a message with a top-level field the input contract does not know
+    strict: bool = False
 
 
 @dataclass(slots=True)
@@ -63,6 +70,8 @@ class PredictionEvent:
     ts: float | None  # epoch seconds; None means "use the Kafka timestamp"
     features: dict[str, float | str | None]
     prediction: float | str | None
+    #: top-level fields the input contract does not know (e.g. "feature" for "features")
+    unknown_fields: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -71,6 +80,7 @@ class LabelEvent:
     model: str
     label: float | str
     ts: float | None
+    unknown_fields: tuple[str, ...] = ()
 
 
 def _load_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
@@ -132,6 +142,16 @@ def _timestamp(value: Any, raw: bytes) -> float | None:
         except (ValueError, OverflowError):
             raise BadMessage("wrong_type", f"'ts' is not a valid time: {value[:40]!r}", raw) from None
     raise BadMessage("wrong_type", "'ts' must be epoch seconds or an RFC 3339 string", raw)
+
+
+def _unknown_fields(document: dict[str, Any], known: frozenset[str], raw: bytes,
+                   limits: Limits) -> tuple[str, ...]:
+    """Top-level fields outside the contract, sorted; in strict mode, the reason to reject."""
+    unknown = tuple(sorted(name[:64] for name in document if name not in known))
+    if unknown and limits.strict:
+        raise BadMessage("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown[:5]))} "
+                         f"(input.strict is on; known: {', '.join(sorted(known))})", raw)
+    return unknown
 
 
 def _scalar(name: str, value: Any, raw: bytes, limits: Limits) -> float | str | None:
@@ -196,15 +216,18 @@ def decode_prediction(raw: bytes | None, limits: Limits = Limits()) -> Predictio
             raise BadMessage("oversize", "a feature name is too long", raw)
         features[name] = _scalar(f"features.{name}", value, raw, limits)
     prediction = _scalar("prediction", document.get("prediction"), raw, limits)
-    return PredictionEvent(event_id, model, model_version, _timestamp(document.get("ts"), raw),
-                           features, prediction)
+    ts = _timestamp(document.get("ts"), raw)
+    unknown = _unknown_fields(document, PREDICTION_FIELDS, raw, limits)
+    return PredictionEvent(event_id, model, model_version, ts, features, prediction, unknown)
 
 
 def decode_label(raw: bytes | None, limits: Limits = Limits()) -> LabelEvent:
     """Decode one label event; raise :class:`BadMessage` when it is unusable.
 
+    A JSON boolean label is the class 1/0: ``true`` decodes to ``1.0``.
+
     >>> decode_label(b'{"event_id": "e1", "model": "fraud", "label": 1, "ts": "2025-11-24T16:00:00Z"}')
-    LabelEvent(event_id='e1', model='fraud', label=1.0, ts=1764000000.0)
+    LabelEvent(event_id='e1', model='fraud', label=1.0, ts=1764000000.0, unknown_fields=())
     """
     document = _load_object(raw, limits)
     assert raw is not None
@@ -212,6 +235,9 @@ def decode_label(raw: bytes | None, limits: Limits = Limits()) -> LabelEvent:
     model = _required_string(document, "model", raw, limits)
     if "label" not in document or document["label"] is None:
         raise BadMessage("missing_field", "'label' is required", raw)
-    label = _scalar("label", document["label"], raw, limits)
+    value = document["label"]
+    # a boolean label is the class 1/0 (a boolean feature stays a category)
+    label = float(value) if isinstance(value, bool) else _scalar("label", value, raw, limits)
     assert label is not None
-    return LabelEvent(event_id, model, label, _timestamp(document.get("ts"), raw))
+    ts = _timestamp(document.get("ts"), raw)
+    return LabelEvent(event_id, model, label, ts, _unknown_fields(document, LABEL_FIELDS, raw, limits))

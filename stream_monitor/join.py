@@ -37,6 +37,8 @@ prediction already expired), ``unmatched`` (no prediction came) or
 
 from __future__ import annotations
 
+import math
+import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +59,83 @@ class JoinLimits:
     retention_seconds: float = 7 * 24 * 3600
     early_label_events: int = 10_000
     early_label_seconds: float = 3600
+    #: an event time more than this ahead of the join's clock is not taken as the clock
+    max_event_time_skew_s: float = 86_400.0
+    #: labels that may queue behind an unresolved head label before it is given up as
+    #: unmatched; None: ``early_label_events``
+    head_wait_labels: int | None = None
+    #: predictions waiting for labels over all models; beyond it the oldest is expired
+    max_waiting_predictions: int = 1_000_000
+
+    def head_wait(self) -> int:
+        """Labels that may wait behind an unresolved head (see ``head_wait_labels``)."""
+        if self.head_wait_labels is not None:
+            return self.head_wait_labels
+        return self.early_label_events
+
+
+#: consecutive agreeing events far ahead of (or behind) the clock that move it there
+CLOCK_CONFIRMATIONS = 3
+
+
+class EventClock:
+    """A stream's event time that one implausible event never moves.
+
+    A time more than ``skew`` seconds ahead of the clock is *clamped*: the
+    event gets the clock's time and the clock stays. Only
+    :data:`CLOCK_CONFIRMATIONS` consecutive events that agree with each other
+    (within ``skew``) move the clock that far, ahead or back: the stream
+    really jumped (or the clock was started by a bad first event).
+
+    >>> clock = EventClock(100.0)
+    >>> [clock.observe(t) for t in (1.0, 2.0, 9e9, 3.0)]
+    [(1.0, False), (2.0, False), (2.0, True), (3.0, False)]
+    """
+
+    __slots__ = ("skew", "now", "_outlier", "_agreeing")
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+        self.now: float | None = None
+        self._outlier: float | None = None
+        self._agreeing = 0
+
+    def observe(self, ts: float) -> tuple[float, bool]:
+        """The time to use for an event at ``ts``, and whether it was clamped."""
+        now = self.now
+        if now is None:
+            self.now = ts
+            return ts, False
+        if ts - now <= self.skew:
+            if now - ts <= self.skew:
+                self._agreeing = 0
+                self.now = max(now, ts)
+                return ts, False
+            # far behind: kept (a lagging partition), but it may prove the clock wrong
+            if self._confirms(ts):
+                self.now = ts
+            return ts, False
+        if self._confirms(ts):
+            self.now = ts
+            return ts, False
+        return now, True
+
+    def _confirms(self, ts: float) -> bool:
+        if self._agreeing and self._outlier is not None and abs(ts - self._outlier) <= self.skew:
+            self._agreeing += 1
+        else:
+            self._agreeing = 1
+        self._outlier = ts
+        if self._agreeing >= CLOCK_CONFIRMATIONS:
+            self._agreeing = 0
+            return True
+        return False
+
+    def state(self) -> list[Any]:
+        return [self.now, self._outlier, self._agreeing]
+
+    def load(self, state: list[Any]) -> None:
+        self.now, self._outlier, self._agreeing = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +158,20 @@ def score_pair(prediction: float | str, label: float | str,
 
     >>> score_pair("spam", "ham", None), score_pair(0.7, 1.0, None), score_pair(12.0, 10.5, None)
     (('performance:error_rate', 1.0), ('performance:error_rate', 0.0), ('performance:abs_error', 1.5))
+
+    Booleans are the classes 1/0: a class prediction ``"true"`` matches the label 1
+    (a JSON ``true`` label decodes to 1.0), and a label ``"true"`` scores against a score.
+
+    >>> score_pair("true", 1.0, None), score_pair(0.9, "true", None)
+    (('performance:error_rate', 0.0), ('performance:error_rate', 0.0))
     """
+    if isinstance(label, str) and not isinstance(prediction, str):
+        binary = _BOOLEAN_CLASSES.get(label.strip().lower())
+        if binary is None:
+            return ERROR_RATE, float(_label_text(prediction) != label)
+        label = float(binary)
     if isinstance(prediction, str) or isinstance(label, str):
-        return ERROR_RATE, float(str(prediction) != _label_text(label))
+        return ERROR_RATE, float(_class_text(prediction) != _class_text(_label_text(label)))
     if threshold is None and label in (0.0, 1.0) and 0.0 <= prediction <= 1.0:
         threshold = 0.5
     if threshold is not None:
@@ -89,10 +179,71 @@ def score_pair(prediction: float | str, label: float | str,
     return ABS_ERROR, abs(prediction - label)
 
 
+#: class names that mean 1 and 0 (a JSON boolean becomes "true"/"false" as a category)
+_BOOLEAN_CLASSES = {"true": "1", "false": "0", "1": "1", "0": "0", "1.0": "1", "0.0": "0"}
+
+
+def _class_text(value: str) -> str:
+    """A class name, with the spellings of true/false and 1/0 made one."""
+    return _BOOLEAN_CLASSES.get(value.strip().lower(), value)
+
+
 def _label_text(label: float | str) -> str:
     if isinstance(label, float) and label.is_integer():
         return str(int(label))
     return str(label)
+
+
+#: a waiting prediction: prediction (NaN for a class), ts (NaN for none), arrival
+#: number (for the global bound), partition, index of its version in the model's table
+_PACKED = struct.Struct("<ddqIH")
+#: distinct versions a model's table holds before it is rebuilt from what still waits
+_MAX_VERSIONS = 1 << 16
+
+#: a waiting prediction: the packed numbers, with the class for a class prediction
+_Pending = bytes | tuple[bytes, str]
+
+
+class _Versions:
+    """A model's version names, so that a waiting prediction holds a 2-byte index."""
+
+    __slots__ = ("names", "index")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def of(self, version: str) -> int:
+        number = self.index.get(version)
+        if number is None:
+            number = self.index[version] = len(self.names)
+            self.names.append(version)
+        return number
+
+
+def _pack(versions: _Versions, version: str, prediction: float | str, ts: float | None,
+          partition: int, seq: int) -> _Pending:
+    """A compact waiting prediction: one bytes object (and the class, for a class prediction)."""
+    number = math.nan if isinstance(prediction, str) else prediction
+    packed = _PACKED.pack(number, math.nan if ts is None else ts, seq, partition, versions.of(version))
+    return (packed, prediction) if isinstance(prediction, str) else packed
+
+
+def _unpack(versions: _Versions, value: _Pending) -> tuple[str, float | str, float | None, int, int]:
+    """(version, prediction, ts, partition, arrival number) of a waiting prediction."""
+    packed = value[0] if isinstance(value, tuple) else value
+    number, ts, seq, partition, version = _PACKED.unpack(packed)
+    prediction: float | str = value[1] if isinstance(value, tuple) else number
+    return versions.names[version], prediction, None if math.isnan(ts) else ts, partition, seq
+
+
+def _pending_ts(value: _Pending) -> float | None:
+    ts = _PACKED.unpack(value[0] if isinstance(value, tuple) else value)[1]
+    return None if math.isnan(ts) else ts
+
+
+def _pending_seq(value: _Pending) -> int:
+    return _PACKED.unpack(value[0] if isinstance(value, tuple) else value)[2]
 
 
 class _Waiting:
@@ -109,11 +260,13 @@ class _Waiting:
 
 class _ModelJoin:
     __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
-                 "stream_ts", "last_active")
+                 "clock", "last_active", "versions")
 
-    def __init__(self) -> None:
-        #: event_id -> (model_version, prediction, ts, partition), oldest first
-        self.pending: OrderedDict[str, tuple[str, float | str, float | None, int]] = OrderedDict()
+    def __init__(self, skew: float = JoinLimits.max_event_time_skew_s) -> None:
+        #: event_id -> packed (prediction, ts, arrival, partition) and version, oldest first
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        #: the versions the waiting predictions refer to
+        self.versions = _Versions()
         #: labels in arrival order, resolved or not
         self.queue: deque[_Waiting] = deque()
         #: event_id -> unresolved labels waiting for that prediction
@@ -122,10 +275,15 @@ class _ModelJoin:
         #: recently joined and recently expired ids, to tell duplicates and late labels apart
         self.joined_ids: OrderedDict[str, None] = OrderedDict()
         self.expired_ids: OrderedDict[str, None] = OrderedDict()
-        #: newest prediction event time of the model
-        self.stream_ts: float | None = None
+        #: the model's prediction event time (robust to one implausible ``ts``)
+        self.clock = EventClock(skew)
         #: the join's input count at this model's last input (for eviction)
         self.last_active = 0
+
+    @property
+    def stream_ts(self) -> float | None:
+        """The model's prediction stream time (None before its first timed prediction)."""
+        return self.clock.now
 
 
 class LabelJoin:
@@ -143,8 +301,14 @@ class LabelJoin:
         #: per (model, outcome) and per model, since the last take_outcomes()
         self._outcomes: Counter[tuple[str, str]] = Counter()
         self._expired: Counter[str] = Counter()
+        #: event times clamped by the join's clock, per topic kind, since the last take_clamped()
+        self._clamped: Counter[str] = Counter()
         self._ready: list[Pair] = []
         self._inputs = 0
+        #: waiting predictions over all models (kept equal to pending_predictions())
+        self._waiting_total = 0
+        #: predictions given up by the global bound, per reason, since the last take_dropped()
+        self._dropped: Counter[str] = Counter()
 
     def size(self) -> int:
         """Entries held in memory (for the bound): pending, queued and remembered ids."""
@@ -166,7 +330,7 @@ class LabelJoin:
                 idle = min(self._models, key=lambda name: (self._models[name].stream_ts is not None,
                                                            self._models[name].last_active))
                 self._evict(idle)
-            state = self._models[model] = _ModelJoin()
+            state = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
         state.last_active = self._inputs
         return state
 
@@ -179,10 +343,16 @@ class LabelJoin:
                 self._ready.append(entry.pair)
         if state.pending:
             self._expired[model] += len(state.pending)
+            self._waiting_total -= len(state.pending)
 
     def _count(self, model: str, outcome: str) -> None:
         self.totals[outcome] += 1
         self._outcomes[(model, outcome)] += 1
+
+    def take_clamped(self) -> Counter[str]:
+        """Event times the join's clock clamped, per topic kind, since the last call."""
+        clamped, self._clamped = self._clamped, Counter()
+        return clamped
 
     def take_outcomes(self) -> tuple[Counter[tuple[str, str]], Counter[str]]:
         """Label outcomes per (model, outcome) and expired predictions per model since the last call."""
@@ -196,8 +366,10 @@ class LabelJoin:
             return
         state = self._model(event.model)
         ts = event.ts if event.ts is not None else fallback_ts
-        if ts is not None and (state.stream_ts is None or ts > state.stream_ts):
-            state.stream_ts = ts
+        if ts is not None:
+            ts, clamped = state.clock.observe(ts)
+            if clamped:
+                self._clamped["predictions"] += 1
         waiting = state.waiting_by_id.pop(event.event_id, None)
         if waiting:
             state.unresolved -= len(waiting)
@@ -207,19 +379,33 @@ class LabelJoin:
                 duplicate.outcome = "duplicate"
             self._remember(state.joined_ids, event.event_id)
         else:
-            state.pending[event.event_id] = (event.model_version, event.prediction, ts, partition)
-            state.pending.move_to_end(event.event_id)
+            if event.event_id in state.pending:
+                del state.pending[event.event_id]  # the newest copy waits, at the end
+                self._waiting_total -= 1
+            if len(state.versions.names) >= _MAX_VERSIONS and event.model_version not in state.versions.index:
+                self._reindex(state)
+            state.pending[event.event_id] = _pack(state.versions, event.model_version, event.prediction,
+                                                  ts, partition, self._inputs)
+            self._waiting_total += 1
         self._expire(event.model, state)
+        if self._waiting_total > self.limits.max_waiting_predictions:
+            self._drop_oldest()
 
     def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None) -> None:
         if label.ts is None and fallback_ts is not None:
             label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
         state = self._model(label.model)
+        now = state.stream_ts
+        if label.ts is not None and now is not None and label.ts - now > self.limits.max_event_time_skew_s:
+            # implausibly far ahead of the predictions: it would never go stale
+            label = LabelEvent(label.event_id, label.model, label.label, now)
+            self._clamped["labels"] += 1
         entry = _Waiting(label, partition)
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)
         if found is not None:
-            version, prediction, ts, prediction_partition = found
+            self._waiting_total -= 1
+            version, prediction, ts, prediction_partition, _ = _unpack(state.versions, found)
             self._resolve(entry, label.model, version, prediction, ts, prediction_partition)
             self._remember(state.joined_ids, label.event_id)
         elif label.event_id in state.joined_ids:
@@ -251,13 +437,18 @@ class LabelJoin:
         limits = self.limits
         pending = state.pending
         while pending:
-            event_id, (_, _, ts, _) = next(iter(pending.items()))
+            event_id, value = next(iter(pending.items()))
+            ts = _pending_ts(value)
             too_many = len(pending) > limits.retention_events
+            # an entry far ahead of the clock (the clock moved back under it) is given
+            # up too, so that one bad time never blocks the expiry of those behind it
             too_old = (ts is not None and state.stream_ts is not None
-                       and state.stream_ts - ts > limits.retention_seconds)
+                       and (state.stream_ts - ts > limits.retention_seconds
+                            or ts - state.stream_ts > limits.max_event_time_skew_s))
             if not (too_many or too_old):
                 break
             pending.popitem(last=False)
+            self._waiting_total -= 1
             self._remember(state.expired_ids, event_id)
             self._expired[model] += 1
         # release resolved labels from the head, in label order; give up on the head
@@ -265,6 +456,7 @@ class LabelJoin:
         # an unresolved head wait with it) or when the predictions have moved past it
         queue = state.queue
         cap = limits.early_label_events
+        head_wait = limits.head_wait()
         while queue:
             head = queue[0]
             if head.outcome is not None:
@@ -276,9 +468,35 @@ class LabelJoin:
             label_ts = head.label.ts
             stale = (label_ts is not None and state.stream_ts is not None
                      and state.stream_ts - label_ts > limits.early_label_seconds)
-            if not (stale or state.unresolved > cap or len(queue) > cap):
+            # the head blocks every pair behind it: bounded in labels as well as in time
+            blocking = len(queue) - 1 >= head_wait
+            if not (stale or blocking or state.unresolved > cap or len(queue) > cap):
                 break
             self._give_up(state, head)
+
+    @staticmethod
+    def _reindex(state: _ModelJoin) -> None:
+        """Rebuild a full version table from the versions still waiting."""
+        old, state.versions = state.versions, _Versions()
+        for event_id, value in state.pending.items():
+            state.pending[event_id] = _pack(state.versions, *_unpack(old, value))
+
+    def _drop_oldest(self) -> None:
+        """Expire the oldest waiting prediction of all models (the global bound)."""
+        while self._waiting_total > self.limits.max_waiting_predictions:
+            model = min((name for name, m in self._models.items() if m.pending),
+                        key=lambda name: _pending_seq(next(iter(self._models[name].pending.values()))))
+            state = self._models[model]
+            event_id, _ = state.pending.popitem(last=False)
+            self._waiting_total -= 1
+            self._remember(state.expired_ids, event_id)
+            self._expired[model] += 1
+            self._dropped["global_bound"] += 1
+
+    def take_dropped(self) -> Counter[str]:
+        """Waiting predictions the global bound gave up, per reason, since the last call."""
+        dropped, self._dropped = self._dropped, Counter()
+        return dropped
 
     def _give_up(self, state: _ModelJoin, entry: _Waiting) -> None:
         entry.outcome = "unmatched"
@@ -295,17 +513,34 @@ class LabelJoin:
         return ready
 
     def pending_predictions(self) -> int:
+        """Predictions waiting for their label, over all models."""
         return sum(len(m.pending) for m in self._models.values())
 
     def fullest_pending(self) -> int:
-        """Predictions waiting for labels in the model that has the most."""
+        """Predictions waiting for labels in the model that has the most.
+
+        The service pauses the predictions topic while this comes close to
+        ``retention_events`` (and labels are unread).
+        """
         return max((len(m.pending) for m in self._models.values()), default=0)
 
     def joinable_waiting(self) -> int:
-        """Unresolved labels of models whose predictions have been seen."""
+        """Unresolved labels of models whose predictions have been seen.
+
+        The service pauses the labels topic while this is above half of
+        ``early_label_events``. It is exact after every input: a label counts
+        from its arrival until it is joined, or given up (stale in event time,
+        more than ``early_label_events`` unresolved, or
+        :meth:`JoinLimits.head_wait` labels queued behind it at the head).
+        Per model it never exceeds ``min(early_label_events, head_wait()) + 1``.
+        It changes only on input: a caller that pauses the labels on it must
+        keep feeding predictions, and resume the labels when the predictions
+        have nothing unread (nothing else would ever lower it).
+        """
         return sum(m.unresolved for m in self._models.values() if m.stream_ts is not None)
 
     def waiting_labels(self) -> int:
+        """Labels queued, resolved or not (resolved ones wait behind an unresolved head)."""
         return sum(len(m.queue) for m in self._models.values())
 
     def state_dict(self) -> dict[str, Any]:
@@ -313,7 +548,7 @@ class LabelJoin:
         return {
             "models": {
                 model: {
-                    "pending": [[k, *v] for k, v in m.pending.items()],
+                    "pending": [[k, *_unpack(m.versions, v)] for k, v in m.pending.items()],
                     "queue": [[w.label.event_id, w.label.label, w.label.ts, w.partition, w.outcome,
                                None if w.pair is None else [w.pair.model_version, w.pair.signal,
                                                             w.pair.value, w.pair.prediction_ts,
@@ -321,16 +556,22 @@ class LabelJoin:
                               for w in m.queue],
                     "joined_ids": list(m.joined_ids),
                     "expired_ids": list(m.expired_ids),
-                    "stream_ts": m.stream_ts,
+                    "clock": m.clock.state(),
                 } for model, m in self._models.items()
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._models = {}
+        self._waiting_total = 0
         for model, data in state["models"].items():
-            m = self._models[model] = _ModelJoin()
-            m.pending = OrderedDict((k, (v, p, ts, part)) for k, v, p, ts, part in data["pending"])
+            m = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
+            for k, version, p, ts, part, *seq in data["pending"]:
+                # checkpoints before the global bound carry no arrival number
+                number = seq[0] if seq else 0
+                m.pending[k] = _pack(m.versions, version, p, ts, part, number)
+                self._inputs = max(self._inputs, number + 1)
+            self._waiting_total += len(m.pending)
             for event_id, label, ts, partition, outcome, pair in data["queue"]:
                 entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
                 entry.outcome = outcome
@@ -344,4 +585,7 @@ class LabelJoin:
                     m.unresolved += 1
             m.joined_ids = OrderedDict.fromkeys(data["joined_ids"])
             m.expired_ids = OrderedDict.fromkeys(data["expired_ids"])
-            m.stream_ts = data["stream_ts"]
+            if "clock" in data:
+                m.clock.load(data["clock"])
+            else:  # a checkpoint from before the robust clock
+                m.clock.now = data["stream_ts"]

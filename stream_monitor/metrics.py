@@ -130,6 +130,22 @@ class Metrics:
             "stream_monitor_detector_errors_total",
             "A detector raised; it was disabled for that signal and the others kept going.",
             ("model", "detector"), registry=registry)
+        # -- label join and input contract (issue 9: clamped times, unknown fields, join bound)
+        self.event_time_clamped = Counter(
+            "stream_monitor_event_time_clamped_total",
+            "Events whose ts was further than limits.max_event_time_skew_s from the Kafka message "
+            "time (or ahead of the stream's clock) and was replaced by it.",
+            ("topic_kind",), registry=registry)
+        self.unknown_fields = Counter(
+            "stream_monitor_unknown_fields_total",
+            "Events carrying top-level fields the input contract does not know (processed; with "
+            "input.strict they are dead-lettered as unknown_field instead).",
+            ("topic_kind",), registry=registry)
+        self.join_dropped = Counter(
+            "stream_monitor_join_dropped_total",
+            "Waiting predictions the label join gave up early (reason global_bound: more than "
+            "labels.max_waiting_predictions over all models; also counted as expired for their model).",
+            ("reason",), registry=registry)
 
 
 class Health:

@@ -8,7 +8,8 @@ and wait in the label join; joined pairs feed the performance signals.
 from __future__ import annotations
 
 import functools
-from collections import deque
+import logging
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,10 +21,36 @@ from stream_monitor.join import JoinLimits, LabelJoin, Pair
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Monitor, Record
 
-__all__ = ["Decoder", "LabelRecord", "Pipeline"]
+__all__ = ["Decoder", "LabelRecord", "Pipeline", "RateLimitedLog"]
+
+log = logging.getLogger(__name__)
 
 #: joined values over which the current error rate / mean error gauge is computed
 PERFORMANCE_WINDOW = 1000
+
+
+class RateLimitedLog:
+    """Warn about a repeating condition on its 1st, 10th, 100th, ... occurrence per key.
+
+    Counting occurrences (not the wall clock) keeps the log bounded and deterministic.
+    """
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self._logger = logger
+        self._seen: Counter[tuple[str, ...]] = Counter()
+
+    def warn(self, key: tuple[str, ...], message: str, **extra: object) -> None:
+        self._seen[key] += 1
+        count = self._seen[key]
+        if _is_power_of_ten(count):
+            self._logger.warning(f"{message} (occurrence {count}; logged at 1, 10, 100, ...)",
+                                 extra={"occurrences": count, **extra})
+
+
+def _is_power_of_ten(number: int) -> bool:
+    while number % 10 == 0:
+        number //= 10
+    return number == 1
 
 
 class Decoder:
@@ -34,7 +61,8 @@ class Decoder:
 
     def __init__(self, settings: Settings) -> None:
         limits = settings.limits
-        self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features)
+        self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features,
+                             settings.input.strict)
         self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
 
     def prediction(self, raw: bytes | None) -> PredictionEvent:
@@ -67,15 +95,55 @@ class Pipeline:
         labels = settings.labels
         self.join = LabelJoin(
             JoinLimits(labels.retention_events, labels.retention_seconds,
-                       labels.early_label_events, labels.early_label_seconds),
+                       labels.early_label_events, labels.early_label_seconds,
+                       settings.limits.max_event_time_skew_s, labels.max_head_wait_labels,
+                       labels.max_waiting_predictions),
             # matching the rules' globs once per model, not once per joined label
             threshold_for=functools.lru_cache(maxsize=1024)(
                 lambda model: settings.rule_for(model).classification_threshold),
             max_models=settings.limits.max_models)
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
+        self._skew = settings.limits.max_event_time_skew_s
+        self._warnings = RateLimitedLog()
+
+    def clamp_event_time(self, ts: float | None, kafka_ts: float | None, topic_kind: str) -> float | None:
+        """``ts``, or the Kafka message time when ``ts`` is further than the allowed skew from it.
+
+        Counted in ``event_time_clamped_total{topic_kind}`` and logged (rate-limited).
+        """
+        if ts is None or kafka_ts is None or abs(ts - kafka_ts) <= self._skew:
+            return ts
+        self.count_clamped(topic_kind, ts, kafka_ts)
+        return kafka_ts
+
+    def _check_fields(self, unknown: tuple[str, ...], topic_kind: str) -> None:
+        """Count (and log, rate-limited) an event with fields the input contract does not know."""
+        if not unknown:
+            return
+        if self.metrics:
+            self.metrics.unknown_fields.labels(topic_kind).inc()
+        self._warnings.warn(("unknown_field", topic_kind),
+                            f"{topic_kind}: unknown top-level field(s) {', '.join(unknown[:5])} "
+                            f"ignored (set input.strict to dead-letter such events)",
+                            topic_kind=topic_kind, fields=list(unknown[:5]))
+
+    def count_clamped(self, topic_kind: str, ts: float, used: float, count: int = 1) -> None:
+        """Count (and log, rate-limited) event times replaced by a plausible one."""
+        if self.metrics:
+            self.metrics.event_time_clamped.labels(topic_kind).inc(count)
+        self._warnings.warn(("clamped", topic_kind),
+                            f"{topic_kind}: an event ts further than {self._skew:.0f} s from the "
+                            f"stream's time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
+        for item in items:
+            if isinstance(item, Record):
+                item.event.ts = self.clamp_event_time(item.event.ts, item.timestamp, "predictions")
+                self._check_fields(item.event.unknown_fields, "predictions")
+            else:
+                item.label.ts = self.clamp_event_time(item.label.ts, item.timestamp, "labels")
+                self._check_fields(item.label.unknown_fields, "labels")
         if not self.join_labels:
             return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
         records: list[Record] = []
@@ -89,6 +157,14 @@ class Pipeline:
         pairs = join.drain()
         if pairs:
             alerts.extend(self._performance(pairs))
+        for topic_kind, count in join.take_clamped().items():
+            self.count_clamped(topic_kind, float("nan"), float("nan"), count)
+        for reason, count in join.take_dropped().items():
+            if self.metrics:
+                self.metrics.join_dropped.labels(reason).inc(count)
+            self._warnings.warn(("join_dropped", reason),
+                                f"label join: {count} waiting prediction(s) expired early, more than "
+                                f"labels.max_waiting_predictions wait over all models", reason=reason)
         if self.metrics:
             self._export_join_metrics(pairs)
         return alerts

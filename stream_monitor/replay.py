@@ -4,7 +4,12 @@ The events file is read as one ordered stream (like one partition, numbered
 0). With a labels file, the two are merged by event time (each file is taken
 to be in event-time order, as a log is; a line without ``ts`` keeps the time
 of the line before it; on a tie the prediction comes first), then go through
-the same label join as in ``run``. Bad lines are counted by reason and
+the same label join as in ``run``. There is no Kafka message time to check a
+``ts`` against, so each file keeps a robust clock
+(:class:`~stream_monitor.join.EventClock`): a ``ts`` more than
+``limits.max_event_time_skew_s`` ahead of it takes the clock's time (counted
+in ``event_time_clamped_total``), so one bad line never reorders the merge or
+moves the join's clock. Bad lines are counted by reason and
 reported, never fatal.
 """
 
@@ -19,6 +24,7 @@ from typing import BinaryIO
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
+from stream_monitor.join import EventClock
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Record
 from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
@@ -34,12 +40,16 @@ class ReplaySummary:
     rejected: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     label_outcomes: Counter[str] = field(default_factory=Counter)
+    #: event times clamped to the file's clock, per topic kind
+    clamped: Counter[str] = field(default_factory=Counter)
 
     def render(self) -> str:
         lines = [f"replay: {self.lines} lines, {self.events} events, {self.labels} labels, "
                  f"{sum(self.rejected.values())} rejected, {sum(self.alerts.values())} alerts"]
         for reason, count in sorted(self.rejected.items()):
             lines.append(f"  rejected {reason}: {count}")
+        for topic_kind, count in sorted(self.clamped.items()):
+            lines.append(f"  event times clamped {topic_kind}: {count}")
         for outcome, count in sorted(self.label_outcomes.items()):
             lines.append(f"  labels {outcome}: {count}")
         for (model, signal, detector), count in sorted(self.alerts.items()):
@@ -47,9 +57,12 @@ class ReplaySummary:
         return "\n".join(lines)
 
 
-def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
+def _read(path: Path, kind: int, pipeline: Pipeline, summary: ReplaySummary,
           ) -> Iterator[tuple[float, int, int, Record | LabelRecord]]:
+    settings = pipeline.settings
     decoder = Decoder(settings)
+    clock = EventClock(settings.limits.max_event_time_skew_s)
+    topic_kind = "predictions" if kind == 0 else "labels"
     last_ts = float("-inf")
     with open(path, "rb") as handle:
         for number, line in enumerate(handle):
@@ -69,7 +82,15 @@ def _read(path: Path, kind: int, settings: Settings, summary: ReplaySummary,
                 summary.rejected[bad.reason] += 1
                 continue
             if ts is not None:
-                last_ts = ts
+                used, clamped = clock.observe(ts)
+                if clamped:
+                    summary.clamped[topic_kind] += 1
+                    pipeline.count_clamped(topic_kind, ts, used)
+                    if kind == 0:
+                        item.event.ts = used  # type: ignore[union-attr]
+                    else:
+                        item.label.ts = used  # type: ignore[union-attr]
+                last_ts = used
             yield last_ts, kind, number, item
 
 
@@ -87,9 +108,9 @@ def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
             summary.alerts[(alert.model, alert.signal, alert.detector)] += 1
         batch.clear()
 
-    streams = [_read(events_path, 0, settings, summary)]
+    streams = [_read(events_path, 0, pipeline, summary)]
     if labels_path is not None:
-        streams.append(_read(labels_path, 1, settings, summary))
+        streams.append(_read(labels_path, 1, pipeline, summary))
     for _, _, _, item in heapq.merge(*streams, key=lambda entry: entry[:3]):
         batch.append(item)
         if len(batch) >= batch_size:

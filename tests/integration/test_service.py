@@ -107,6 +107,7 @@ BAD_MESSAGES = {
     "empty_value": b"",
     "not_an_object": b"[1, 2, 3]",
     "unknown_model": b'{"event_id": "u-1", "model": "not-allowed", "features": {"f00": 1.0}}',
+    "unknown_field": b'{"event_id": "k-1", "model": "fraud", "feature": {"f00": 1.0}}',
 }
 
 
@@ -128,7 +129,8 @@ def test_bad_input_is_dead_lettered_once_and_metrics_shutdown_and_restart_hold(
     producer_messages = [(b"fraud", value) for value in stream]
     produce(kafka_bootstrap, topics["predictions"], producer_messages)
     config = write_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics,
-                          extra="limits:\n  max_message_bytes: 10000\nallowed_models: [fraud]\n")
+                          extra="limits:\n  max_message_bytes: 10000\nallowed_models: [fraud]\n"
+                                "input:\n  strict: true\n")
 
     monitor = MonitorProcess(config, tmp_path / "monitor.log")
     try:

@@ -69,3 +69,33 @@ def test_label_needs_a_label():
         decode_label(b'{"event_id": "e", "model": "m"}')
     assert caught.value.reason == "missing_field"
     assert decode_label(b'{"event_id": "e", "model": "m", "label": "spam"}').label == "spam"
+
+
+def test_a_boolean_label_is_the_class_one_or_zero_and_a_boolean_feature_stays_categorical():
+    from stream_monitor.events import decode_label, decode_prediction
+    assert decode_label(b'{"event_id": "e", "model": "m", "label": true}').label == 1.0
+    assert decode_label(b'{"event_id": "e", "model": "m", "label": false}').label == 0.0
+    event = decode_prediction(b'{"event_id": "e", "model": "m", "features": {"promo": true}}')
+    assert event.features == {"promo": "true"}
+
+
+def test_unknown_top_level_fields_are_reported_and_strict_mode_rejects_them():
+    import pytest
+
+    from stream_monitor.errors import BadMessage
+    from stream_monitor.events import REJECT_REASONS, Limits, decode_label, decode_prediction
+    raw = b'{"event_id": "e", "model": "m", "feature": {"x": 1}, "prediction": 0.5}'
+    assert decode_prediction(raw).unknown_fields == ("feature",)
+    assert decode_prediction(b'{"event_id": "e", "model": "m"}').unknown_fields == ()
+    label_raw = b'{"event_id": "e", "model": "m", "label": 1, "lable_ts": 3}'
+    assert decode_label(label_raw).unknown_fields == ("lable_ts",)
+    assert "unknown_field" in REJECT_REASONS
+    for decode, message in ((decode_prediction, raw), (decode_label, label_raw)):
+        with pytest.raises(BadMessage) as error:
+            decode(message, Limits(strict=True))
+        assert error.value.reason == "unknown_field"
+        assert "feature" in str(error.value) or "lable_ts" in str(error.value)
+    # the other reasons come first: same bytes, same reason, strict or not
+    with pytest.raises(BadMessage) as error:
+        decode_prediction(b'{"event_id": 3, "model": "m", "x": 1}', Limits(strict=True))
+    assert error.value.reason == "wrong_type"

@@ -108,3 +108,128 @@ def test_labels_of_ever_new_models_keep_nothing_beyond_the_model_cap():
     join.add_prediction(prediction(2, model="real"))
     join.add_label(label(2, model="real"))
     assert [p.event_id for p in join.drain()] == ["e2"]
+
+
+def test_boolean_labels_score_against_scores_and_class_predictions():
+    from stream_monitor.join import ERROR_RATE, score_pair
+    from stream_monitor.events import decode_label
+    true_label = decode_label(b'{"event_id": "e", "model": "m", "label": true}').label
+    false_label = decode_label(b'{"event_id": "e", "model": "m", "label": false}').label
+    assert score_pair(0.9, true_label, None) == (ERROR_RATE, 0.0)
+    assert score_pair(0.1, false_label, None) == (ERROR_RATE, 0.0)
+    assert score_pair(0.1, true_label, None) == (ERROR_RATE, 1.0)
+    for prediction, label_value, error in [("1", true_label, 0.0), ("0", false_label, 0.0),
+                                           ("true", true_label, 0.0), ("false", false_label, 0.0),
+                                           ("True", false_label, 1.0), ("0", true_label, 1.0)]:
+        assert score_pair(prediction, label_value, None) == (ERROR_RATE, error), prediction
+    # a label sent as the string "true" against a score is the class 1 too
+    assert score_pair(0.9, "true", None) == (ERROR_RATE, 0.0)
+
+
+FAR = 253_402_300_000.0
+
+
+def test_one_far_future_prediction_does_not_move_the_join_clock_and_is_counted():
+    join = LabelJoin(JoinLimits(early_label_seconds=50, max_event_time_skew_s=1000))
+    for n in range(1, 11):
+        join.add_prediction(prediction(n, ts=FAR if n == 5 else float(n)))
+    assert join.take_clamped() == {"predictions": 1}
+    for n in range(1, 11):
+        join.add_label(label(n, 1.0))
+    assert [p.event_id for p in join.drain()] == [f"e{n}" for n in range(1, 11)]
+    # the clamped prediction carries the clock's time, not the year 9999
+    assert outcomes(join) == {"joined": 10}
+
+
+def test_a_far_future_prediction_does_not_block_time_based_expiry():
+    join = LabelJoin(JoinLimits(retention_seconds=100, max_event_time_skew_s=1000))
+    join.add_prediction(prediction(0, ts=0.0))
+    join.add_prediction(prediction(1, ts=FAR))
+    for n in range(2, 500):
+        join.add_prediction(prediction(n, ts=float(n)))
+    # everything older than 100 s of stream time has expired, the bad entry too
+    assert join.pending_predictions() == 101
+
+
+def test_a_genuine_jump_of_the_stream_is_taken_after_a_few_events():
+    join = LabelJoin(JoinLimits(retention_seconds=100, max_event_time_skew_s=1000))
+    for n in range(10):
+        join.add_prediction(prediction(n, ts=float(n)))
+    for n in range(10, 20):
+        join.add_prediction(prediction(n, ts=1_000_000.0 + n))
+    # the old predictions expire against the new time; only the first of the jump was clamped
+    assert join.pending_predictions() <= 10
+    assert sum(join.take_clamped().values()) < 5
+
+
+def test_an_unresolvable_head_label_blocks_at_most_head_wait_labels_behind_it():
+    join = LabelJoin(JoinLimits(early_label_events=100, early_label_seconds=1e9, head_wait_labels=20))
+    join.add_label(label(0, 1.0, ts=0.5))   # its prediction never comes
+    for n in range(1, 40):
+        join.add_prediction(prediction(n))
+        join.add_label(label(n))
+    pairs = join.drain()
+    # the head was given up once 20 labels waited behind it; none is lost, order kept
+    assert [p.event_id for p in pairs] == [f"e{n}" for n in range(1, 40)]
+    assert outcomes(join) == {"joined": 39, "unmatched": 1}
+    assert join.waiting_labels() == 0 and join.joinable_waiting() == 0
+
+
+def test_joinable_waiting_never_exceeds_the_head_wait_per_model():
+    join = LabelJoin(JoinLimits(early_label_events=10_000, head_wait_labels=300))
+    join.add_prediction(prediction(10_000_000))
+    for n in range(1000):
+        join.add_label(label(n, ts=10_000_000.0))
+        assert join.joinable_waiting() <= 301
+    assert join.totals == {"unmatched": 700}
+    assert join.waiting_labels() == join.joinable_waiting() == 300
+
+
+def test_the_global_bound_expires_the_oldest_waiting_prediction_across_models():
+    join = LabelJoin(JoinLimits(max_waiting_predictions=10))
+    for n in range(8):
+        join.add_prediction(prediction(n, model="a"))
+    for n in range(8, 14):
+        join.add_prediction(prediction(n, model="b"))
+    assert join.pending_predictions() == 10
+    assert join.take_dropped() == {"global_bound": 4}
+    _, expired = join.take_outcomes()
+    assert expired == {"a": 4}
+    # a's four oldest are gone for good (late), the rest still join
+    for n in range(14):
+        join.add_label(label(n, 1.0, model="a" if n < 8 else "b"))
+    assert outcomes(join) == {"late": 4, "joined": 10}
+    restored = LabelJoin(JoinLimits(max_waiting_predictions=10))
+    restored.load_state_dict(join.state_dict())
+    assert restored.pending_predictions() == 0
+
+
+def test_waiting_predictions_survive_a_checkpoint_with_their_values():
+    join = LabelJoin(JoinLimits())
+    join.add_prediction(prediction(1, 0.9))
+    join.add_prediction(PredictionEvent("e2", "m", "7", None, {}, "spam"))
+    restored = LabelJoin(JoinLimits())
+    restored.load_state_dict(orjson_roundtrip(join.state_dict()))
+    restored.add_label(label(1, 0.0))
+    restored.add_label(LabelEvent("e2", "m", "spam", 3.0))
+    pairs = restored.drain()
+    assert [(p.event_id, p.model_version, p.value, p.prediction_ts) for p in pairs] == [
+        ("e1", "1", 1.0, 1.0), ("e2", "7", 0.0, None)]
+
+
+def orjson_roundtrip(state):
+    import orjson
+    return orjson.loads(orjson.dumps(state))
+
+
+def test_a_clock_started_by_a_far_future_event_comes_back_after_a_few_agreeing_events():
+    from stream_monitor.join import CLOCK_CONFIRMATIONS, EventClock
+    clock = EventClock(100.0)
+    clock.observe(FAR)
+    for n in range(CLOCK_CONFIRMATIONS):
+        assert clock.observe(float(n)) == (float(n), False)
+    assert clock.now == float(CLOCK_CONFIRMATIONS - 1)
+    # alternating far-off values never agree with each other: the clock stays
+    for n in range(10):
+        clock.observe(FAR if n % 2 else 1e6 + n)
+    assert clock.now == float(CLOCK_CONFIRMATIONS - 1)
