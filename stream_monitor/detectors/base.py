@@ -193,3 +193,32 @@ def check_choice(detector: str, field: str, value: Any, choices: Sequence[str]) 
     if value not in choices:
         raise SpecError(detector, field, f"must be one of {tuple(choices)}, got {value!r}")
     return str(value)
+
+
+def check_reference_values(
+    detector: str, values: Any, reference_id: Any, *, minimum: int, maximum: int
+) -> tuple[np.ndarray | None, str | None]:
+    """A numeric reference snapshot as a float array and its id (both None when absent).
+
+    :class:`SpecError` names ``reference_values`` or ``reference_id`` when they are
+    not ``minimum`` to ``maximum`` finite numbers with a non-empty id.
+    """
+    if values is None:
+        if reference_id is not None:
+            raise SpecError(detector, "reference_id", "only allowed with reference_values")
+        return None, None
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise SpecError(detector, "reference_values", "must be a list of numbers")
+    if any(isinstance(value, bool) for value in values):
+        raise SpecError(detector, "reference_values", "must be a list of numbers, not booleans")
+    try:
+        snapshot = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SpecError(detector, "reference_values", "must be a list of numbers") from None
+    if snapshot.ndim != 1 or not minimum <= snapshot.size <= maximum:
+        raise SpecError(detector, "reference_values", f"must hold between {minimum} and {maximum} numbers")
+    if not np.isfinite(snapshot).all():
+        raise SpecError(detector, "reference_values", "must be finite numbers")
+    if not isinstance(reference_id, str) or not reference_id:
+        raise SpecError(detector, "reference_id", "a non-empty string is required with reference_values")
+    return snapshot, reference_id

@@ -88,7 +88,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from stream_monitor.detectors import DEFAULT_ARL, register
-from stream_monitor.detectors.base import Detection, Detector, SpecError, check_integer, check_known
+from stream_monitor.detectors.base import (
+    Detection,
+    Detector,
+    SpecError,
+    check_integer,
+    check_known,
+    check_reference_values,
+)
 
 __all__ = ["WindowedKS", "critical_lattice_statistic"]
 
@@ -233,22 +240,10 @@ class WindowedKS(Detector):
             raise SpecError(name, "threshold", f"must be a number in (0, 1], got {threshold!r}")
         reference_values = params.get("reference_values")
         reference_id = params.get("reference_id")
-        if reference_values is not None:
-            if isinstance(reference_values, (str, bytes)) or not isinstance(reference_values, (Sequence, np.ndarray)):
-                raise SpecError(name, "reference_values", "must be a list of numbers")
-            try:
-                snapshot = np.asarray(reference_values, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise SpecError(name, "reference_values", "must be a list of numbers") from None
-            if snapshot.ndim != 1 or not 2 <= snapshot.size <= MAX_SAMPLE:
-                raise SpecError(name, "reference_values", f"must hold between 2 and {MAX_SAMPLE} numbers")
-            if not np.isfinite(snapshot).all():
-                raise SpecError(name, "reference_values", "must be finite numbers")
-            if not isinstance(reference_id, str) or not reference_id:
-                raise SpecError(name, "reference_id", "a non-empty string is required with reference_values")
+        snapshot, reference_id = check_reference_values(
+            name, reference_values, reference_id, minimum=2, maximum=MAX_SAMPLE)
+        if snapshot is not None:
             reference_values = snapshot.tolist()
-        elif reference_id is not None:
-            raise SpecError(name, "reference_id", "only allowed with reference_values")
         detector = cls(
             reference_size=reference_size,
             window=window,

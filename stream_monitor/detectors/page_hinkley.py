@@ -96,6 +96,7 @@ from stream_monitor.detectors.base import (
     check_choice,
     check_integer,
     check_number,
+    check_reference_values,
 )
 from stream_monitor.detectors.calibration import gaussian_cusum_threshold
 
@@ -607,26 +608,7 @@ class PageHinkley(Detector):
 
 def _check_snapshot(values: Any, reference_id: Any) -> tuple[np.ndarray | None, str | None]:
     """A reference snapshot as a float array and its id, or :class:`SpecError`."""
-    name = PageHinkley.name
-    if values is None:
-        if reference_id is not None:
-            raise SpecError(name, "reference_id", "only allowed with reference_values")
-        return None, None
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, np.ndarray)):
-        raise SpecError(name, "reference_values", "must be a list of numbers")
-    if any(isinstance(value, bool) for value in values):
-        raise SpecError(name, "reference_values", "must be a list of numbers, not booleans")
-    try:
-        snapshot = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SpecError(name, "reference_values", "must be a list of numbers") from None
-    if snapshot.ndim != 1 or not 30 <= snapshot.size <= MAX_SNAPSHOT:
-        raise SpecError(name, "reference_values", f"must hold between 30 and {MAX_SNAPSHOT} numbers")
-    if not np.isfinite(snapshot).all():
-        raise SpecError(name, "reference_values", "must be finite numbers")
-    if not isinstance(reference_id, str) or not reference_id:
-        raise SpecError(name, "reference_id", "a non-empty string is required with reference_values")
-    return snapshot, reference_id
+    return check_reference_values(PageHinkley.name, values, reference_id, minimum=30, maximum=MAX_SNAPSHOT)
 
 
 def robust_mean_sd(values: np.ndarray) -> tuple[float, float]:
