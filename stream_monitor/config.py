@@ -263,8 +263,8 @@ class LimitSettings(_Frozen):
     #: when max_models is reached, the least recently seen model is evicted if it has had no
     #: event for at least this many events (0: always evict it); otherwise the new model is dropped
     model_min_idle_events: int = Field(default=0, ge=0)
-    #: an event ``ts`` further than this from the Kafka message time (or, without one,
-    #: ahead of the stream's clock) is implausible: the event takes that time instead
+    #: an event ``ts`` more than this ahead of the Kafka message time (or, without one,
+    #: of the stream's clock) is implausible (a time far behind is kept: backfills): the event takes that time instead
     max_event_time_skew_s: float = Field(default=86_400.0, gt=0)
 
 

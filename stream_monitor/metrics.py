@@ -133,8 +133,8 @@ class Metrics:
         # -- label join and input contract (issue 9: clamped times, unknown fields, join bound)
         self.event_time_clamped = Counter(
             "stream_monitor_event_time_clamped_total",
-            "Events whose ts was further than limits.max_event_time_skew_s from the Kafka message "
-            "time (or ahead of the stream's clock) and was replaced by it.",
+            "Events whose ts was more than limits.max_event_time_skew_s ahead of the Kafka message "
+            "time (or of the stream's clock) and was replaced by it.",
             ("topic_kind",), registry=registry)
         self.unknown_fields = Counter(
             "stream_monitor_unknown_fields_total",

@@ -107,11 +107,14 @@ class Pipeline:
         self._warnings = RateLimitedLog()
 
     def clamp_event_time(self, ts: float | None, kafka_ts: float | None, topic_kind: str) -> float | None:
-        """``ts``, or the Kafka message time when ``ts`` is further than the allowed skew from it.
+        """``ts``, or the Kafka message time when ``ts`` is more than the allowed skew ahead of it.
 
-        Counted in ``event_time_clamped_total{topic_kind}`` and logged (rate-limited).
+        An event cannot be logged before it happened, so a time far ahead of the
+        message's is wrong; a time far behind it is plausible (a backfill of old
+        events, a logger that caught up) and is kept. Counted in
+        ``event_time_clamped_total{topic_kind}`` and logged (rate-limited).
         """
-        if ts is None or kafka_ts is None or abs(ts - kafka_ts) <= self._skew:
+        if ts is None or kafka_ts is None or ts - kafka_ts <= self._skew:
             return ts
         self.count_clamped(topic_kind, ts, kafka_ts)
         return kafka_ts
@@ -132,8 +135,8 @@ class Pipeline:
         if self.metrics:
             self.metrics.event_time_clamped.labels(topic_kind).inc(count)
         self._warnings.warn(("clamped", topic_kind),
-                            f"{topic_kind}: an event ts further than {self._skew:.0f} s from the "
-                            f"stream's time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
+                            f"{topic_kind}: an event ts more than {self._skew:.0f} s ahead of the "
+                            f"Kafka or stream time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
