@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 
@@ -37,3 +40,34 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class RateLimitedLog:
+    """Log a repeating condition on its 1st, 10th, 100th, ... occurrence per key.
+
+    Counting occurrences (not the wall clock) keeps the log bounded and deterministic.
+
+    >>> limited = RateLimitedLog(logging.getLogger("doctest"))
+    >>> [limited.log(("k",), "again") for _ in range(12)].count(True)
+    2
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._seen: Counter[tuple[str, ...]] = Counter()
+
+    def log(self, key: tuple[str, ...], message: str, *, level: int = logging.WARNING,
+            exc_info: bool = False, **extra: Any) -> bool:
+        """Count one occurrence of ``key``; log it when due. True when it was logged."""
+        self._seen[key] += 1
+        count = self._seen[key]
+        if count != 10 ** (len(str(count)) - 1):
+            return False
+        self._logger.log(level, f"{message} (occurrence {count}; logged at 1, 10, 100, ...)",
+                         exc_info=exc_info, extra={"occurrences": count, **extra})
+        return True
+
+    def forget(self, stale: Callable[[tuple[str, ...]], bool]) -> None:
+        """Drop the counts of the keys ``stale`` picks (e.g. those of an evicted model)."""
+        for key in [key for key in self._seen if stale(key)]:
+            del self._seen[key]

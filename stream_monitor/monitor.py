@@ -26,6 +26,7 @@ from stream_monitor.alerts import Alert, alert_id, rfc3339
 from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
+from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
 
 __all__ = ["Monitor", "Record", "state_key"]
@@ -141,8 +142,8 @@ class Monitor:
         self._events_seen = 0
         #: family size per model, remembered beyond version eviction (late labels)
         self._families: dict[str, int] = {}
-        #: occurrences per log key, for count-based rate limiting
-        self._log_counts: dict[tuple[str, ...], int] = {}
+        #: repeated conditions are logged at their 1st, 10th, 100th... occurrence
+        self._log = RateLimitedLog(log)
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -195,9 +196,9 @@ class Monitor:
                 if victim is None:
                     if self._metrics:
                         self._metrics.models_dropped.labels("model_cap").inc()
-                    self._warn(("model_cap",), "model not monitored: limits.max_models reached and "
-                               "no model idle long enough to evict", model=model,
-                               max_models=limits.max_models)
+                    self._log.log(("model_cap",), "model not monitored: limits.max_models reached and "
+                                  "no model idle long enough to evict", model=model,
+                                  max_models=limits.max_models)
                     return None
                 self._evict_model(victim)
             self._signals_per_model[model] = set()
@@ -245,8 +246,7 @@ class Monitor:
             self._evict(version)
         del self._signals_per_model[model]
         self._families.pop(model, None)
-        for key in [k for k in self._log_counts if len(k) > 1 and k[1] == model]:
-            del self._log_counts[key]
+        self._log.forget(lambda key: len(key) > 1 and key[1] == model)
         if self._metrics:
             self._metrics.keys_evicted.labels("model").inc()
             for metric in (self._metrics.signals_active, self._metrics.last_event_timestamp):
@@ -283,14 +283,6 @@ class Monitor:
                 except KeyError:
                     pass
 
-    def _warn(self, key: tuple[str, ...], message: str, level: int = logging.WARNING,
-              exc_info: bool = False, **extra: Any) -> None:
-        """Log at the 1st, 10th, 100th... occurrence of ``key`` (rate limited by count)."""
-        count = self._log_counts.get(key, 0) + 1
-        self._log_counts[key] = count
-        if count == 10 ** (len(str(count)) - 1):
-            log.log(level, message, exc_info=exc_info, extra={**extra, "occurrences": count})
-
     def _new_signal(self, version: _VersionState, signal: str, value: Any,
                     kind: str | None = None) -> _SignalState | None:
         """Build a signal's detectors; None when the rule does not want it or the cap is reached.
@@ -303,9 +295,9 @@ class Monitor:
             return None
         if signal not in names:
             if len(names) >= self._settings.limits.max_signals_per_model:
-                self._warn(("signal_cap", version.model), "signal not monitored: "
-                           "limits.max_signals_per_model reached for this model version",
-                           model=version.model, model_version=version.model_version, signal=signal)
+                self._log.log(("signal_cap", version.model), "signal not monitored: "
+                              "limits.max_signals_per_model reached for this model version",
+                              model=version.model, model_version=version.model_version, signal=signal)
                 return None
             names.add(signal)
             self._signals_per_model[version.model].add(signal)
@@ -345,9 +337,9 @@ class Monitor:
         """A detector raised: count it and log it (with the traceback); it stays disabled."""
         if self._metrics:
             self._metrics.detector_errors.labels(model, name).inc()
-        self._warn(("detector_error", model, name), "detector failed and was disabled for this "
-                   "signal; the others keep going", level=logging.ERROR, exc_info=True,
-                   model=model, signal=signal, detector=name)
+        self._log.log(("detector_error", model, name), "detector failed and was disabled for this "
+                      "signal; the others keep going", level=logging.ERROR, exc_info=True,
+                      model=model, signal=signal, detector=name)
 
     def _other_kind(self, version: _VersionState, state: _SignalState, value: Any, position: int,
                     records: Sequence[Record], out: list[tuple[int, str, str, Alert]],
@@ -388,8 +380,8 @@ class Monitor:
     def _schema_change(self, version: _VersionState, state: _SignalState, message: str) -> None:
         if self._metrics:
             self._metrics.schema_changes.labels(version.model, state.signal).inc()
-        self._warn(("schema_change", version.model, state.signal), f"schema change: {message}",
-                   model=version.model, model_version=version.model_version, signal=state.signal)
+        self._log.log(("schema_change", version.model, state.signal), f"schema change: {message}",
+                      model=version.model, model_version=version.model_version, signal=state.signal)
 
     def _reference_params(self, rule: ModelRule, signal: str, kind: str, name: str) -> dict[str, Any]:
         """Reference settings of the rule, for the detectors that take a reference."""

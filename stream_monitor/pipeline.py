@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,39 +18,16 @@ from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
 from stream_monitor.join import JoinLimits, LabelJoin, Pair
+from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Monitor, Record
 
-__all__ = ["Decoder", "LabelRecord", "Pipeline", "RateLimitedLog"]
+__all__ = ["Decoder", "LabelRecord", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
 #: joined values over which the current error rate / mean error gauge is computed
 PERFORMANCE_WINDOW = 1000
-
-
-class RateLimitedLog:
-    """Warn about a repeating condition on its 1st, 10th, 100th, ... occurrence per key.
-
-    Counting occurrences (not the wall clock) keeps the log bounded and deterministic.
-    """
-
-    def __init__(self, logger: logging.Logger = log) -> None:
-        self._logger = logger
-        self._seen: Counter[tuple[str, ...]] = Counter()
-
-    def warn(self, key: tuple[str, ...], message: str, **extra: object) -> None:
-        self._seen[key] += 1
-        count = self._seen[key]
-        if _is_power_of_ten(count):
-            self._logger.warning(f"{message} (occurrence {count}; logged at 1, 10, 100, ...)",
-                                 extra={"occurrences": count, **extra})
-
-
-def _is_power_of_ten(number: int) -> bool:
-    while number % 10 == 0:
-        number //= 10
-    return number == 1
 
 
 class Decoder:
@@ -104,7 +81,7 @@ class Pipeline:
             max_models=settings.limits.max_models)
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
         self._skew = settings.limits.max_event_time_skew_s
-        self._warnings = RateLimitedLog()
+        self._warnings = RateLimitedLog(log)
 
     def clamp_event_time(self, ts: float | None, kafka_ts: float | None, topic_kind: str) -> float | None:
         """``ts``, or the Kafka message time when ``ts`` is more than the allowed skew ahead of it.
@@ -125,18 +102,18 @@ class Pipeline:
             return
         if self.metrics:
             self.metrics.unknown_fields.labels(topic_kind).inc()
-        self._warnings.warn(("unknown_field", topic_kind),
-                            f"{topic_kind}: unknown top-level field(s) {', '.join(unknown[:5])} "
-                            f"ignored (set input.strict to dead-letter such events)",
-                            topic_kind=topic_kind, fields=list(unknown[:5]))
+        self._warnings.log(("unknown_field", topic_kind),
+                           f"{topic_kind}: unknown top-level field(s) {', '.join(unknown[:5])} "
+                           f"ignored (set input.strict to dead-letter such events)",
+                           topic_kind=topic_kind, fields=list(unknown[:5]))
 
     def count_clamped(self, topic_kind: str, ts: float, used: float, count: int = 1) -> None:
         """Count (and log, rate-limited) event times replaced by a plausible one."""
         if self.metrics:
             self.metrics.event_time_clamped.labels(topic_kind).inc(count)
-        self._warnings.warn(("clamped", topic_kind),
-                            f"{topic_kind}: an event ts more than {self._skew:.0f} s ahead of the "
-                            f"Kafka or stream time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
+        self._warnings.log(("clamped", topic_kind),
+                           f"{topic_kind}: an event ts more than {self._skew:.0f} s ahead of the "
+                           f"Kafka or stream time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
@@ -165,9 +142,9 @@ class Pipeline:
         for reason, count in join.take_dropped().items():
             if self.metrics:
                 self.metrics.join_dropped.labels(reason).inc(count)
-            self._warnings.warn(("join_dropped", reason),
-                                f"label join: {count} waiting prediction(s) expired early, more than "
-                                f"labels.max_waiting_predictions wait over all models", reason=reason)
+            self._warnings.log(("join_dropped", reason),
+                               f"label join: {count} waiting prediction(s) expired early, more than "
+                               f"labels.max_waiting_predictions wait over all models", reason=reason)
         if self.metrics:
             self._export_join_metrics(pairs)
         return alerts
