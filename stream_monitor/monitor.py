@@ -99,7 +99,7 @@ class _VersionState:
     """Everything the monitor keeps for one (model, model_version)."""
 
     __slots__ = ("model", "model_version", "rule", "signals", "by_feature", "prediction",
-                 "family_signals", "last_seen", "names")
+                 "family_signals", "last_seen", "names", "unselected")
 
     def __init__(self, model: str, model_version: str, rule: ModelRule, family_signals: int) -> None:
         self.model = model
@@ -114,6 +114,8 @@ class _VersionState:
         self.last_seen = 0
         #: signal names of this version, within limits.max_signals_per_model
         self.names: set[str] = set()
+        #: signals the rule's ``signals`` leaves out: not monitored by choice, so not "dropped"
+        self.unselected: set[str] = set()
 
 
 class Monitor:
@@ -292,6 +294,7 @@ class Monitor:
         rule = version.rule
         names = version.names
         if not rule.wants(signal):
+            version.unselected.add(signal)
             return None
         if signal not in names:
             if len(names) >= self._settings.limits.max_signals_per_model:
@@ -432,7 +435,8 @@ class Monitor:
                     state = self._new_signal(version, "feature:" + name, value)
                     by_feature[name] = state
                 if state is None:
-                    dropped[model] = dropped.get(model, 0) + 1
+                    if not (version.unselected and "feature:" + name in version.unselected):
+                        dropped[model] = dropped.get(model, 0) + 1
                     continue
                 if value is None:
                     missing[model] = missing.get(model, 0) + 1
@@ -461,7 +465,8 @@ class Monitor:
                         continue
                     version.prediction = state
                 if state is None:
-                    dropped[model] = dropped.get(model, 0) + 1
+                    if "prediction" not in version.unselected:
+                        dropped[model] = dropped.get(model, 0) + 1
                 else:
                     state.values.append(prediction)
                     state.positions.append(position)
@@ -498,7 +503,7 @@ class Monitor:
             state = self._new_signal(version, signal, items[0][0])
             version.signals[signal] = state
         if state is None:
-            if self._metrics:
+            if self._metrics and signal not in version.unselected:
                 self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
             return []
         records = [record for _, record in items]

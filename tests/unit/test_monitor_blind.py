@@ -193,3 +193,15 @@ def test_a_late_label_for_an_evicted_version_keeps_the_false_alarm_correction_in
     pipeline.process([LabelRecord(LabelEvent(f"a{i}", "m", 1.0, None)) for i in range(5)])
     assert pipeline.monitor.has_version("m", "1")
     assert pipeline.monitor._versions[("m", "1")].family_signals == 21
+
+
+def test_signals_a_rule_leaves_out_are_not_counted_as_dropped():
+    # the StreamMonitorSignalsDropped rule pages on this counter: a choice is not a loss
+    metrics = Metrics(CollectorRegistry())
+    monitor = Monitor(Settings(models=[{"model": "m", "signals": ["feature:a"]}]), metrics)
+    monitor.process([Record(PredictionEvent(f"e{i}", "m", "1", None, {"a": 1.0, "b": 2.0}, 0.5))
+                     for i in range(50)])
+    monitor.feed_signal("m", "1", "performance:error_rate",
+                        [(0.0, Record(PredictionEvent("e1", "m", "1", None, {}, None)))])
+    sample = metrics.registry.get_sample_value
+    assert sample("stream_monitor_signals_dropped_total", {"model": "m", "reason": "signal_cap"}) is None
