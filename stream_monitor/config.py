@@ -100,7 +100,7 @@ class ReferenceRule(_Frozen):
     """Where a signal's reference distribution comes from.
 
     ``warmup``: the first N values of the signal (0 means each detector's own
-    default); when set it must lie in ``WARMUP_BOUNDS`` (100 to 100,000), the
+    default); when set it must lie in ``WARMUP_BOUNDS`` (500 to 100,000), the
     sizes every warm-up detector accepts. ``snapshot``: a JSON file mapping
     signal name to a list of values (numeric) or to ``{category: count}``
     (categorical), identified by ``id``; a relative path is relative to the
@@ -108,7 +108,7 @@ class ReferenceRule(_Frozen):
     loads, so a corrupt one fails ``check-config``.
     """
 
-    warmup: int = Field(default=0, ge=0, le=WARMUP_BOUNDS[1])
+    warmup: int = 0
     snapshot: Path | None = None
     id: str | None = None
     _snapshot_data: dict[str, Any] | None = PrivateAttr(default=None)
