@@ -436,15 +436,16 @@ class LabelJoin:
     def _expire(self, model: str, state: _ModelJoin) -> None:
         limits = self.limits
         pending = state.pending
+        stream_ts = state.clock.now  # the model's stream time; it does not move in here
         while pending:
             event_id, value = next(iter(pending.items()))
             ts = _pending_ts(value)
             too_many = len(pending) > limits.retention_events
             # an entry far ahead of the clock (the clock moved back under it) is given
             # up too, so that one bad time never blocks the expiry of those behind it
-            too_old = (ts is not None and state.stream_ts is not None
-                       and (state.stream_ts - ts > limits.retention_seconds
-                            or ts - state.stream_ts > limits.max_event_time_skew_s))
+            too_old = (ts is not None and stream_ts is not None
+                       and (stream_ts - ts > limits.retention_seconds
+                            or ts - stream_ts > limits.max_event_time_skew_s))
             if not (too_many or too_old):
                 break
             pending.popitem(last=False)
@@ -466,8 +467,8 @@ class LabelJoin:
                     self._ready.append(head.pair)
                 continue
             label_ts = head.label.ts
-            stale = (label_ts is not None and state.stream_ts is not None
-                     and state.stream_ts - label_ts > limits.early_label_seconds)
+            stale = (label_ts is not None and stream_ts is not None
+                     and stream_ts - label_ts > limits.early_label_seconds)
             # the head blocks every pair behind it: bounded in labels as well as in time
             blocking = len(queue) - 1 >= head_wait
             if not (stale or blocking or state.unresolved > cap or len(queue) > cap):
