@@ -138,7 +138,7 @@ class EventClock:
         self.now, self._outlier, self._agreeing = state
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pair:
     """One joined prediction and label, as a value of a performance signal."""
 
@@ -150,6 +150,8 @@ class Pair:
     prediction_ts: float | None
     label_ts: float | None
     partition: int
+    #: released by an input re-read after a restore (its alerts went out before): no output
+    silent: bool = False
 
 
 def score_pair(prediction: float | str, label: float | str,
@@ -305,6 +307,11 @@ class LabelJoin:
         self._clamped: Counter[str] = Counter()
         self._ready: list[Pair] = []
         self._inputs = 0
+        #: whether the input being added is re-read after a restore (see Pair.silent)
+        self._silent = False
+        #: models changed and models evicted since the last take_changes() (for snapshots)
+        self._dirty: set[str] = set()
+        self._evicted: set[str] = set()
         #: waiting predictions over all models (kept equal to pending_predictions())
         self._waiting_total = 0
         #: predictions given up by the global bound, per reason, since the last take_dropped()
@@ -332,14 +339,18 @@ class LabelJoin:
                 self._evict(idle)
             state = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
         state.last_active = self._inputs
+        self._dirty.add(model)
         return state
 
     def _evict(self, model: str) -> None:
         state = self._models.pop(model)
+        self._dirty.discard(model)
+        self._evicted.add(model)
         for entry in state.queue:
             outcome = entry.outcome or "unmatched"
             self._count(model, outcome)
             if entry.pair is not None:
+                entry.pair.silent = self._silent
                 self._ready.append(entry.pair)
         if state.pending:
             self._expired[model] += len(state.pending)
@@ -361,9 +372,10 @@ class LabelJoin:
         return outcomes, expired
 
     def add_prediction(self, event: PredictionEvent, partition: int = 0,
-                       fallback_ts: float | None = None) -> None:
+                       fallback_ts: float | None = None, silent: bool = False) -> None:
         if event.prediction is None:
             return
+        self._silent = silent
         state = self._model(event.model)
         ts = event.ts if event.ts is not None else fallback_ts
         if ts is not None:
@@ -391,7 +403,9 @@ class LabelJoin:
         if self._waiting_total > self.limits.max_waiting_predictions:
             self._drop_oldest()
 
-    def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None) -> None:
+    def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None,
+                  silent: bool = False) -> None:
+        self._silent = silent
         if label.ts is None and fallback_ts is not None:
             label = LabelEvent(label.event_id, label.model, label.label, fallback_ts)
         state = self._model(label.model)
@@ -464,6 +478,7 @@ class LabelJoin:
                 queue.popleft()
                 self._count(model, head.outcome)
                 if head.pair is not None:
+                    head.pair.silent = self._silent
                     self._ready.append(head.pair)
                 continue
             label_ts = head.label.ts
@@ -488,6 +503,7 @@ class LabelJoin:
             model = min((name for name, m in self._models.items() if m.pending),
                         key=lambda name: _pending_seq(next(iter(self._models[name].pending.values()))))
             state = self._models[model]
+            self._dirty.add(model)
             event_id, _ = state.pending.popitem(last=False)
             self._waiting_total -= 1
             self._remember(state.expired_ids, event_id)
@@ -544,49 +560,92 @@ class LabelJoin:
         """Labels queued, resolved or not (resolved ones wait behind an unresolved head)."""
         return sum(len(m.queue) for m in self._models.values())
 
-    def state_dict(self) -> dict[str, Any]:
-        """The join's waiting state as plain data (checkpointed with the detectors)."""
+    # -- state (checkpoints) --------------------------------------------
+
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """Models changed and models evicted since the last call."""
+        dirty, evicted = self._dirty, self._evicted
+        self._dirty, self._evicted = set(), set()
+        return dirty, evicted - dirty
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def meta_state(self) -> dict[str, Any]:
+        """What the join keeps beside its models: the input count and outcome totals."""
+        return {"inputs": self._inputs, "totals": dict(self.totals)}
+
+    def load_meta_state(self, state: dict[str, Any]) -> None:
+        self._inputs = int(state["inputs"])
+        self.totals = Counter({str(k): int(v) for k, v in state["totals"].items()})
+
+    def model_state(self, model: str) -> dict[str, Any]:
+        """One model's waiting predictions and labels as plain data.
+
+        Waiting predictions stay packed: their ids, one bytes run of the packed
+        numbers, and the classes of class predictions by position.
+        """
+        m = self._models[model]
+        packed = [v[0] if isinstance(v, tuple) else v for v in m.pending.values()]
+        classes = {i: v[1] for i, v in enumerate(m.pending.values()) if isinstance(v, tuple)}
         return {
-            "models": {
-                model: {
-                    "pending": [[k, *_unpack(m.versions, v)] for k, v in m.pending.items()],
-                    "queue": [[w.label.event_id, w.label.label, w.label.ts, w.partition, w.outcome,
-                               None if w.pair is None else [w.pair.model_version, w.pair.signal,
-                                                            w.pair.value, w.pair.prediction_ts,
-                                                            w.pair.partition]]
-                              for w in m.queue],
-                    "joined_ids": list(m.joined_ids),
-                    "expired_ids": list(m.expired_ids),
-                    "clock": m.clock.state(),
-                } for model, m in self._models.items()
-            },
+            "model": model,
+            "ids": list(m.pending),
+            "packed": b"".join(packed),
+            "classes": classes,
+            "versions": list(m.versions.names),
+            "queue": [[w.label.event_id, w.label.label, w.label.ts, w.partition, w.outcome,
+                       None if w.pair is None else [w.pair.model_version, w.pair.signal, w.pair.value,
+                                                    w.pair.prediction_ts, w.pair.partition]]
+                      for w in m.queue],
+            "joined_ids": list(m.joined_ids),
+            "expired_ids": list(m.expired_ids),
+            "clock": m.clock.state(),
+            "last_active": m.last_active,
         }
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`model_state` returned."""
+        model = str(state["model"])
+        if model in self._models:
+            self._waiting_total -= len(self._models[model].pending)
+        m = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
+        m.versions = _Versions()
+        for name in state["versions"]:
+            m.versions.of(str(name))
+        size = _PACKED.size
+        packed = state["packed"]
+        classes = {int(k): str(v) for k, v in state["classes"].items()}
+        ids = state["ids"]
+        if len(packed) != size * len(ids):
+            raise ValueError(f"join state of {model!r}: {len(ids)} ids but {len(packed)} packed bytes")
+        for index, event_id in enumerate(ids):
+            value = bytes(packed[index * size:(index + 1) * size])
+            m.pending[str(event_id)] = (value, classes[index]) if index in classes else value
+        self._waiting_total += len(m.pending)
+        for event_id, label, ts, partition, outcome, pair in state["queue"]:
+            entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
+            entry.outcome = outcome
+            if pair is not None:
+                version, signal, value, prediction_ts, prediction_partition = pair
+                entry.pair = Pair(model, version, event_id, signal, value, prediction_ts, ts,
+                                  prediction_partition)
+            m.queue.append(entry)
+            if outcome is None:
+                m.waiting_by_id.setdefault(event_id, []).append(entry)
+                m.unresolved += 1
+        m.joined_ids = OrderedDict.fromkeys(state["joined_ids"])
+        m.expired_ids = OrderedDict.fromkeys(state["expired_ids"])
+        m.clock.load(state["clock"])
+        m.last_active = int(state["last_active"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole join as plain data (every model and the counters)."""
+        return {"meta": self.meta_state(), "models": [self.model_state(m) for m in self._models]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._models = {}
         self._waiting_total = 0
-        for model, data in state["models"].items():
-            m = self._models[model] = _ModelJoin(self.limits.max_event_time_skew_s)
-            for k, version, p, ts, part, *seq in data["pending"]:
-                # checkpoints before the global bound carry no arrival number
-                number = seq[0] if seq else 0
-                m.pending[k] = _pack(m.versions, version, p, ts, part, number)
-                self._inputs = max(self._inputs, number + 1)
-            self._waiting_total += len(m.pending)
-            for event_id, label, ts, partition, outcome, pair in data["queue"]:
-                entry = _Waiting(LabelEvent(event_id, model, label, ts), partition)
-                entry.outcome = outcome
-                if pair is not None:
-                    version, signal, value, prediction_ts, prediction_partition = pair
-                    entry.pair = Pair(model, version, event_id, signal, value, prediction_ts, ts,
-                                      prediction_partition)
-                m.queue.append(entry)
-                if outcome is None:
-                    m.waiting_by_id.setdefault(event_id, []).append(entry)
-                    m.unresolved += 1
-            m.joined_ids = OrderedDict.fromkeys(data["joined_ids"])
-            m.expired_ids = OrderedDict.fromkeys(data["expired_ids"])
-            if "clock" in data:
-                m.clock.load(data["clock"])
-            else:  # a checkpoint from before the robust clock
-                m.clock.now = data["stream_ts"]
+        self.load_meta_state(state["meta"])
+        for model_state in state["models"]:
+            self.load_model_state(model_state)

@@ -60,6 +60,9 @@ class Record:
     partition: int = 0
     #: the Kafka message timestamp in epoch seconds, used when the event has no ``ts``
     timestamp: float | None = None
+    #: re-read after a restore to bring the detectors up to the committed offset: it
+    #: updates them as before, but its alerts went out before the restart and are not repeated
+    silent: bool = False
 
 
 class _SignalState:
@@ -146,6 +149,9 @@ class Monitor:
         self._families: dict[str, int] = {}
         #: repeated conditions are logged at their 1st, 10th, 100th... occurrence
         self._log = RateLimitedLog(log)
+        #: versions changed and versions evicted since the last take_changes() (for snapshots)
+        self._dirty: set[tuple[str, str]] = set()
+        self._evicted: set[tuple[str, str]] = set()
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -258,7 +264,10 @@ class Monitor:
                     pass
 
     def _evict(self, version: _VersionState) -> None:
-        del self._versions[state_key(version.model, version.model_version)]
+        key = state_key(version.model, version.model_version)
+        del self._versions[key]
+        self._dirty.discard(key)
+        self._evicted.add(key)
         names: set[str] = set()
         for other in self._versions.values():
             if other.model == version.model:
@@ -311,6 +320,11 @@ class Monitor:
             kind = declared
         elif kind is None:
             kind = "numeric" if isinstance(value, float) else "categorical"
+        return self._build_signal(version, signal, kind, declared is not None)
+
+    def _build_signal(self, version: _VersionState, signal: str, kind: str, declared: bool) -> _SignalState:
+        """A signal's detectors (fresh) and metric series."""
+        rule = version.rule
         specs = _specs(rule, kind)
         family_tests = max(1, version.family_signals * max(1, len(specs)))
         built: list[detectors.Detector | None] = []
@@ -322,7 +336,7 @@ class Monitor:
             except Exception:  # noqa: BLE001 - one detector must never stop the others
                 self._detector_failed(version.model, signal, spec.name)
         severity = "critical" if signal.startswith(_PERFORMANCE_PREFIX) else rule.severity
-        state = _SignalState(signal, kind, built, severity, version.model, declared is not None)
+        state = _SignalState(signal, kind, built, severity, version.model, declared)
         if self._metrics:
             for detector in built:
                 assert detector is not None
@@ -400,6 +414,101 @@ class Monitor:
             self._snapshots[path] = rule.reference.snapshot_data() or {}
         return self._snapshots[path]
 
+    # -- state (checkpoints) --------------------------------------------
+
+    def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Versions changed and versions evicted since the last call."""
+        dirty, evicted = self._dirty, self._evicted
+        self._dirty, self._evicted = set(), set()
+        return dirty, evicted - dirty
+
+    def version_keys(self) -> list[tuple[str, str]]:
+        return list(self._versions)
+
+    def meta_state(self) -> dict[str, Any]:
+        """What the monitor keeps beside its versions: the event count and family sizes."""
+        return {"events_seen": self._events_seen, "families": dict(self._families)}
+
+    def load_meta_state(self, state: dict[str, Any]) -> None:
+        self._events_seen = int(state["events_seen"])
+        self._families = {str(k): int(v) for k, v in state["families"].items()}
+
+    def version_state(self, key: tuple[str, str]) -> dict[str, Any]:
+        """One (model, version)'s whole state as plain data: its signals and their detectors."""
+        version = self._versions[key]
+        signals = []
+        where: list[tuple[str, str, _SignalState | None]] = [
+            ("feature", name, state) for name, state in version.by_feature.items()]
+        where += [("derived", name, state) for name, state in version.signals.items()]
+        if version.prediction is not False:
+            where.append(("prediction", "prediction", version.prediction))  # type: ignore[arg-type]
+        for place, name, state in where:
+            if state is None:
+                signals.append([place, name, None])
+                continue
+            signals.append([place, name, {
+                "signal": state.signal, "kind": state.kind, "declared": state.declared,
+                "n_other": state.n_other, "run_mark": state.run_mark, "run_length": state.run_length,
+                "n_values": state.n_values, "last_detection": state.last_detection,
+                "detectors": [None if d is None else {"name": d.name, "params": dict(d.spec().params),
+                                                      "state": d.state_dict()}
+                              for d in state.detectors],
+            }])
+        return {"model": version.model, "model_version": version.model_version,
+                "family_signals": version.family_signals, "last_seen": version.last_seen,
+                "names": sorted(version.names), "unselected": sorted(version.unselected),
+                "signals": signals}
+
+    def load_version_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`version_state` returned, under the current settings.
+
+        A detector whose spec changed since the state was saved (the config
+        changed between runs) starts afresh, and that is logged.
+        """
+        model, model_version = str(state["model"]), str(state["model_version"])
+        rule = self._settings.rule_for(model)
+        version = _VersionState(model, model_version, rule, int(state["family_signals"]))
+        version.last_seen = int(state["last_seen"])
+        version.names = set(state["names"])
+        version.unselected = set(state["unselected"])
+        self._versions[state_key(model, model_version)] = version
+        self._signals_per_model.setdefault(model, set()).update(version.names)
+        for place, name, saved in state["signals"]:
+            signal_state = None if saved is None else self._restore_signal(version, saved)
+            if place == "feature":
+                version.by_feature[name] = signal_state
+            elif place == "derived":
+                version.signals[name] = signal_state
+            else:
+                version.prediction = signal_state
+        if self._metrics:
+            self._metrics.signals_active.labels(model).set(len(self._signals_per_model[model]))
+
+    def _restore_signal(self, version: _VersionState, saved: dict[str, Any]) -> _SignalState:
+        state = self._build_signal(version, saved["signal"], saved["kind"], bool(saved["declared"]))
+        state.n_other, state.run_mark = int(saved["n_other"]), int(saved["run_mark"])
+        state.run_length, state.n_values = int(saved["run_length"]), int(saved["n_values"])
+        detectors_saved = saved["detectors"]
+        if len(detectors_saved) != len(state.detectors):
+            self._log.log(("state_mismatch", version.model), "detectors changed since the state was "
+                          "saved (config change): this signal starts afresh", model=version.model,
+                          signal=state.signal)
+            return state
+        state.last_detection = [None if n is None else int(n) for n in saved["last_detection"]]
+        for index, (detector, entry) in enumerate(zip(state.detectors, detectors_saved)):
+            if entry is None:
+                state.detectors[index] = None  # it failed before the restart: it stays disabled
+            elif detector is None:
+                continue
+            elif entry["name"] != detector.name or _plain(entry["params"]) != _plain(detector.spec().params):
+                state.last_detection[index] = None
+                self._log.log(("state_mismatch", version.model), "detector settings changed since the "
+                              "state was saved (config change): this detector starts afresh",
+                              model=version.model, signal=state.signal, detector=detector.name)
+            else:
+                detector.load_state_dict(entry["state"])
+        return state
+
     # -- the per-batch path ---------------------------------------------
 
     def process(self, records: Sequence[Record]) -> list[Alert]:
@@ -421,6 +530,7 @@ class Monitor:
                 if version is None:
                     continue
             version.last_seen = events_seen + position
+            self._dirty.add((event.model, event.model_version))
             model = event.model
             event_ts = event.ts if event.ts is not None else record.timestamp
             if event_ts is not None:
@@ -506,6 +616,7 @@ class Monitor:
             if self._metrics and signal not in version.unselected:
                 self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
             return []
+        self._dirty.add(state_key(model, model_version))
         records = [record for _, record in items]
         state.values.extend(value for value, _ in items)
         state.positions.extend(range(len(items)))
@@ -548,7 +659,8 @@ class Monitor:
                     reference=detection.reference, window=dict(detection.window),
                     partition=record.partition,
                 )
-                out.append((position, state.signal, detector.name, alert))
+                if not record.silent:
+                    out.append((position, state.signal, detector.name, alert))
                 state.last_detection[index] = n_seen
                 if metrics_on:
                     state.detection_counters[index].inc()
@@ -598,6 +710,15 @@ def _try_build(monitor: Monitor, rule: ModelRule, kind: str, spec: detectors.Det
                 where = "snapshot" if name != signal else "warmup"
                 return where, f"{spec.name}: {exc} (family of {family} tests)"
     return None
+
+
+def _plain(params: Any) -> Any:
+    """Parameters in the form a state record gives them back (tuples as lists)."""
+    if isinstance(params, dict):
+        return {str(k): _plain(v) for k, v in params.items()}
+    if isinstance(params, (list, tuple)):
+        return [_plain(v) for v in params]
+    return params
 
 
 def _finite(value: float) -> float:

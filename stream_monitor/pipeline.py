@@ -57,6 +57,8 @@ class LabelRecord:
     label: LabelEvent
     partition: int = 0
     timestamp: float | None = None
+    #: re-read after a restore (see Record.silent)
+    silent: bool = False
 
 
 class Pipeline:
@@ -130,9 +132,9 @@ class Pipeline:
         for item in items:
             if isinstance(item, Record):
                 records.append(item)
-                join.add_prediction(item.event, item.partition, item.timestamp)
+                join.add_prediction(item.event, item.partition, item.timestamp, item.silent)
             else:
-                join.add_label(item.label, item.partition, item.timestamp)
+                join.add_label(item.label, item.partition, item.timestamp, item.silent)
         alerts = self.monitor.process(records)
         pairs = join.drain()
         if pairs:
@@ -154,7 +156,7 @@ class Pipeline:
         for pair in pairs:
             event = PredictionEvent(pair.event_id, pair.model, pair.model_version, pair.label_ts, {}, None)
             groups.setdefault((pair.model, pair.model_version, pair.signal), []).append(
-                (pair.value, Record(event, pair.partition, None)))
+                (pair.value, Record(event, pair.partition, None, pair.silent)))
         alerts: list[Alert] = []
         for (model, version, signal), values in groups.items():
             alerts.extend(self.monitor.feed_signal(model, version, signal, values))

@@ -209,7 +209,7 @@ def test_waiting_predictions_survive_a_checkpoint_with_their_values():
     join.add_prediction(prediction(1, 0.9))
     join.add_prediction(PredictionEvent("e2", "m", "7", None, {}, "spam"))
     restored = LabelJoin(JoinLimits())
-    restored.load_state_dict(orjson_roundtrip(join.state_dict()))
+    restored.load_state_dict(codec_roundtrip(join.state_dict()))
     restored.add_label(label(1, 0.0))
     restored.add_label(LabelEvent("e2", "m", "spam", 3.0))
     pairs = restored.drain()
@@ -217,9 +217,10 @@ def test_waiting_predictions_survive_a_checkpoint_with_their_values():
         ("e1", "1", 1.0, 1.0), ("e2", "7", 0.0, None)]
 
 
-def orjson_roundtrip(state):
-    import orjson
-    return orjson.loads(orjson.dumps(state))
+def codec_roundtrip(state):
+    """Through the changelog's encoding, as a restore sees it."""
+    from stream_monitor.state import codec
+    return codec.decode(codec.encode(state))
 
 
 def test_a_clock_started_by_a_far_future_event_comes_back_after_a_few_agreeing_events():

@@ -1,0 +1,1 @@
+"""Detector and join state per input partition: records, the changelog, recovery on assignment."""
