@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream_monitor.metrics import Health, Metrics, MetricsServer
     from confluent_kafka import KafkaException
 
-    from stream_monitor.service import Service, check_client_properties
+    from stream_monitor.runtime.service import Service, check_client_properties
 
     settings = _load(args.config)
     check_client_properties(settings)
@@ -159,7 +159,7 @@ def _simulate_to_kafka(args: argparse.Namespace, scenario) -> int:  # type: igno
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from stream_monitor.service import check_client_properties
+    from stream_monitor.runtime.service import check_client_properties
 
     settings = _load(args.config)
     check_client_properties(settings)

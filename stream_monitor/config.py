@@ -66,6 +66,7 @@ _OWNED_PROPERTIES = {
     "enable.auto.offset.store": "the monitor stores offsets itself, after the batch's alerts are "
                                 "delivered",
     "auto.commit.interval.ms": "set consumer.commit_interval_s instead",
+    "group.instance.id": "set kafka.instance_id instead",
     "enable.idempotence": "the monitor's producer is always idempotent with acks=all",
     "acks": "the monitor's producer is always idempotent with acks=all",
     "transactional.id": "transactional delivery is not supported: it is not the monitor's "
@@ -197,6 +198,10 @@ class KafkaSettings(_Frozen):
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)
     #: SASL password; prefer the env variable or a secret file to the YAML file
     sasl_password: SecretStr | None = None
+    #: static group membership (``group.instance.id``): a restarted member with the same id
+    #: gets its partitions back at once instead of after the session timeout. Unique per
+    #: process; on Kubernetes the pod name of a StatefulSet (STREAM_MONITOR_KAFKA__INSTANCE_ID)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=249)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -268,6 +273,29 @@ class LimitSettings(_Frozen):
     max_event_time_skew_s: float = Field(default=86_400.0, gt=0)
 
 
+class StateSettings(_Frozen):
+    """Durable detector and join state: the changelog topic and how often it is written."""
+
+    #: the compacted changelog topic; default ``<kafka.group_id>.state``. Created at start
+    #: when missing, with the predictions topic's partition count
+    topic: str | None = Field(default=None, min_length=1, max_length=249)
+    #: a partition's changed state is written at least this often...
+    snapshot_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    #: ...or after this many input messages of the partition, whichever comes first
+    snapshot_events: int = Field(default=100_000, ge=1)
+    #: replication factor of a changelog topic the monitor creates (-1: the broker's default)
+    replication_factor: int = Field(default=-1, ge=-1, le=32767)
+    #: the longest a restore may take before the service gives up (exit 1)
+    restore_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the broker's default) or at least 1")
+        return value
+
+
 class MetricsSettings(_Frozen):
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)
@@ -309,6 +337,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
     input: InputSettings = Field(default_factory=InputSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     #: when set, events of other models are dead-lettered as ``unknown_model``
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults
@@ -334,6 +363,11 @@ class Settings(BaseSettings):
         # the YAML file (set by load_settings) is the lowest-priority source
         sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    @property
+    def state_topic(self) -> str:
+        """The changelog topic: ``state.topic``, or ``<kafka.group_id>.state``."""
+        return self.state.topic or f"{self.kafka.group_id}.state"
 
     def rule_for(self, model: str) -> ModelRule:
         for rule in self.models:

@@ -146,6 +146,34 @@ class Metrics:
             "Waiting predictions the label join gave up early (reason global_bound: more than "
             "labels.max_waiting_predictions over all models; also counted as expired for their model).",
             ("reason",), registry=registry)
+        self.state_restore_seconds = Histogram(
+            "stream_monitor_state_restore_seconds",
+            "Time to restore one input partition's state from the changelog on assignment.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=registry)
+        self.state_restores = Counter(
+            "stream_monitor_state_restores_total",
+            "Partition restores on assignment by outcome: restored (from a snapshot), fresh (no "
+            "state on the changelog: a first start), failed (a state that could not be read; the "
+            "partition started afresh, see the log).",
+            ("outcome",), registry=registry)
+        self.state_replayed = Counter(
+            "stream_monitor_state_replayed_messages_total",
+            "Input messages re-read after a restore to bring the state up to the committed offset "
+            "(they update the detectors; their alerts went out before and are not repeated).",
+            ("topic",), registry=registry)
+        self.changelog_bytes = Counter(
+            "stream_monitor_state_changelog_bytes_total",
+            "Bytes of state records (keys and values) produced to the changelog topic.",
+            registry=registry)
+        self.state_keys = Gauge(
+            "stream_monitor_state_keys",
+            "State keys (model versions and label-join models) held for an input partition.",
+            ("partition",), registry=registry)
+        self.state_snapshot_timestamp = Gauge(
+            "stream_monitor_state_last_snapshot_timestamp_seconds",
+            "Wall-clock time of the last complete snapshot of an input partition's state; "
+            "time() minus this is the snapshot's age.",
+            ("partition",), registry=registry)
 
 
 class Health:

@@ -8,7 +8,10 @@ from prometheus_client import CollectorRegistry
 from stream_monitor.config import Settings
 from stream_monitor.events import LabelEvent, PredictionEvent
 from stream_monitor.metrics import Health, Metrics
-from stream_monitor.service import Service
+from stream_monitor.pipeline import Pipeline
+from stream_monitor.runtime.service import Service
+from stream_monitor.state.recovery import PartitionState
+from stream_monitor.state.store import PartitionStore
 
 
 class FakeConsumer:
@@ -42,13 +45,14 @@ def service_with(fake: FakeConsumer) -> Service:
     service.consumer = fake  # type: ignore[assignment]
     service._labels_topic = "labels"
     service._assigned = {("ml.predictions", 0), ("labels", 0)}
+    service.owned[0] = PartitionState(0, Pipeline(settings), PartitionStore(0))
     return service
 
 
 def test_labels_ahead_of_their_predictions_pause_the_labels_topic_until_they_join():
     fake = FakeConsumer(high=50)  # predictions still unread: waiting for them can join the labels
     service = service_with(fake)
-    join = service.pipeline.join
+    join = service.owned[0].pipeline.join
     join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))  # the model's predictions flow
     for number in range(15):  # more than half of the 20-label room
         join.add_label(LabelEvent(f"e{number}", "m", 1.0, 2.0))
@@ -67,7 +71,7 @@ def test_labels_ahead_of_their_predictions_pause_the_labels_topic_until_they_joi
 def test_predictions_crowding_the_join_pause_only_while_labels_are_unread():
     fake = FakeConsumer(high=50)
     service = service_with(fake)
-    join = service.pipeline.join
+    join = service.owned[0].pipeline.join
     for number in range(95):  # 95% of retention_events
         join.add_prediction(PredictionEvent(f"e{number}", "m", "1", float(number), {}, 0.9))
     service._pace_inputs()
@@ -80,7 +84,7 @@ def test_predictions_crowding_the_join_pause_only_while_labels_are_unread():
 def test_never_both_topics_at_once():
     fake = FakeConsumer(high=50)
     service = service_with(fake)
-    join = service.pipeline.join
+    join = service.owned[0].pipeline.join
     for number in range(95):
         join.add_prediction(PredictionEvent(f"e{number}", "crowded", "1", float(number), {}, 0.9))
     join.add_prediction(PredictionEvent("x", "other", "1", 1.0, {}, 0.9))
@@ -97,7 +101,7 @@ def test_once_every_prediction_is_read_waiting_labels_never_keep_the_labels_paus
     # wait for good; with nothing left to read on the predictions topic the labels resume
     fake = FakeConsumer(high=50)
     service = service_with(fake)
-    join = service.pipeline.join
+    join = service.owned[0].pipeline.join
     join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))
     for number in range(15):
         join.add_label(LabelEvent(f"gone{number}", "m", 1.0, 2.0))
@@ -113,7 +117,7 @@ def test_a_labels_pause_that_resolves_nothing_ends_after_a_window_of_predictions
     # keeping the labels paused for them would only let the predictions run ahead
     fake = FakeConsumer(high=50)  # predictions still unread
     service = service_with(fake)
-    join = service.pipeline.join
+    join = service.owned[0].pipeline.join
     join.add_prediction(PredictionEvent("p0", "m", "1", 1.0, {}, 0.5))
     for number in range(15):
         join.add_label(LabelEvent(f"gone{number}", "m", 1.0, 2.0))

@@ -13,7 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from stream_monitor.config import Settings
 from stream_monitor.metrics import Health, Metrics
-from stream_monitor.service import Service, consumer_config
+from stream_monitor.pipeline import Pipeline
+from stream_monitor.runtime.service import Service, consumer_config
+from stream_monitor.state.recovery import PartitionState
+from stream_monitor.state.store import PartitionStore
 
 
 class FlakyProducer:
@@ -26,7 +29,7 @@ class FlakyProducer:
         self.delivered: list[tuple[str, bytes | None, bytes | None]] = []
         self.polls = 0
 
-    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None, partition=-1):
         if self.full > 0:
             self.full -= 1
             raise BufferError("Local: Queue full")
@@ -53,7 +56,10 @@ class FlakyProducer:
 
 def _service() -> Service:
     settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
-    return Service(settings, Metrics(CollectorRegistry()), Health())
+    service = Service(settings, Metrics(CollectorRegistry()), Health())
+    # partition 0 is owned, with a fresh state (no restore)
+    service.owned[0] = PartitionState(0, Pipeline(settings), PartitionStore(0))
+    return service
 
 
 def test_buffer_error_and_failed_delivery_lose_nothing(monkeypatch):
@@ -100,7 +106,7 @@ class RefusingProducer(FlakyProducer):
         super().__init__(full=0, failed_deliveries=0)
         self.at_produce = at_produce
 
-    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None):
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None, partition=-1):
         if self.at_produce:
             from confluent_kafka import KafkaException
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
@@ -183,7 +189,7 @@ class DownProducer(FlakyProducer):
 
 
 def test_a_stop_during_an_outage_gives_up_at_the_deadline(monkeypatch):
-    import stream_monitor.service as service_module
+    import stream_monitor.runtime.service as service_module
 
     monkeypatch.setattr(service_module, "STOP_GRACE_S", 0.2)
     service = _service()

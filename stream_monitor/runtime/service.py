@@ -1,11 +1,14 @@
-"""The long-running Kafka consumer: consume, decode, detect, alert, commit.
+"""The long-running Kafka consumer: consume, decode, detect, alert, checkpoint.
 
-Commit order (at-least-once): for each consumed batch, alerts and dead letters
-are produced and the producer is flushed until every one of them is delivered;
-only then are the batch's offsets stored, and librdkafka commits stored
-offsets every ``consumer.commit_interval_s`` and once more at shutdown. A crash
-between delivery and commit re-processes the batch (alerts may repeat, with the
-same ``alert_id``); nothing is lost.
+State is scoped by input partition: each partition this member owns has its
+own pipeline (detectors and label join), restored from the changelog topic
+when the partition is assigned (:mod:`stream_monitor.state.recovery`),
+written back by snapshots, and dropped when the partition is revoked (after a
+final snapshot and commit) or lost (without either). The commit order is
+:mod:`stream_monitor.runtime.checkpoint`'s: alerts and dead letters
+delivered, then state, then offsets. A crash between delivery and commit
+re-reads the batch silently after the restore (alerts already delivered are
+not produced again; the detectors see every event once); nothing is lost.
 
 Bad messages never stall a partition: each goes to the dead-letter topic with
 its original key, value and headers plus ``error.*`` and ``source.*`` headers.
@@ -39,11 +42,14 @@ from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
 from stream_monitor.monitor import Record
-from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
+from stream_monitor.pipeline import Decoder, LabelRecord
+from stream_monitor.runtime.checkpoint import Checkpoint
+from stream_monitor.state.changelog import ChangelogError, ChangelogReader, ensure_changelog
+from stream_monitor.state.recovery import PartitionState, recover
 
 __all__ = ["Service", "consumer_config", "producer_config"]
 
-log = logging.getLogger("stream_monitor.service")
+log = logging.getLogger("stream_monitor.runtime")
 
 #: SIGTERM to exit: time left to deliver what is pending before giving up on it
 STOP_GRACE_S = 7.0
@@ -72,6 +78,7 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     same partition count; cooperative-sticky does not.
     """
     join_needs = {"partition.assignment.strategy": "range"} if settings.topics.labels else {}
+    static = {"group.instance.id": settings.kafka.instance_id} if settings.kafka.instance_id else {}
     return {
         "auto.offset.reset": "earliest",
         "statistics.interval.ms": 5000,
@@ -82,6 +89,7 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": int(settings.consumer.commit_interval_s * 1000),
+        **static,
         **join_needs,
         **callbacks,
     }
@@ -118,14 +126,14 @@ class _Deliveries:
     """Delivery reports of the messages produced for the current batch."""
 
     def __init__(self) -> None:
-        self.failed: list[tuple[str, str, bytes | None, bytes | None, Any, KafkaError]] = []
+        self.failed: list[tuple[str, str, bytes | None, bytes | None, Any, int, KafkaError]] = []
         self.delivered_alerts = 0
 
     def callback(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
-                 headers: Any) -> Callable[[KafkaError | None, Message], None]:
+                 headers: Any, partition: int) -> Callable[[KafkaError | None, Message], None]:
         def report(error: KafkaError | None, _message: Message) -> None:
             if error is not None:
-                self.failed.append((kind, topic, key, value, headers, error))
+                self.failed.append((kind, topic, key, value, headers, partition, error))
             elif kind == "alert":
                 self.delivered_alerts += 1
         return report
@@ -139,7 +147,8 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.health = health
-        self.pipeline = Pipeline(settings, metrics)
+        #: input partition number -> its state, for the partitions this member owns
+        self.owned: dict[int, PartitionState] = {}
         self._labels_topic = settings.topics.labels
         self._paused = {"labels": False, "predictions": False}
         #: predictions read and labels waiting when the current pacing window began,
@@ -151,6 +160,8 @@ class Service:
         #: the first message that could never be produced: the service stops uncommitted
         self._undeliverable: KafkaError | None = None
         self._stop_deadline: float | None = None
+        #: why restoring a partition's state failed (the service stops with exit 1)
+        self._restore_failed: str | None = None
         self._decoder = Decoder(settings)
         self._assigned: set[tuple[str, int]] = set()
         #: messages read per topic over this process's life (logged at exit)
@@ -158,9 +169,20 @@ class Service:
         #: consumer lag per assigned partition from the client's statistics; None: unknown
         self._lag: dict[tuple[str, int], int | None] = {}
         self._deliveries = _Deliveries()
-        self.consumer = Consumer(consumer_config(
-            settings, error_cb=self._on_kafka_error, stats_cb=self._on_stats))
+        self._consumer_config = consumer_config(
+            settings, error_cb=self._on_kafka_error, stats_cb=self._on_stats)
+        self.consumer = Consumer(self._consumer_config)
         self.producer = Producer(producer_config(settings, error_cb=self._on_kafka_error))
+        self._reader: ChangelogReader | None = None
+        self.checkpoint = Checkpoint(settings, metrics, lambda: self.consumer, self._produce,
+                                     self._flush_until_delivered, self._topic_kinds())
+
+    def _topic_kinds(self) -> dict[str, str]:
+        """Topic kind -> topic name, for the input topics read."""
+        kinds = {"predictions": self.settings.topics.predictions}
+        if self._labels_topic:
+            kinds["labels"] = self._labels_topic
+        return kinds
 
     # -- lifecycle ------------------------------------------------------
 
@@ -184,7 +206,8 @@ class Service:
         timeout = self.settings.consumer.poll_timeout_s
         try:
             self._check_topics()
-            self.pipeline.join_labels = self._labels_topic is not None
+            self.checkpoint = Checkpoint(self.settings, self.metrics, lambda: self.consumer, self._produce,
+                                         self._flush_until_delivered, self._topic_kinds())
             topics = [self.settings.topics.predictions]
             if self._labels_topic:
                 topics.append(self._labels_topic)
@@ -221,6 +244,8 @@ class Service:
                     f"is uncommitted and is retried after a restart")
         if self._fatal is not None:
             return f"fatal Kafka client error ({self._fatal.name()}): {self._fatal.str()}"
+        if self._restore_failed is not None:
+            return f"restoring state failed: {self._restore_failed}"
         return None
 
     def _check_topics(self) -> None:
@@ -247,18 +272,20 @@ class Service:
                     f"the predictions and labels topics must have the same number of partitions "
                     f"(and be keyed by model the same way) for labels to meet their predictions: "
                     f"{counts}")
+        ensure_changelog(self.settings, len(metadata.topics[self.settings.topics.predictions].partitions))
 
     def _shutdown(self) -> None:
         self.health.set_ready(False, "shutting down")
         if self._stop_deadline is None:  # the loop ended by itself (idle, or an exception)
             self._stop_deadline = time.monotonic() + STOP_GRACE_S
-        self._flush_until_delivered()
-        try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("final commit failed", extra={"error": str(exc)})
+        if self._flush_until_delivered() and self._undeliverable is None and self._fatal is None:
+            # the last snapshot: a restart resumes without re-reading
+            self.checkpoint.snapshot([s for s in self.owned.values() if s.since_snapshot])
+        # stored offsets only ever cover delivered output: committing them is always safe
+        self.checkpoint.commit()
         self.consumer.close()
+        if self._reader is not None:
+            self._reader.close()
         log.info("stopped", extra={"consumed": self._consumed_total})
 
     # -- the batch ------------------------------------------------------
@@ -267,10 +294,12 @@ class Service:
         started = time.perf_counter()
         metrics = self.metrics
         decoder = self._decoder
-        items: list[Record | LabelRecord] = []
         labels_topic = self._labels_topic
+        owned = self.owned
+        by_partition: dict[int, list[Record | LabelRecord]] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
+        replayed: dict[str, int] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -278,40 +307,55 @@ class Service:
                     self._on_kafka_error(error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
+            state = owned.get(partition)
+            if state is None or (topic, partition) not in self._assigned:
+                continue  # not ours (any more): its owner reads it from the committed offset
+            kind = "labels" if topic == labels_topic else "predictions"
             next_offsets[(topic, partition)] = offset + 1
+            state.positions[kind] = offset + 1
+            state.since_snapshot += 1
             consumed[topic] = consumed.get(topic, 0) + 1
-            kind, milliseconds = message.timestamp()
-            timestamp = milliseconds / 1000.0 if kind else None
+            silent = state.is_silent(kind, offset)
+            if silent:
+                replayed[topic] = replayed.get(topic, 0) + 1
+            timestamp_kind, milliseconds = message.timestamp()
+            timestamp = milliseconds / 1000.0 if timestamp_kind else None
+            items = by_partition.setdefault(partition, [])
             try:
-                if topic == labels_topic:
-                    items.append(LabelRecord(decoder.label(message.value()), partition, timestamp))
+                if kind == "labels":
+                    items.append(LabelRecord(decoder.label(message.value()), partition, timestamp, silent))
                     continue
                 event = decoder.prediction(message.value())
             except BadMessage as bad:
-                self._dead_letter(message, bad)
+                if not silent:  # a silent one went to the dead letters before the restart
+                    self._dead_letter(message, bad)
                 continue
-            items.append(Record(event, partition, timestamp))
+            items.append(Record(event, partition, timestamp, silent))
         for topic, count in consumed.items():
             metrics.events_consumed.labels(topic).inc(count)
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
-        for alert in self.pipeline.process(items):
-            value = alert.to_json()
-            self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
-            if self._on_alert is not None:
-                self._on_alert(value)
-        if not self._flush_until_delivered():
-            return  # stopping with undelivered alerts: the batch stays uncommitted
+        for topic, count in replayed.items():
+            metrics.state_replayed.labels(topic).inc(count)
+        for partition, items in by_partition.items():
+            for alert in owned[partition].pipeline.process(items):
+                value = alert.to_json()
+                self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
+                if self._on_alert is not None:
+                    self._on_alert(value)
         offsets = [TopicPartition(topic, partition, offset)
-                   for (topic, partition), offset in next_offsets.items()
-                   if (topic, partition) in self._assigned]
-        if offsets:
-            try:
-                self.consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:
-                # e.g. revoked in between: the next owner re-reads these, nothing is lost
-                log.warning("storing offsets failed", extra={"error": str(exc)})
+                   for (topic, partition), offset in next_offsets.items()]
+        touched = [owned[partition] for partition in {p for _, p in next_offsets}]
+        if not self.checkpoint.after_batch(touched, offsets):
+            return  # stopping with undelivered output: the batch stays uncommitted
+        self._export_join_gauges()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _export_join_gauges(self) -> None:
+        """Waiting predictions and labels over every partition this member owns."""
+        joins = [state.pipeline.join for state in self.owned.values()]
+        self.metrics.join_waiting.labels("predictions").set(sum(j.pending_predictions() for j in joins))
+        self.metrics.join_waiting.labels("labels").set(sum(j.waiting_labels() for j in joins))
 
     def _dead_letter(self, message: Message, bad: BadMessage) -> None:
         topic = message.topic()
@@ -336,11 +380,13 @@ class Service:
         self.metrics.events_rejected.labels(topic, bad.reason).inc()
 
     def _produce(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
-                 headers: Any) -> None:
-        callback = self._deliveries.callback(kind, topic, key, value, headers)
+                 headers: Any, partition: int = -1) -> None:
+        """Produce one message (``partition`` -1: the partitioner's choice), never dropping it."""
+        callback = self._deliveries.callback(kind, topic, key, value, headers, partition)
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+                self.producer.produce(topic, value=value, key=key, headers=headers, partition=partition,
+                                      on_delivery=callback)
                 return
             except BufferError:
                 # the local queue is full: serve delivery reports to make room, never drop
@@ -397,8 +443,8 @@ class Service:
             if self._past_stop_deadline():
                 return False
             time.sleep(0.5)
-            for kind, topic, key, value, headers, _ in retry:
-                self._produce(kind, topic, key, value, headers)
+            for kind, topic, key, value, headers, partition, _ in retry:
+                self._produce(kind, topic, key, value, headers, partition)
 
     def _past_stop_deadline(self) -> bool:
         return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
@@ -432,7 +478,7 @@ class Service:
             by_topic.setdefault(topic, []).append(TopicPartition(topic, partition))
         labels = by_topic.get(self._labels_topic, [])
         predictions = by_topic.get(self.settings.topics.predictions, [])
-        join = self.pipeline.join
+        join = _Joins(self.owned)
         room = self.settings.labels.early_label_events
         retention = self.settings.labels.retention_events
         labels_ahead = (join.joinable_waiting() > room // 2 or (
@@ -471,7 +517,7 @@ class Service:
         for the next ``room`` predictions before a pause is tried again.
         """
         read = self._consumed_total.get(self.settings.topics.predictions, 0)
-        waiting = self.pipeline.join.joinable_waiting()
+        waiting = _Joins(self.owned).joinable_waiting()
         if self._pause_window is None:
             self._pause_window = (read, waiting, True)
         since, waiting_then, pausing = self._pause_window
@@ -501,24 +547,63 @@ class Service:
 
     # -- callbacks ------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Restore each new partition's state, then start reading where that state needs.
+
+        Runs inside the consumer's poll: no message of these partitions is read
+        before it returns. A changelog that cannot be read stops the service
+        (exit 1, nothing committed); the orchestrator's restart tries again.
+        """
+        try:
+            self._restore(consumer, partitions)
+        except (ChangelogError, KafkaException) as exc:
+            log.error("restoring state failed: stopping with exit 1, nothing committed",
+                      extra={"error": str(exc), "topic": self.settings.state_topic})
+            self._restore_failed = str(exc)
+            self.stop()
+        if "cooperative" in str(self._consumer_config.get("partition.assignment.strategy")):
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         self._assigned.update((p.topic, p.partition) for p in partitions)
-        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]"
-                                                              for p in partitions]})
+        log.info("partitions assigned", extra={"partitions": [
+            f"{p.topic}[{p.partition}]@{p.offset}" if p.offset >= 0 else f"{p.topic}[{p.partition}]"
+            for p in partitions]})
+
+    def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        kinds = {topic: kind for kind, topic in self._topic_kinds().items()}
+        committed = consumer.committed([TopicPartition(p.topic, p.partition) for p in partitions],
+                                       timeout=self.settings.state.restore_timeout_s)
+        by_number: dict[int, dict[str, int | None]] = {}
+        for tp in committed:
+            by_number.setdefault(tp.partition, {})[kinds[tp.topic]] = tp.offset if tp.offset >= 0 else None
+        if self._reader is None:
+            self._reader = ChangelogReader(self.settings, error_cb=self._on_kafka_error)
+        for number, offsets in sorted(by_number.items()):
+            if number not in self.owned:
+                self.owned[number] = recover(self.settings, self.metrics, self._reader, number,
+                                             offsets, self._topic_kinds())
+        for p in partitions:
+            start = self.owned[p.partition].start.get(kinds[p.topic])
+            if start is not None:
+                p.offset = start
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # the batch that read these partitions has been delivered and stored: commit it now
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                log.warning("commit on revoke failed", extra={"error": str(exc)})
+        """The final snapshot and commit of what this member read, then its state goes."""
+        numbers = {p.partition for p in partitions}
+        states = [self.owned[n] for n in sorted(numbers) if n in self.owned and self.owned[n].since_snapshot]
+        if self._undeliverable is None and self._fatal is None:
+            self.checkpoint.snapshot(states)
+        self.checkpoint.commit()
         self._forget(partitions)
         log.info("partitions revoked", extra={"partitions": [f"{p.topic}[{p.partition}]"
                                                              for p in partitions]})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # another member may own them already: committing now could overwrite its progress
+        # another member may own them already: committing or writing state now could
+        # overwrite its progress; the next owner restores from the changelog
         self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": [f"{p.topic}[{p.partition}]"
                                                              for p in partitions]})
@@ -530,6 +615,12 @@ class Service:
                 # this member no longer owns the partition: stop exporting its lag
                 with contextlib.suppress(KeyError):
                     self.metrics.consumer_lag.remove(p.topic, str(p.partition))
+        held = {number for _, number in self._assigned}
+        for number in [n for n in self.owned if n not in held]:
+            del self.owned[number]
+            for metric in (self.metrics.state_keys, self.metrics.state_snapshot_timestamp):
+                with contextlib.suppress(KeyError):
+                    metric.remove(str(number))
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         self.metrics.kafka_errors.labels(error.name()).inc()
@@ -578,6 +669,19 @@ class Service:
             self.health.set_ready(True, f"{len(self._assigned)} partition(s) assigned, lag {lag}{note}")
         else:
             self.health.set_ready(False, f"catching up: lag {lag} > {bound}{note}")
+
+
+class _Joins:
+    """The label joins of every owned partition, as pacing sees them."""
+
+    def __init__(self, owned: dict[int, PartitionState]) -> None:
+        self._joins = [state.pipeline.join for state in owned.values()]
+
+    def joinable_waiting(self) -> int:
+        return sum(join.joinable_waiting() for join in self._joins)
+
+    def fullest_pending(self) -> int:
+        return max((join.fullest_pending() for join in self._joins), default=0)
 
 
 def _partition_lag(stats: dict[str, Any]) -> int | None:

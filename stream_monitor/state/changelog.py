@@ -1,0 +1,126 @@
+"""The changelog topic: made sure of at start, read back to its end on assignment.
+
+Partition *i* of the changelog holds the state of input partition *i* (the
+Kafka Streams layout), so the topic has the predictions topic's partition
+count and compaction keeps the latest record of every key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from stream_monitor.config import Settings
+from stream_monitor.errors import StreamMonitorError
+
+__all__ = ["ChangelogError", "ChangelogReader", "ensure_changelog"]
+
+log = logging.getLogger(__name__)
+
+#: topic configs of a changelog the monitor creates
+_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                 "segment.ms": str(6 * 3600 * 1000)}
+
+
+class ChangelogError(StreamMonitorError):
+    """The changelog topic cannot be used (missing and not creatable, wrong partitions)."""
+
+
+def ensure_changelog(settings: Settings, partitions: int, timeout_s: float = 30.0) -> None:
+    """Create the changelog topic when missing; refuse one with another partition count."""
+    topic = settings.state_topic
+    admin = AdminClient({**settings.kafka.client_properties(), "log_level": 3})
+    metadata = admin.list_topics(timeout=timeout_s)
+    found = metadata.topics.get(topic)
+    if found is not None and found.error is None:
+        if len(found.partitions) != partitions:
+            raise ChangelogError(
+                f"state topic {topic!r} has {len(found.partitions)} partitions, the predictions topic "
+                f"{partitions}: partition i of the state holds input partition i, so they must be "
+                f"equal (delete the state topic, or set state.topic to a new name)")
+        _warn_unless_compacted(admin, topic, timeout_s)
+        return
+    replication = settings.state.replication_factor
+    future = admin.create_topics([NewTopic(topic, partitions, replication, config=_TOPIC_CONFIG)],
+                                 operation_timeout=timeout_s, request_timeout=timeout_s)[topic]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return ensure_changelog(settings, partitions, timeout_s)  # another member made it
+        raise ChangelogError(
+            f"state topic {topic!r} is missing and could not be created ({error.name()}: "
+            f"{error.str()}): create it compacted with {partitions} partitions, or grant the "
+            f"monitor CREATE on it") from None
+    log.info("state topic created", extra={"topic": topic, "partitions": partitions,
+                                           "replication_factor": replication})
+
+
+def _warn_unless_compacted(admin: AdminClient, topic: str, timeout_s: float) -> None:
+    try:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(timeout_s)
+    except Exception:  # noqa: BLE001 - describing is a courtesy check; the ACL may not allow it
+        return
+    policy = configs.get("cleanup.policy")
+    if policy is not None and "compact" not in (policy.value or ""):
+        log.warning("state topic is not compacted: it grows without bound and restores slow down "
+                    "(set cleanup.policy=compact)", extra={"topic": topic, "cleanup_policy": policy.value})
+
+
+class ChangelogReader:
+    """Reads one changelog partition from its start to its end, as a restore needs."""
+
+    def __init__(self, settings: Settings, **callbacks: Any) -> None:
+        self.topic = settings.state_topic
+        self._timeout_s = settings.state.restore_timeout_s
+        self._consumer = Consumer({
+            **settings.kafka.client_properties(),
+            # never joins the group (assign only) and never commits
+            "group.id": f"{settings.kafka.group_id}.state-restore",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            **callbacks,
+        })
+
+    def read(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Every record of the partition, (key, value) in offset order; value None is a tombstone."""
+        tp = TopicPartition(self.topic, partition)
+        low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
+        if high <= low:
+            return []
+        self._consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+        records: list[tuple[bytes, bytes | None]] = []
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise ChangelogError(f"restoring {self.topic}[{partition}] took longer than "
+                                         f"state.restore_timeout_s ({self._timeout_s:.0f} s)")
+                done = False
+                for message in self._consumer.consume(10_000, 0.5):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            done = message.offset() >= high
+                            continue
+                        raise ChangelogError(f"reading {self.topic}[{partition}]: {error.str()}")
+                    key = message.key()
+                    if key is not None:
+                        records.append((key, message.value()))
+                    if message.offset() >= high - 1:
+                        done = True
+                if done:
+                    return records
+        finally:
+            self._consumer.unassign()
+
+    def close(self) -> None:
+        self._consumer.close()
