@@ -51,10 +51,16 @@ class Checkpoint:
         self._state_topic = settings.state_topic
 
     def due(self, state: PartitionState, now: float) -> bool:
-        """Whether a partition's snapshot is due (only a state that changed is written)."""
+        """Whether a partition's snapshot is due (only a state that changed is written).
+
+        A partition never snapshotted is written after its first batch, before
+        any of its offsets is stored: a committed offset then always has a
+        state on the changelog to go with it.
+        """
         if state.since_snapshot == 0:
             return False
-        return (state.since_snapshot >= self.settings.state.snapshot_events
+        return (state.store.snapshot_id == 0
+                or state.since_snapshot >= self.settings.state.snapshot_events
                 or now - state.snapshot_at >= self.settings.state.snapshot_interval_s)
 
     def after_batch(self, states: Iterable[PartitionState], offsets: list[TopicPartition]) -> bool:
@@ -71,6 +77,11 @@ class Checkpoint:
                 # e.g. revoked in between: the next owner re-reads these, nothing is lost
                 log.warning("storing offsets failed", extra={"error": str(exc)})
         return True
+
+    def snapshot_due(self, states: Iterable[PartitionState]) -> bool:
+        """Write the snapshots that are due (between batches too, so a quiet input is not left behind)."""
+        now = time.monotonic()
+        return self.snapshot([s for s in states if self.due(s, now)])
 
     def snapshot(self, states: list[PartitionState]) -> bool:
         """Write the snapshots of ``states``: key records, delivered; then meta and tombstones, delivered."""
@@ -94,6 +105,8 @@ class Checkpoint:
         wall = time.time()
         now = time.monotonic()
         self.metrics.changelog_bytes.inc(written)
+        log.debug("state snapshot written", extra={
+            "partitions": [s.number for s in states], "bytes": written})
         for state in states:
             state.since_snapshot = 0
             state.snapshot_at = now

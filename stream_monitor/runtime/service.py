@@ -226,6 +226,9 @@ class Service:
                     break
                 if self._stop.is_set():
                     break
+                if not messages:
+                    # a quiet input still gets its last changes written in time
+                    self.checkpoint.snapshot_due(self.owned.values())
                 # every iteration, empty polls included: a pause must never outlive its reason
                 self._pace_inputs()
                 self._update_readiness()
@@ -311,13 +314,15 @@ class Service:
             if state is None or (topic, partition) not in self._assigned:
                 continue  # not ours (any more): its owner reads it from the committed offset
             kind = "labels" if topic == labels_topic else "predictions"
-            next_offsets[(topic, partition)] = offset + 1
             state.positions[kind] = offset + 1
             state.since_snapshot += 1
             consumed[topic] = consumed.get(topic, 0) + 1
             silent = state.is_silent(kind, offset)
             if silent:
+                # below the committed offset: storing it would move the commit backwards
                 replayed[topic] = replayed.get(topic, 0) + 1
+            else:
+                next_offsets[(topic, partition)] = offset + 1
             timestamp_kind, milliseconds = message.timestamp()
             timestamp = milliseconds / 1000.0 if timestamp_kind else None
             items = by_partition.setdefault(partition, [])
@@ -344,7 +349,7 @@ class Service:
                     self._on_alert(value)
         offsets = [TopicPartition(topic, partition, offset)
                    for (topic, partition), offset in next_offsets.items()]
-        touched = [owned[partition] for partition in {p for _, p in next_offsets}]
+        touched = [owned[partition] for partition in by_partition]
         if not self.checkpoint.after_batch(touched, offsets):
             return  # stopping with undelivered output: the batch stays uncommitted
         self._export_join_gauges()

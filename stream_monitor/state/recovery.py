@@ -20,6 +20,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from confluent_kafka import OFFSET_BEGINNING
+
 from stream_monitor.config import Settings
 from stream_monitor.metrics import Metrics
 from stream_monitor.pipeline import Pipeline
@@ -78,16 +80,21 @@ def recover(settings: Settings, metrics: Metrics | None, reader: ChangelogReader
         restored = restore_pipeline(pipeline, number, [], topics)
         outcome = "failed"
     state = PartitionState(number, pipeline, restored.store)
+    from_start = str(settings.kafka.properties.get("auto.offset.reset", "earliest")).lower() in (
+        "earliest", "smallest", "beginning")
     for kind in topics:
         snapshot = restored.positions.get(kind)
         done = committed.get(kind)
         if snapshot is None:
+            # a fresh state reflects nothing of this topic before where reading starts
             state.start[kind] = None
             if done is not None:
                 state.positions[kind] = done
+            elif from_start:
+                state.positions[kind] = OFFSET_BEGINNING
             continue
         state.start[kind] = snapshot
-        state.positions[kind] = max(snapshot, done or 0)
+        state.positions[kind] = snapshot
         if done is not None and done > snapshot:
             state.silent_until[kind] = done
     seconds = time.perf_counter() - started
