@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import fnmatch
+import re
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +60,9 @@ ENV_PREFIX = "STREAM_MONITOR_"
 #: documented variables with our prefix that are not settings
 ENV_NOT_SETTINGS = frozenset({"STREAM_MONITOR_SECRETS_DIR"})
 #: librdkafka properties the monitor sets itself, with what to use instead
+#: what Kafka accepts as a topic name
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
 _OWNED_PROPERTIES = {
     "bootstrap.servers": "set kafka.bootstrap_servers instead",
     "group.id": "set kafka.group_id instead",
@@ -364,6 +368,17 @@ class Settings(BaseSettings):
         sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _state_topic_is_legal(self) -> Settings:
+        # Kafka refuses other topic names; say so now, not at the first start
+        topic = self.state_topic
+        if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+            field = "state.topic" if self.state.topic else "kafka.group_id"
+            raise ValueError(f"{field}: the state topic {topic!r} is not a legal Kafka topic name "
+                             f"(letters, digits, '.', '_', '-', at most 249 characters)"
+                             + ("" if self.state.topic else ": set state.topic"))
+        return self
+
     @property
     def state_topic(self) -> str:
         """The changelog topic: ``state.topic``, or ``<kafka.group_id>.state``."""
@@ -431,6 +446,9 @@ def _problems(error: Any) -> list[tuple[str, str]]:
     parts = message.split("; ")
     if error["type"] == "value_error" and all(p.startswith(f"{field}.") and ": " in p for p in parts):
         return [tuple(part.split(": ", 1)) for part in parts]  # type: ignore[misc]
+    if field == "(root)" and re.match(r"[a-z_]+(\.[a-z_]+)+: ", message):
+        # a check across sections names the field it is about
+        return [tuple(message.split(": ", 1))]  # type: ignore[list-item]
     return [(field, str(error["msg"]))]
 
 

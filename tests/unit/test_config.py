@@ -231,3 +231,25 @@ def test_ordinary_properties_are_accepted(tmp_path):
     path.write_text("kafka: {properties: {auto.offset.reset: latest, isolation.level: read_uncommitted,"
                     " statistics.interval.ms: 500, fetch.min.bytes: 1000}}\n")
     assert load_settings(path).kafka.properties["auto.offset.reset"] == "latest"
+
+
+def test_the_state_topic_defaults_to_the_group_and_must_be_a_legal_topic_name():
+    assert load_settings(kafka={"group_id": "fraud-monitor"}).state_topic == "fraud-monitor.state"
+    assert load_settings(state={"topic": "custom.changelog"}).state_topic == "custom.changelog"
+    with pytest.raises(ConfigError) as error:
+        load_settings(kafka={"group_id": "fraud monitor"})
+    assert error.value.problems[0][0] == "kafka.group_id"
+    assert "set state.topic" in error.value.problems[0][1]
+    with pytest.raises(ConfigError) as error:
+        load_settings(state={"topic": "a/b", "snapshot_interval_s": 0, "replication_factor": 0})
+    assert sorted(field for field, _ in error.value.problems) == [
+        "state.replication_factor", "state.snapshot_interval_s"]
+
+
+def test_static_membership_sets_the_group_instance_id_and_owns_the_property():
+    from stream_monitor.runtime.service import consumer_config
+    assert consumer_config(load_settings(kafka={"instance_id": "monitor-0"}))["group.instance.id"] == "monitor-0"
+    assert "group.instance.id" not in consumer_config(load_settings())
+    with pytest.raises(ConfigError) as error:
+        load_settings(kafka={"properties": {"group.instance.id": "x"}})
+    assert error.value.problems[0][0] == "kafka.properties.group.instance.id"
