@@ -319,8 +319,11 @@ class Service:
             consumed[topic] = consumed.get(topic, 0) + 1
             silent = state.is_silent(kind, offset)
             if silent:
-                # below the committed offset: storing it would move the commit backwards
+                # below the committed offset: storing it would move the commit backwards;
+                # the last one stores the committed offset itself (so the lag is known)
                 replayed[topic] = replayed.get(topic, 0) + 1
+                if offset + 1 == state.silent_until[kind]:
+                    next_offsets[(topic, partition)] = offset + 1
             else:
                 next_offsets[(topic, partition)] = offset + 1
             timestamp_kind, milliseconds = message.timestamp()
@@ -571,9 +574,22 @@ class Service:
         else:
             consumer.assign(partitions)
         self._assigned.update((p.topic, p.partition) for p in partitions)
+        # a start at the snapshot, at or past the commit, is itself a safe commit: storing it
+        # makes the lag known at once, also when nothing more arrives
+        resumed = [TopicPartition(p.topic, p.partition, p.offset) for p in partitions
+                   if p.offset >= 0 and p.partition in self.owned
+                   and not self.owned[p.partition].silent_until.get(self._kind_of(p.topic))]
+        if resumed:
+            try:
+                consumer.store_offsets(offsets=resumed)
+            except KafkaException as exc:
+                log.warning("storing the resumed offsets failed", extra={"error": str(exc)})
         log.info("partitions assigned", extra={"partitions": [
             f"{p.topic}[{p.partition}]@{p.offset}" if p.offset >= 0 else f"{p.topic}[{p.partition}]"
             for p in partitions]})
+
+    def _kind_of(self, topic: str) -> str:
+        return "labels" if topic == self._labels_topic else "predictions"
 
     def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
@@ -585,7 +601,8 @@ class Service:
         for tp in committed:
             by_number.setdefault(tp.partition, {})[kinds[tp.topic]] = tp.offset if tp.offset >= 0 else None
         if self._reader is None:
-            self._reader = ChangelogReader(self.settings, error_cb=self._on_kafka_error)
+            self._reader = ChangelogReader(self.settings, progress=self.health.beat,
+                                           error_cb=self._on_kafka_error)
         for number, offsets in sorted(by_number.items()):
             if number not in self.owned:
                 self.owned[number] = recover(self.settings, self.metrics, self._reader, number,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -76,8 +77,12 @@ def _warn_unless_compacted(admin: AdminClient, topic: str, timeout_s: float) -> 
 class ChangelogReader:
     """Reads one changelog partition from its start to its end, as a restore needs."""
 
-    def __init__(self, settings: Settings, **callbacks: Any) -> None:
+    def __init__(self, settings: Settings, progress: Callable[[], None] = lambda: None,
+                 **callbacks: Any) -> None:
+        """``progress`` is called between fetches (the service marks itself alive: a long
+        restore must not look like a hung loop to a liveness probe)."""
         self.topic = settings.state_topic
+        self._progress = progress
         self._timeout_s = settings.state.restore_timeout_s
         self._consumer = Consumer({
             **settings.kafka.client_properties(),
@@ -105,6 +110,7 @@ class ChangelogReader:
                     raise ChangelogError(f"restoring {self.topic}[{partition}] took longer than "
                                          f"state.restore_timeout_s ({self._timeout_s:.0f} s)")
                 done = False
+                self._progress()
                 for message in self._consumer.consume(10_000, 0.5):
                     error = message.error()
                     if error is not None:
