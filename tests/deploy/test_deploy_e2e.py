@@ -271,7 +271,9 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         for daemon in reversed(started):
             daemon.stop()
         webhook.server.shutdown()
-        for future in admin.delete_topics(list(topics.values()), operation_timeout=30).values():
+        # the monitor made its changelog topic (<group_id>.state) at start
+        state_topic = f"test-deploy-{tag}.state"
+        for future in admin.delete_topics([*topics.values(), state_topic], operation_timeout=30).values():
             try:
                 future.result(timeout=30)
             except Exception:  # noqa: BLE001 - clean-up only
