@@ -17,11 +17,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from deploy_support import (COMPOSE, COMPOSE_CONFIG, DASHBOARDS, DOCKERFILE, GRAFANA, KUBERNETES, METRIC_NAME,
-                            PROMETHEUS_CONFIG, REPO_ROOT, RULES, all_panels, dashboard_queries, dashboards,
-                            load_yaml, load_yaml_documents)
+                            PROMETHEUS_CONFIG, REPO_ROOT, RULES, STATE_FAILURE_RULES, STATE_GROUP,
+                            STATE_REPLAY_PANELS, STATE_ROW, all_panels, dashboard_queries, dashboards,
+                            load_yaml, load_yaml_documents, row_panels)
 from stream_monitor.config import Settings, load_settings
 from stream_monitor.metrics import Metrics
+from stream_monitor.runtime.service import STOP_GRACE_S, consumer_config
 
+#: the monitor's workload: a StatefulSet, for stable pod names (static membership)
+WORKLOAD = "StatefulSet/stream-monitor"
+#: the name the kubelet gives the first pod of the StatefulSet
+FIRST_POD = "stream-monitor-0"
 PINNED_TAG = re.compile(r"^[\w./-]+(:[\w][\w.-]*[0-9][\w.-]*)(@sha256:[0-9a-f]{64})?$")
 DATASOURCE_UID = "stream-monitor-prometheus"
 
@@ -61,12 +67,19 @@ def manifests() -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def k8s_settings(manifests: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory,
                  monkeypatch_module: pytest.MonkeyPatch) -> Settings:
-    """The ConfigMap's config as the Deployment's container sees it, env included."""
+    """The ConfigMap's config as the first pod's container sees it, env included."""
     config = tmp_path_factory.mktemp("k8s") / "config.yaml"
     config.write_text(manifests["ConfigMap/stream-monitor-config"]["data"]["config.yaml"])
     for var in container(manifests)["env"]:
-        # the value the kubelet would take from the Secret, named after its key
-        monkeypatch_module.setenv(var["name"], "from-secret-" + var["valueFrom"]["secretKeyRef"]["key"])
+        source = var["valueFrom"]
+        if "fieldRef" in source:
+            # the downward API: the pod's own field, as the kubelet fills it in
+            assert source["fieldRef"]["fieldPath"] == "metadata.name", var
+            value = FIRST_POD
+        else:
+            # the value the kubelet would take from the Secret, named after its key
+            value = "from-secret-" + source["secretKeyRef"]["key"]
+        monkeypatch_module.setenv(var["name"], value)
     return load_settings(config)
 
 
@@ -78,7 +91,7 @@ def monkeypatch_module() -> Any:
 
 
 def container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    (main,) = manifests["Deployment/stream-monitor"]["spec"]["template"]["spec"]["containers"]
+    (main,) = manifests[WORKLOAD]["spec"]["template"]["spec"]["containers"]
     return main
 
 
@@ -195,6 +208,21 @@ def test_compose_monitor_config_ports_and_topics_agree(compose: dict[str, Any],
     assert f"--labels-topic={configured.labels}" in producer
 
 
+def test_compose_monitor_is_one_static_member_with_time_to_stop(compose: dict[str, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor = compose["services"]["monitor"]
+    instance_id = monitor["environment"]["STREAM_MONITOR_KAFKA__INSTANCE_ID"]
+    monkeypatch.setenv("STREAM_MONITOR_KAFKA__INSTANCE_ID", instance_id)
+    settings = load_settings(COMPOSE_CONFIG)
+    assert consumer_config(settings)["group.instance.id"] == instance_id
+    # one container, restarted in place: one member per id
+    assert monitor.get("deploy", {}).get("replicas", 1) == 1
+    assert monitor["restart"] == "unless-stopped"
+    # SIGTERM exits within 10 s, docker's own default before SIGKILL: more than that
+    match = re.fullmatch(r"(\d+)s", monitor["stop_grace_period"])
+    assert match and int(match.group(1)) > 10, monitor["stop_grace_period"]
+
+
 def test_compose_mounts_point_at_files_that_exist(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for mount in service.get("volumes", []):
@@ -284,6 +312,43 @@ def test_every_metric_named_in_dashboards_and_rules_is_exported_by_the_service()
     assert named - exported == set(), f"not exported by stream_monitor.metrics: {named - exported}"
 
 
+def test_state_row_shows_every_state_metric() -> None:
+    (dashboard,) = dashboards()
+    panels = row_panels(dashboard, STATE_ROW)
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    registry = CollectorRegistry()
+    Metrics(registry)
+    families = {family.name for family in registry.collect() if family.name.startswith("stream_monitor_state_")}
+    assert len(families) == 6, families
+    for family in families:
+        assert any(family in expr for expr in exprs), f"{family} is not on the {STATE_ROW!r} row"
+    # the snapshot's age, not its timestamp
+    assert any(re.search(r"time\(\) - .*stream_monitor_state_last_snapshot_timestamp_seconds", expr)
+               for expr in exprs)
+    # the panels the e2e scenario lets go without data are on the row
+    assert STATE_REPLAY_PANELS <= {panel["title"] for panel in panels}
+
+
+def test_state_rules_page_on_a_failed_restore_and_bound_restores_on_a_bucket() -> None:
+    (group,) = [group for group in load_yaml(RULES)["groups"] if group["name"] == STATE_GROUP]
+    rules = {rule["alert"]: rule for rule in group["rules"]}
+    assert set(rules) == {"StreamMonitorStateRestoreFailed", "StreamMonitorStateSnapshotStale",
+                          "StreamMonitorStateRestoreSlow"}
+    assert STATE_FAILURE_RULES <= set(rules)
+    # a partition that lost its state learns a new reference: page, as for undeliverable alerts
+    assert rules["StreamMonitorStateRestoreFailed"]["labels"]["severity"] == "critical"
+    # the slow-restore bound is a bucket bound as the monitor exports it ("60.0"), or the
+    # selector matches nothing and the rule can never fire
+    registry = CollectorRegistry()
+    Metrics(registry)
+    bounds = {sample.labels["le"] for family in registry.collect()
+              if family.name == "stream_monitor_state_restore_seconds"
+              for sample in family.samples if sample.name.endswith("_bucket")}
+    used = set(re.findall(r'stream_monitor_state_restore_seconds_bucket\{le="([^"]+)"\}',
+                          rules["StreamMonitorStateRestoreSlow"]["expr"]))
+    assert used and used <= bounds, (used, bounds)
+
+
 # -- Kubernetes ---------------------------------------------------------------
 
 
@@ -294,7 +359,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_kubernetes_has_every_object(manifests: dict[str, dict[str, Any]]) -> None:
-    assert {"Deployment/stream-monitor", "Service/stream-monitor", "ServiceMonitor/stream-monitor",
+    assert {WORKLOAD, "Service/stream-monitor", "ServiceMonitor/stream-monitor",
             "PrometheusRule/stream-monitor", "ConfigMap/stream-monitor-dashboard",
             "ConfigMap/stream-monitor-config", "Secret/stream-monitor-kafka",
             "ScaledObject/stream-monitor", "TriggerAuthentication/stream-monitor-kafka"} <= set(manifests)
@@ -310,9 +375,9 @@ def test_kubernetes_images_are_pinned(manifests: dict[str, dict[str, Any]]) -> N
         assert image["newTag"] and image["newTag"] != "latest"
 
 
-def test_deployment_probes_port_and_security(manifests: dict[str, dict[str, Any]],
-                                             k8s_settings: Settings) -> None:
-    deployment = manifests["Deployment/stream-monitor"]
+def test_workload_probes_port_and_security(manifests: dict[str, dict[str, Any]],
+                                           k8s_settings: Settings) -> None:
+    deployment = manifests[WORKLOAD]
     main = container(manifests)
     (port,) = main["ports"]
     assert port["name"] == "metrics" and port["containerPort"] == k8s_settings.metrics.port == 9108
@@ -339,8 +404,8 @@ def test_sasl_credentials_come_from_the_secret(manifests: dict[str, dict[str, An
     assert password["name"] == "stream-monitor-kafka" and password["key"] in secret["stringData"]
     for var in env.values():
         assert "value" not in var, f"{var['name']}: credentials must not be inline"
-        ref = var["valueFrom"]["secretKeyRef"]
-        assert ref["key"] in secret["stringData"]
+        if "secretKeyRef" in var["valueFrom"]:
+            assert var["valueFrom"]["secretKeyRef"]["key"] in secret["stringData"]
     # the env really reaches the settings: password and user name land in the client properties
     properties = k8s_settings.kafka.client_properties()
     assert properties["sasl.password"] == "from-secret-sasl-password"
@@ -351,9 +416,34 @@ def test_sasl_credentials_come_from_the_secret(manifests: dict[str, dict[str, An
     assert secret["stringData"]["sasl-password"] == "CHANGE-ME"
 
 
+def test_static_membership_takes_the_stable_pod_name(manifests: dict[str, dict[str, Any]],
+                                                    k8s_settings: Settings) -> None:
+    # a Deployment's pod names change with every new pod: as instance ids, each restart
+    # would be a new member while the old one held its partitions until its session ended
+    assert not any(key.startswith("Deployment/") for key in manifests)
+    statefulset = manifests[WORKLOAD]
+    env = {var["name"]: var for var in container(manifests)["env"]}
+    assert env["STREAM_MONITOR_KAFKA__INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # the pod name reaches the consumer as group.instance.id
+    assert k8s_settings.kafka.instance_id == FIRST_POD
+    assert consumer_config(k8s_settings)["group.instance.id"] == FIRST_POD
+    assert statefulset["metadata"]["name"] == FIRST_POD.rsplit("-", 1)[0]
+    spec = statefulset["spec"]
+    assert f"Service/{spec['serviceName']}" in manifests
+    # one pod at a time on a rollout (never two members with one id); scale-ups not serialised
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    assert "maxUnavailable" not in spec["updateStrategy"].get("rollingUpdate", {})
+    assert spec["podManagementPolicy"] == "Parallel"
+    # the state is in the changelog topic, not on a volume
+    assert "volumeClaimTemplates" not in spec
+    # SIGTERM exits within 10 s (STOP_GRACE_S of it to deliver): the kubelet must wait longer
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= 10 > STOP_GRACE_S
+
+
 def test_service_and_servicemonitor_select_the_pods_metrics_port(manifests: dict[str, dict[str, Any]]) -> None:
     service = manifests["Service/stream-monitor"]
-    pod_labels = manifests["Deployment/stream-monitor"]["spec"]["template"]["metadata"]["labels"]
+    pod_labels = manifests[WORKLOAD]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
     assert port["name"] == "metrics" and port["targetPort"] == "metrics"
@@ -378,7 +468,10 @@ def test_keda_scales_on_the_monitors_lag_up_to_the_partition_count(
         manifests: dict[str, dict[str, Any]], k8s_settings: Settings, compose: dict[str, Any]) -> None:
     scaled = manifests["ScaledObject/stream-monitor"]
     spec = scaled["spec"]
-    assert spec["scaleTargetRef"]["name"] == "stream-monitor"
+    target = spec["scaleTargetRef"]
+    # KEDA scales a Deployment unless told the kind
+    assert f"{target.get('kind', 'Deployment')}/{target['name']}" == WORKLOAD
+    assert target.get("apiVersion", "apps/v1") == manifests[WORKLOAD]["apiVersion"]
     partitions = int(scaled["metadata"]["annotations"]["stream-monitor/input-partitions"])
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
     # the reference topic layout (compose) has that many input partitions
