@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -439,8 +438,9 @@ def report_restore(models: int, versions: int, features: int, events: int, repea
           f"built in {build_cpu:.1f} s CPU)")
     print(f"   changelog: {len(records)} records, {total / 1e6:.2f} MB ({total / signals:,.0f} bytes/signal); "
           f"one snapshot took {changelog.cpu[0]:.2f} s CPU")
+    verdict = "identical" if identical else "DIFFERENT (bug)"
     print(f"   restore_pipeline (decode + load): {restore:.2f} s CPU, median of {repeats} "
-          f"({restore / signals * 1e6:.0f} us/signal); restored state {'identical' if identical else 'DIFFERENT (bug)'}")
+          f"({restore / signals * 1e6:.0f} us/signal); restored state {verdict}")
     print(f"     of which decoding the records (codec.decode alone, timed once apart): {decode:.2f} s; "
           f"the rest, building the detectors and loading their state: {restore - decode:.2f} s")
     if bootstrap is None:
