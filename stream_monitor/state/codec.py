@@ -26,6 +26,9 @@ _FLOATS = 1
 _INTS = 2
 #: shorter lists stay plain msgpack (the ext header would cost more than it saves)
 _PACK_MIN = 8
+#: types msgpack packs as they are: a list of only these needs no walk in Python
+#: (the join's 100k remembered ids took 60 ms to walk, 7 ms to pack)
+_PLAIN = frozenset((str, bytes, bool, int, float, type(None)))
 
 
 class StateDecodeError(ValueError):
@@ -44,6 +47,8 @@ def _pack(value: Any) -> Any:
                 array = np.asarray(value)
                 if array.dtype == np.int64:
                     return msgpack.ExtType(_INTS, array.astype("<i8").tobytes())
+        if all(type(item) in _PLAIN for item in value):
+            return value
         return [_pack(item) for item in value]
     if isinstance(value, np.ndarray):
         return _pack(value.tolist())
