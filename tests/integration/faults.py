@@ -455,7 +455,7 @@ class FaultRun:
                 return
             assert time.monotonic() < deadline, (
                 f"timed out waiting for the group to commit {dict(ends)}: committed {committed}; "
-                f"running {sorted(self.group.running)}")
+                f"running {sorted(self.group.running)}; faults so far:\n{self.describe()}")
             time.sleep(0.2)
 
     def finish(self) -> None:
@@ -603,14 +603,23 @@ def published_alerts(bootstrap: str, alerts_topic: str) -> list[dict[str, Any]]:
 
 
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of equal keys as an aligned text table."""
+    """Rows of equal keys as an aligned text table.
+
+    >>> print(table([{"fault": "kill -9", "lost": 0}, {"fault": "SIGTERM", "lost": 12}]))
+    fault    lost
+    -------  ----
+    kill -9     0
+    SIGTERM    12
+    """
     if not rows:
         return "(no rows)"
     columns = list(rows[0])
     cells = [[str(row[column]) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     header = "  ".join(column.ljust(width) for column, width in zip(columns, widths))
-    body = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    # names to the left, numbers to the right
+    body = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(line, widths))) for line in cells]
     return "\n".join([header, "  ".join("-" * width for width in widths), *body])
 
 
