@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,9 +26,11 @@ from ..integration.faults import (
     create_topics,
     event_id,
     fault_config,
+    fault_topics,
     published_alerts,
     replay_by_partition,
     restarts,
+    run_faults,
     scenario_messages,
     summary_row,
     table,
@@ -42,11 +43,6 @@ LONG_DRIFTS = ("fraud:feature:f01@15000:shift=1.0", "credit:feature:f02@25000:sc
                "fraud:prediction@35000:shift=1.0", "credit:feature:f00@50000:shift=0.8",
                "fraud:feature:c00@60000:share=0.45", "credit:feature:c00@75000:share=0.4",
                "fraud:feature:f02@85000:shift=-1.0:over=2000", "credit:prediction@90000:shift=-1.0")
-
-
-def _topics(topic_factory: Callable[..., str], partitions: int = 1) -> dict[str, str]:
-    return {"predictions": topic_factory("predictions", partitions=partitions),
-            "alerts": topic_factory("alerts"), "dead_letter": topic_factory("dead-letter")}
 
 
 def _chosen_points(drifts: Iterable[str]) -> list[tuple[str, int]]:
@@ -69,19 +65,6 @@ def _spread(positions: Iterable[int], spacing: int) -> list[int]:
     return kept
 
 
-def _run(bootstrap: str, group_id: str, feeder: Feeder, configs: Mapping[str, Path], log_dir: Path,
-         faults: Sequence[Fault], first: Sequence[str] = ("a",), **options: Any) -> FaultRun:
-    group = Group(configs, log_dir)
-    run = FaultRun(bootstrap, group_id, feeder, group, **options)
-    try:
-        for member in first:
-            group.start(member)
-        run.apply(faults)
-        run.finish()
-    finally:
-        group.close()
-    return run
-
 
 def _judge(name: str, bootstrap: str, config: Path, feeder: Feeder, topics: Mapping[str, str],
            run: FaultRun, folder: Path, at_least: int) -> None:
@@ -99,7 +82,7 @@ def _long_stream(seed: int) -> Scenario:
 
 def test_kill_9_at_random_and_chosen_points_of_a_200k_stream(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory)
+    topics = fault_topics(topic_factory)
     feeder = Feeder(kafka_bootstrap, scenario_messages(_long_stream(31), topics["predictions"]))
     tail = 300
     chosen = [feeder.position(topics["predictions"], event_id(model, number))
@@ -109,7 +92,7 @@ def test_kill_9_at_random_and_chosen_points_of_a_200k_stream(
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics,
                           snapshot_interval_s=1.0, instance_id="chaos-kill-member")
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "kill"),
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "kill"),
                tail=tail, seed=31)
 
     _judge("kill -9", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=len(LONG_DRIFTS))
@@ -117,7 +100,7 @@ def test_kill_9_at_random_and_chosen_points_of_a_200k_stream(
 
 def test_sigterm_at_ten_points_of_a_200k_stream(kafka_bootstrap, topic_factory, group_id, tmp_path,
                                                 state_topics):
-    topics = _topics(topic_factory)
+    topics = fault_topics(topic_factory)
     feeder = Feeder(kafka_bootstrap, scenario_messages(_long_stream(32), topics["predictions"]))
     tail = 300
     chosen = [feeder.position(topics["predictions"], event_id(model, number))
@@ -125,7 +108,7 @@ def test_sigterm_at_ten_points_of_a_200k_stream(kafka_bootstrap, topic_factory, 
     positions = sorted(random.Random(32).sample(_spread(chosen, tail), 10))
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics, snapshot_interval_s=0.5)
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "term"),
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "term"),
                tail=tail, seed=32)
 
     slowest = max(record.seconds or 0.0 for record in run.records)
@@ -164,14 +147,14 @@ def _churn_schedule(steps: int, length: int, seed: int) -> list[Fault]:
 
 def test_rebalance_churn_of_twenty_joins_and_leaves_with_three_members(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory, partitions=4)
+    topics = fault_topics(topic_factory, partitions=4)
     scenario = Scenario(models=CHURN_MODELS, n_events=20_000, n_numeric=3, n_categorical=1, seed=33,
                         drifts=tuple(parse_drift(text) for text in CHURN_DRIFTS))
     feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics, snapshot_interval_s=1.0)
     churn = _churn_schedule(20, len(feeder.messages), seed=33)
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config, "b": config, "c": config}, tmp_path, churn,
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config, "b": config, "c": config}, tmp_path, churn,
                tail=500, seed=33)
 
     assert sorted(feeder.values(topics["predictions"])) == [0, 1, 2, 3], "every partition must have events"
@@ -194,7 +177,7 @@ def test_broker_hard_bounce_three_times(private_broker, tmp_path):
     bounces = [Fault(feeder.position(topics["predictions"], event_id(model, number)), "bounce")
                for model, number in (("fraud", 8010), ("credit", 16040), ("fraud", 24010))]
 
-    run = _run(bootstrap, group_id, feeder, {"a": config}, tmp_path, bounces, tail=600, seed=34,
+    run = run_faults(bootstrap, group_id, feeder, {"a": config}, tmp_path, bounces, tail=600, seed=34,
                broker=private_broker)
 
     _judge("broker bounce", bootstrap, config, feeder, topics, run, tmp_path, at_least=len(drifts))
@@ -229,7 +212,7 @@ def test_restart_latency_with_and_without_static_membership(kafka_bootstrap, top
                                                             tmp_path, state_topics):
     latencies = {}
     for name, instance_id in (("static (kafka.instance_id)", "latency-member"), ("dynamic", None)):
-        topics = _topics(topic_factory)
+        topics = fault_topics(topic_factory)
         member_group = f"{group_id}-{'static' if instance_id else 'dynamic'}"
         state_topics.append(f"{member_group}.state")
         latencies[name] = _restart_latency(kafka_bootstrap, topics, member_group, tmp_path / name.split()[0],

@@ -32,7 +32,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,6 +471,30 @@ class FaultRun:
 
     def describe(self) -> str:
         return "\n".join(f"  {number}. {record.describe()}" for number, record in enumerate(self.records, 1))
+
+
+def run_faults(bootstrap: str, group_id: str, feeder: Feeder, configs: Mapping[str, Path], log_dir: Path,
+               faults: Iterable[Fault], first: Sequence[str] = ("a",), **options: Any) -> FaultRun:
+    """Start the ``first`` members, apply the faults, finish the stream; every process is ended after."""
+    group = Group(configs, log_dir)
+    run = FaultRun(bootstrap, group_id, feeder, group, **options)
+    try:
+        for member in first:
+            group.start(member)
+        run.apply(faults)
+        run.finish()
+    finally:
+        group.close()
+    return run
+
+
+def fault_topics(topic_factory: Callable[..., str], partitions: int = 1, labels: bool = False) -> dict[str, str]:
+    """Input (``partitions`` each), alerts and dead-letter topics from the ``topic_factory`` fixture."""
+    topics = {"predictions": topic_factory("predictions", partitions=partitions),
+              "alerts": topic_factory("alerts"), "dead_letter": topic_factory("dead-letter")}
+    if labels:
+        topics["labels"] = topic_factory("labels", partitions=partitions)
+    return topics
 
 
 # -- the oracle and the comparison --------------------------------------------

@@ -12,9 +12,8 @@ placed). The long versions are in ``tests/chaos``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from stream_monitor.simulate import Scenario, parse_drift
 
@@ -28,19 +27,14 @@ from .faults import (
     create_topics,
     event_id,
     fault_config,
+    fault_topics,
     published_alerts,
     replay_by_partition,
     restarts,
+    run_faults,
     scenario_messages,
 )
 from .service_harness import metric_sum
-
-def _topics(topic_factory: Callable[..., str], partitions: int = 1, labels: bool = False) -> dict[str, str]:
-    topics = {"predictions": topic_factory("predictions", partitions=partitions),
-              "alerts": topic_factory("alerts"), "dead_letter": topic_factory("dead-letter")}
-    if labels:
-        topics["labels"] = topic_factory("labels", partitions=partitions)
-    return topics
 
 
 def _positions(feeder: Feeder, topic: str, points: Sequence[tuple[str, int]], spacing: int) -> list[int]:
@@ -49,19 +43,6 @@ def _positions(feeder: Feeder, topic: str, points: Sequence[tuple[str, int]], sp
     assert all(later - earlier > spacing for earlier, later in zip(positions, positions[1:])), positions
     return positions
 
-
-def _run(bootstrap: str, group_id: str, feeder: Feeder, configs: Mapping[str, Path], log_dir: Path,
-         faults: Sequence[Fault], first: Sequence[str] = ("a",), **options: Any) -> FaultRun:
-    group = Group(configs, log_dir)
-    run = FaultRun(bootstrap, group_id, feeder, group, **options)
-    try:
-        for member in first:
-            group.start(member)
-        run.apply(faults)
-        run.finish()
-    finally:
-        group.close()
-    return run
 
 
 def _compare(bootstrap: str, config: Path, feeder: Feeder, topics: Mapping[str, str], folder: Path,
@@ -92,7 +73,7 @@ KILL_POINTS = (
 
 def test_kill_9_at_eight_points_near_change_points_and_in_warm_ups_changes_no_alert(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory)
+    topics = fault_topics(topic_factory)
     scenario = Scenario(models=("fraud", "credit"), n_events=15_000, n_numeric=3, n_categorical=1, seed=11,
                         drifts=tuple(parse_drift(text) for text in KILL_DRIFTS))
     feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
@@ -102,7 +83,7 @@ def test_kill_9_at_eight_points_near_change_points_and_in_warm_ups_changes_no_al
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics,
                           snapshot_interval_s=1.0, instance_id="kill-9-member")
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "kill"),
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "kill"),
                tail=tail, seed=1)
 
     comparison, _ = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=len(KILL_DRIFTS))
@@ -130,7 +111,7 @@ TERM_POINTS = (
 def test_sigterm_at_ten_points_over_two_partitions_exits_0_in_10_s_and_changes_no_alert(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
     # two models keyed onto two partitions ("fraud" hashes to 0, "spam" to 1)
-    topics = _topics(topic_factory, partitions=2)
+    topics = fault_topics(topic_factory, partitions=2)
     scenario = Scenario(models=("fraud", "spam"), n_events=12_000, n_numeric=3, n_categorical=1, seed=12,
                         drifts=tuple(parse_drift(text) for text in TERM_DRIFTS))
     feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
@@ -142,7 +123,7 @@ def test_sigterm_at_ten_points_over_two_partitions_exits_0_in_10_s_and_changes_n
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics,
                           snapshot_interval_s=0.5, state_topic=state_topic)
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "term"),
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "term"),
                tail=tail, seed=2)
 
     assert sorted(feeder.values(topics["predictions"])) == [0, 1], "both partitions must have events"
@@ -162,7 +143,7 @@ CHURN_DRIFTS = ("churn:feature:f00@1500:shift=1.2", "spam:feature:f01@2500:scale
 
 def test_rebalance_churn_of_three_members_by_sigterm_and_sigkill_changes_no_alert(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory, partitions=4)
+    topics = fault_topics(topic_factory, partitions=4)
     scenario = Scenario(models=CHURN_MODELS, n_events=5000, n_numeric=3, n_categorical=1, seed=13,
                         drifts=tuple(parse_drift(text) for text in CHURN_DRIFTS))
     feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
@@ -172,7 +153,7 @@ def test_rebalance_churn_of_three_members_by_sigterm_and_sigkill_changes_no_aler
              Fault(4 * step, "start", "b"), Fault(5 * step, "term", "a"), Fault(6 * step, "kill", "c"),
              Fault(7 * step, "start", "a"), Fault(8 * step, "term", "b"), Fault(9 * step, "start", "c")]
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config, "b": config, "c": config}, tmp_path, churn,
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config, "b": config, "c": config}, tmp_path, churn,
                tail=500, seed=3)
 
     assert sorted(feeder.values(topics["predictions"])) == [0, 1, 2, 3], "every partition must have events"
@@ -200,7 +181,7 @@ def test_broker_hard_bounce_twice_during_the_stream_changes_no_alert(private_bro
     bounces = [Fault(feeder.position(topics["predictions"], event_id("fraud", 3010)), "bounce"),
                Fault(feeder.position(topics["predictions"], event_id("credit", 6040)), "bounce")]
 
-    run = _run(bootstrap, group_id, feeder, {"a": config}, tmp_path, bounces, tail=600, seed=4,
+    run = run_faults(bootstrap, group_id, feeder, {"a": config}, tmp_path, bounces, tail=600, seed=4,
                broker=private_broker)
 
     comparison, _ = _compare(bootstrap, config, feeder, topics, tmp_path, at_least=3)
@@ -212,7 +193,7 @@ def test_broker_hard_bounce_twice_during_the_stream_changes_no_alert(private_bro
 
 def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_the_performance_alert(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory, labels=True)
+    topics = fault_topics(topic_factory, labels=True)
     change_at = 8000
     scenario = Scenario(models=("fraud",), n_events=20_000, n_numeric=2, n_categorical=0, seed=21,
                         label_delay_events=500,
@@ -231,7 +212,7 @@ def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_t
         feeder.position(topics["predictions"], event_id("fraud", 12_040)),
     ]
 
-    run = _run(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(kills, "kill"),
+    run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(kills, "kill"),
                tail=300, seed=5)
 
     comparison, expected = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=3)
@@ -258,7 +239,7 @@ def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_t
 
 def test_a_restarted_static_member_consumes_within_10_s_of_its_start(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
-    topics = _topics(topic_factory)
+    topics = fault_topics(topic_factory)
     scenario = Scenario(models=("fraud",), n_events=12_000, n_numeric=2, n_categorical=1, seed=22,
                         drifts=(parse_drift("feature:f00@7000:shift=1.0"),))
     feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
