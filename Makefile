@@ -7,7 +7,7 @@ export KAFKA_PORT ?= 9092
 KAFKA_BOOTSTRAP_LOCAL := 127.0.0.1:$(KAFKA_PORT)
 PYTEST_ARGS ?=
 
-.PHONY: venv kafka-up kafka-down deploy-tools demo test test-unit bench clean
+.PHONY: venv kafka-up kafka-down deploy-tools demo test test-unit chaos bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,16 @@ test: venv deploy-tools
 	  status=$$?; \
 	  $(KAFKA) down; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	  exit $$status
+
+# The long fault runs of tests/chaos (kill -9, SIGTERM, rebalance churn, broker bounces), each
+# printing a table of lost, duplicated and spurious alerts; `make test` leaves them out.
+chaos: venv
+	$(KAFKA) up
+	KAFKA_BOOTSTRAP=$(KAFKA_BOOTSTRAP_LOCAL) $(PY) -m pytest -m chaos tests/chaos -s $(PYTEST_ARGS); \
+	  status=$$?; \
+	  $(KAFKA) down; \
+	  if [ $$status -eq 5 ]; then echo "make chaos: pytest collected no tests" >&2; fi; \
 	  exit $$status
 
 # Prometheus, promtool and Alertmanager from Debian's packages for tests/deploy.

@@ -30,9 +30,19 @@ def _local_kafka_module():
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the broker tests; leave the long chaos runs out unless ``-m`` names them."""
+    chaos_asked = "chaos" in (config.option.markexpr or "")
+    kept, chaos = [], []
     for item in items:
-        if "tests/integration/" in item.nodeid.replace(os.sep, "/"):
+        node = item.nodeid.replace(os.sep, "/")
+        if "tests/integration/" in node or "tests/chaos/" in node:
             item.add_marker(pytest.mark.integration)
+        if "tests/chaos/" in node:
+            item.add_marker(pytest.mark.chaos)
+        (kept if chaos_asked or item.get_closest_marker("chaos") is None else chaos).append(item)
+    if chaos:
+        config.hook.pytest_deselected(items=chaos)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +97,24 @@ def topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Itera
 def group_id(request: pytest.FixtureRequest) -> str:
     """A consumer group id no other test uses."""
     return f"test-group-{request.node.name[:40]}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def state_topics(kafka_bootstrap: str, group_id: str) -> Iterator[list[str]]:
+    """Changelog topics the monitor creates for ``group_id`` (the default one listed); deleted afterwards."""
+    from tests.integration.faults import delete_topics, state_topic_of
+
+    names = [state_topic_of(group_id)]
+    yield names
+    delete_topics(kafka_bootstrap, names)
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[object]:
+    """A broker of the test's own (data under tmp_path), for tests that bounce it."""
+    from tests.integration.faults import PrivateBroker
+
+    broker = PrivateBroker(tmp_path / "broker")
+    broker.up()
+    yield broker
+    broker.down()

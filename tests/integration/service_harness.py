@@ -20,23 +20,33 @@ from confluent_kafka.admin import AdminClient
 
 
 def write_config(path: Path, bootstrap: str, group_id: str, topics: dict[str, str],
-                 extra: str = "") -> Path:
+                 extra: str = "", *, properties: dict[str, str | int | float] | None = None,
+                 kafka: dict[str, str] | None = None, consumer: dict[str, float] | None = None) -> Path:
+    """A ``run`` config for the test's broker and topics.
+
+    ``properties`` are added to ``kafka.properties``, ``kafka`` adds settings
+    under ``kafka:`` (e.g. ``instance_id``), ``consumer`` overrides the
+    consumer settings below; ``extra`` is appended as it is (other sections).
+    """
     # statistics every 500 ms so consumer lag shows up within a short test
+    merged_properties = {"statistics.interval.ms": 500, **(properties or {})}
+    properties_text = ", ".join(f"{key}: {value}" for key, value in merged_properties.items())
+    kafka_text = "".join(f'  {key}: "{value}"\n' for key, value in (kafka or {}).items())
+    consumer_settings = {"batch_size": 1000, "poll_timeout_s": 0.2, "commit_interval_s": 1.0,
+                         **(consumer or {})}
+    consumer_text = "".join(f"  {key}: {value}\n" for key, value in consumer_settings.items())
     path.write_text(f"""\
 kafka:
   bootstrap_servers: "{bootstrap}"
   group_id: "{group_id}"
-  properties: {{statistics.interval.ms: 500}}
-topics:
+  properties: {{{properties_text}}}
+{kafka_text}topics:
   predictions: "{topics['predictions']}"
   labels: {('"' + topics['labels'] + '"') if topics.get('labels') else 'null'}
   alerts: "{topics['alerts']}"
   dead_letter: "{topics['dead_letter']}"
 consumer:
-  batch_size: 1000
-  poll_timeout_s: 0.2
-  commit_interval_s: 1.0
-metrics:
+{consumer_text}metrics:
   host: 127.0.0.1
   port: 0
 {extra}""")
@@ -110,6 +120,17 @@ def committed_offset(bootstrap: str, group_id: str, topic: str, partition: int =
         consumer.close()
 
 
+def committed_offsets(bootstrap: str, group_id: str,
+                      partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The group's committed offset of each (topic, partition), in one request (negative: none)."""
+    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    try:
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=10)}
+    finally:
+        consumer.close()
+
+
 def wait_until(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
     """Poll ``check`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout_s
@@ -126,6 +147,8 @@ class MonitorProcess:
 
     def __init__(self, config: Path, log_path: Path, *extra_args: str) -> None:
         self.log_path = log_path
+        #: time.monotonic() just before the process was started
+        self.started_at = time.monotonic()
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(config), *extra_args],
@@ -182,6 +205,11 @@ class MonitorProcess:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout_s)
         return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL: nothing is finished, flushed or committed."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
     def wait(self, timeout_s: float = 120.0) -> int:
         return self.process.wait(timeout=timeout_s)
