@@ -41,7 +41,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_monitor.config import KafkaSettings, Settings, load_settings
+from stream_monitor.config import load_settings
 from stream_monitor.replay import ReplaySummary, replay
 from stream_monitor.simulate import Scenario, generate, stream
 
@@ -62,36 +62,23 @@ def event_id(model: str, number: int) -> str:
 # -- configuration ------------------------------------------------------------
 
 
-def durable_settings_exist() -> bool:
-    """Whether this stream-monitor has issue 10's settings (``state:``, ``kafka.instance_id``).
-
-    An unknown setting is a config error, so until they exist the fault runs
-    go without them: the monitor then runs as before (state lost on every
-    restart) and the runs fail on the comparison with replay, as they must.
-    """
-    return "state" in Settings.model_fields and "instance_id" in KafkaSettings.model_fields
-
-
 def fault_config(path: Path, bootstrap: str, group_id: str, topics: Mapping[str, str], *,
                  snapshot_interval_s: float = 1.0, snapshot_events: int | None = None,
                  state_topic: str | None = None, instance_id: str | None = None,
                  session_timeout_ms: int = SHORT_SESSION_MS, commit_interval_s: float = 0.5,
                  batch_size: int = 500, extra: str = "") -> Path:
     """A ``run`` config for a fault run: short session timeout, commits more often than snapshots."""
-    durable = durable_settings_exist()
-    state = ""
-    if durable:
-        lines = [f"  snapshot_interval_s: {snapshot_interval_s}"]
-        if snapshot_events is not None:
-            lines.append(f"  snapshot_events: {snapshot_events}")
-        if state_topic is not None:
-            lines.append(f'  topic: "{state_topic}"')
-        state = "state:\n" + "\n".join(lines) + "\n"
+    lines = [f"  snapshot_interval_s: {snapshot_interval_s}"]
+    if snapshot_events is not None:
+        lines.append(f"  snapshot_events: {snapshot_events}")
+    if state_topic is not None:
+        lines.append(f'  topic: "{state_topic}"')
+    state = "state:\n" + "\n".join(lines) + "\n"
     return write_config(
         path, bootstrap, group_id, dict(topics), state + extra,
         properties={"session.timeout.ms": session_timeout_ms,
                     "heartbeat.interval.ms": min(1000, session_timeout_ms // 3)},
-        kafka={"instance_id": instance_id} if durable and instance_id else None,
+        kafka={"instance_id": instance_id} if instance_id else None,
         consumer={"batch_size": batch_size, "commit_interval_s": commit_interval_s})
 
 
@@ -600,8 +587,6 @@ class Comparison:
         lines = [f"faulted run vs replay: {counts['expected']} expected, {counts['published']} published; "
                  f"lost {counts['lost']}, spurious {counts['spurious']}, changed {counts['changed']}, "
                  f"duplicated {counts['duplicated']} (allowed)"]
-        if not durable_settings_exist():
-            lines.append("(this stream-monitor has no 'state:' or 'kafka.instance_id' settings: run without them)")
         for title, alerts in (("lost (replay has it, the run did not publish it)", self.lost),
                               ("spurious (published, replay has no such alert_id)", self.spurious)):
             if alerts:
