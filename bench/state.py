@@ -249,9 +249,6 @@ def _breakdown(row: Any, entry: dict[str, Any]) -> None:
         for field, value in detector["state"].items():
             if isinstance(value, list) and len(value) >= 100:
                 row(f"    of which {field} ({len(value):,} values)", ours_size(value), json_size(value))
-        if ours_size(detector["params"]) >= 1000:
-            row(f"  of which {detector['name']} params", ours_size(detector["params"]),
-                json_size(detector["params"]))
 
 
 def snapshot_reference_signal(size: int, events: int) -> dict[str, Any]:

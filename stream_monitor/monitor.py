@@ -13,6 +13,7 @@ not depend on how the stream was cut into batches.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from stream_monitor import detectors
 from stream_monitor.alerts import Alert, alert_id, rfc3339
@@ -450,7 +452,7 @@ class Monitor:
                 "signal": state.signal, "kind": state.kind, "declared": state.declared,
                 "n_other": state.n_other, "run_mark": state.run_mark, "run_length": state.run_length,
                 "n_values": state.n_values, "last_detection": state.last_detection,
-                "detectors": [None if d is None else {"name": d.name, "params": dict(d.spec().params),
+                "detectors": [None if d is None else {"name": d.name, "spec": _spec_digest(d),
                                                       "state": d.state_dict()}
                               for d in state.detectors],
             }])
@@ -500,7 +502,7 @@ class Monitor:
                 state.detectors[index] = None  # it failed before the restart: it stays disabled
             elif detector is None:
                 continue
-            elif entry["name"] != detector.name or _plain(entry["params"]) != _plain(detector.spec().params):
+            elif entry["name"] != detector.name or entry["spec"] != _spec_digest(detector):
                 state.last_detection[index] = None
                 self._log.log(("state_mismatch", version.model), "detector settings changed since the "
                               "state was saved (config change): this detector starts afresh",
@@ -712,13 +714,15 @@ def _try_build(monitor: Monitor, rule: ModelRule, kind: str, spec: detectors.Det
     return None
 
 
-def _plain(params: Any) -> Any:
-    """Parameters in the form a state record gives them back (tuples as lists)."""
-    if isinstance(params, dict):
-        return {str(k): _plain(v) for k, v in params.items()}
-    if isinstance(params, (list, tuple)):
-        return [_plain(v) for v in params]
-    return params
+def _spec_digest(detector: detectors.Detector) -> str:
+    """A short digest of a detector's effective parameters (a reference snapshot included).
+
+    Saved with its state, so that a restore under changed settings starts the
+    detector afresh instead of loading a state it was not built for.
+    """
+    params = orjson.dumps(dict(detector.spec().params),
+                          option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(detector.name.encode() + b"\x1f" + params).hexdigest()[:24]
 
 
 def _finite(value: float) -> float:

@@ -120,7 +120,7 @@ _SCALE = float(2**20)
 _SCALAR_BELOW = 24
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 @register
@@ -557,8 +557,11 @@ class PageHinkley(Detector):
         """The mutable state as plain JSON-serialisable data."""
         state: dict[str, Any] = {"version": _STATE_VERSION, "variant": self.variant, "n_seen": self._n_seen}
         if self.variant == "calibrated":
+            # once the reference is set the buffer is never read again: not kept
+            filling = self._filled < self.warmup
             state.update(
-                warmup_values=self._buffer[: self._filled].tolist(),
+                filled=self._filled,
+                warmup_values=self._buffer[: self._filled].tolist() if filling else [],
                 reference_start=self._reference_start,
                 from_snapshot=self._from_snapshot,
                 mean=self._mean,
@@ -585,8 +588,10 @@ class PageHinkley(Detector):
         self._n_seen = int(state["n_seen"])
         if self.variant == "calibrated":
             warmup_values = np.asarray(state["warmup_values"], dtype=np.float64)
-            self._filled = len(warmup_values)
-            self._buffer[: self._filled] = warmup_values
+            self._buffer[: len(warmup_values)] = warmup_values
+            self._filled = int(state["filled"])
+            if self._filled != len(warmup_values) and self._filled != self.warmup:
+                raise ValueError("page_hinkley state: warm-up values and count disagree")
             self._reference_start = int(state["reference_start"])
             self._mean = float(state["mean"])
             self._inverse_sd = float(state["inverse_sd"])

@@ -31,6 +31,11 @@ _PACK_MIN = 8
 _PLAIN = frozenset((str, bytes, bool, int, float, type(None)))
 
 
+#: integer runs by width: (extension code, little-endian dtype), narrowest first
+_INT_TYPES = ((3, "<i1"), (4, "<i2"), (5, "<i4"), (_INTS, "<i8"))
+_INT_DTYPES = dict(_INT_TYPES)
+
+
 class StateDecodeError(ValueError):
     """Bytes that are not a state this version can read."""
 
@@ -46,7 +51,12 @@ def _pack(value: Any) -> Any:
             if first is int and all(type(item) is int for item in value):
                 array = np.asarray(value)
                 if array.dtype == np.int64:
-                    return msgpack.ExtType(_INTS, array.astype("<i8").tobytes())
+                    # the narrowest type that holds them (category codes fit in a byte)
+                    low, high = int(array.min()), int(array.max())
+                    for code, dtype in _INT_TYPES:
+                        info = np.iinfo(dtype)
+                        if info.min <= low and high <= info.max:
+                            return msgpack.ExtType(code, array.astype(dtype).tobytes())
         if all(type(item) in _PLAIN for item in value):
             return value
         return [_pack(item) for item in value]
@@ -62,8 +72,9 @@ def _pack(value: Any) -> Any:
 def _ext(code: int, data: bytes) -> Any:
     if code == _FLOATS:
         return np.frombuffer(data, dtype="<f8").tolist()
-    if code == _INTS:
-        return np.frombuffer(data, dtype="<i8").tolist()
+    dtype = _INT_DTYPES.get(code)
+    if dtype is not None:
+        return np.frombuffer(data, dtype=dtype).tolist()
     raise StateDecodeError(f"unknown extension type {code} in a state record")
 
 

@@ -20,9 +20,18 @@ def test_a_list_of_plain_scalars_is_exactly_what_msgpack_makes_of_it(value):
     assert codec.decode(codec.encode(value)) == list(value)
 
 
-def test_runs_of_floats_and_ints_are_packed_eight_bytes_each_and_round_trip():
+def test_runs_of_floats_and_ints_are_packed_and_round_trip():
+    # floats take 8 bytes each; ints the narrowest width that holds the run (-500..499: 2 bytes)
     state = {"floats": [i / 7 for i in range(1000)], "ints": list(range(-500, 500)),
              "nested": [[0.5] * 8, ["a", [1.5] * 10], {"k": [3] * 8}], "short": [1.0, 2.0]}
     blob = codec.encode(state)
     assert codec.decode(blob) == state
-    assert 16_000 <= len(blob) < 16_400
+    assert 10_000 <= len(blob) < 10_400
+
+
+@pytest.mark.parametrize("run, width", [([4] * 500, 1), ([-129] * 500, 2), ([70_000] * 500, 4),
+                                        ([2**40] * 500, 8)])
+def test_an_int_run_takes_the_narrowest_width(run, width):
+    blob = codec.encode(run)
+    assert codec.decode(blob) == run
+    assert width * 500 <= len(blob) <= width * 500 + 8
