@@ -327,14 +327,10 @@ class Monitor:
     def _build_signal(self, version: _VersionState, signal: str, kind: str, declared: bool) -> _SignalState:
         """A signal's detectors (fresh) and metric series."""
         rule = version.rule
-        specs = _specs(rule, kind)
-        family_tests = max(1, version.family_signals * max(1, len(specs)))
         built: list[detectors.Detector | None] = []
-        for spec in specs:
+        for spec, family_tests in self._signal_specs(version, kind):
             try:
-                params = {**self._reference_params(rule, signal, kind, spec.name), **spec.params}
-                built.append(detectors.build(detectors.DetectorSpec(spec.name, params),
-                                             family_tests=family_tests))
+                built.append(self._build_detector(version, signal, kind, spec, family_tests))
             except Exception:  # noqa: BLE001 - one detector must never stop the others
                 self._detector_failed(version.model, signal, spec.name)
         severity = "critical" if signal.startswith(_PERFORMANCE_PREFIX) else rule.severity
@@ -502,14 +498,45 @@ class Monitor:
                 state.detectors[index] = None  # it failed before the restart: it stays disabled
             elif detector is None:
                 continue
-            elif entry["name"] != detector.name or entry["spec"] != _spec_digest(detector):
+            elif entry.get("name") != detector.name or entry.get("spec") != _spec_digest(detector):
                 state.last_detection[index] = None
                 self._log.log(("state_mismatch", version.model), "detector settings changed since the "
                               "state was saved (config change): this detector starts afresh",
                               model=version.model, signal=state.signal, detector=detector.name)
             else:
-                detector.load_state_dict(entry["state"])
+                try:
+                    detector.load_state_dict(entry["state"])
+                except Exception:  # noqa: BLE001 - one unreadable state must not lose the others
+                    state.detectors[index] = self._fresh_detector(version, state, detector)
+                    state.last_detection[index] = None
+                    self._log.log(("state_unreadable", version.model), "a detector's saved state could not "
+                                  "be loaded (another version of the detector?): it starts afresh",
+                                  level=logging.ERROR, exc_info=True, model=version.model,
+                                  signal=state.signal, detector=detector.name)
         return state
+
+    def _signal_specs(self, version: _VersionState,
+                      kind: str) -> list[tuple[detectors.DetectorSpec, int]]:
+        """The specs a signal of ``kind`` runs, each with its family size (tests sharing the budget)."""
+        specs = _specs(version.rule, kind)
+        family_tests = max(1, version.family_signals * max(1, len(specs)))
+        return [(spec, family_tests) for spec in specs]
+
+    def _build_detector(self, version: _VersionState, signal: str, kind: str,
+                        spec: detectors.DetectorSpec, family_tests: int) -> detectors.Detector:
+        params = {**self._reference_params(version.rule, signal, kind, spec.name), **spec.params}
+        return detectors.build(detectors.DetectorSpec(spec.name, params), family_tests=family_tests)
+
+    def _fresh_detector(self, version: _VersionState, state: _SignalState,
+                        detector: detectors.Detector) -> detectors.Detector | None:
+        """A new detector like ``detector`` (a half-loaded one is unusable); None if it cannot be built."""
+        for spec, family_tests in self._signal_specs(version, state.kind):
+            if spec.name == detector.name:
+                try:
+                    return self._build_detector(version, state.signal, state.kind, spec, family_tests)
+                except Exception:  # noqa: BLE001
+                    return None
+        return None
 
     # -- the per-batch path ---------------------------------------------
 

@@ -206,3 +206,33 @@ def test_a_missing_part_is_an_error_not_a_silent_fresh_start(stream_items):
 def test_nothing_on_the_changelog_is_a_fresh_start():
     restored = restore_pipeline(Pipeline(Settings()), 0, [], TOPICS)
     assert restored.positions == {} and restored.keys == 0
+
+
+def test_a_detector_whose_saved_state_cannot_load_starts_afresh_and_the_others_are_restored(stream_items):
+    pipeline = Pipeline(Settings())
+    _run(pipeline, stream_items[:3000])
+    key = ("fraud", "1")
+    saved = codec.decode(codec.encode(pipeline.monitor.version_state(key)))
+    feature = next(s for place, name, s in saved["signals"] if place == "feature" and name == "f00")
+    page_hinkley = next(d for d in feature["detectors"] if d["name"] == "page_hinkley")
+    page_hinkley["state"]["version"] = 99  # saved by another version of the detector
+    restored = Pipeline(Settings())
+    restored.monitor.load_version_state(saved)
+    state = restored.monitor._versions[key].by_feature["f00"]
+    by_name = {d.name: d for d in state.detectors}
+    assert by_name["page_hinkley"].state_dict()["n_seen"] == 0  # afresh
+    original = {d.name: d for d in pipeline.monitor._versions[key].by_feature["f00"].detectors}
+    assert by_name["ks"].state_dict() == original["ks"].state_dict()  # restored
+
+
+def test_a_detector_whose_settings_changed_starts_afresh(stream_items):
+    pipeline = Pipeline(Settings())
+    _run(pipeline, stream_items[:3000])
+    saved = codec.decode(codec.encode(pipeline.monitor.version_state(("fraud", "1"))))
+    changed = Settings(models=[{"model": "*", "detectors": {"numeric": [
+        {"name": "ks", "params": {"window": 200}}, {"name": "page_hinkley"}]}}])
+    restored = Pipeline(changed)
+    restored.monitor.load_version_state(saved)
+    detectors_now = restored.monitor._versions[("fraud", "1")].by_feature["f00"].detectors
+    # the detector list changed (a spec and an order): every detector of the signal starts afresh
+    assert [d.state_dict()["n_seen"] for d in detectors_now] == [0, 0]
