@@ -325,6 +325,12 @@ class InputSettings(_Frozen):
     #: dead-letter events with a top-level field the input contract does not know
     #: (reason ``unknown_field``); off: they are processed, counted and logged
     strict: bool = False
+    #: over how many input partitions one model's events are spread: 1 when producers key
+    #: by model (the documented keying); the predictions topic's partition count when they
+    #: key by event id or round-robin. State is per partition, so a spread model runs one
+    #: detector family per partition, and each family gets this share of the model's
+    #: false-alarm budget (``run`` and ``replay`` alike)
+    model_partitions: int = Field(default=1, ge=1, le=10_000)
 
 
 class Settings(BaseSettings):

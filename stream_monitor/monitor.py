@@ -176,7 +176,8 @@ class Monitor:
                 for j, spec in enumerate(specs):
                     field = (f"{prefix}.detectors.{kind}.{j}" if rule.detectors.get(kind)  # type: ignore[call-overload]
                              else f"{prefix}.detectors.{kind} (default {spec.name})")
-                    problem = _try_build(monitor, rule, kind, spec, (1, cap * max(1, len(specs))))
+                    largest = cap * max(1, len(specs)) * settings.input.model_partitions
+                    problem = _try_build(monitor, rule, kind, spec, (1, largest))
                     if problem is not None:
                         where, reason = problem
                         problems.append((f"{prefix}.reference.{where}" if where else field, reason))
@@ -226,7 +227,11 @@ class Monitor:
         return state
 
     def _family_size(self, rule: ModelRule, event: PredictionEvent) -> int:
-        """Signals of one model version that share the false-alarm budget."""
+        """Signals of one model version that share the false-alarm budget, over every partition
+        the model is spread on (``input.model_partitions``)."""
+        return self._partition_family_size(rule, event) * self._settings.input.model_partitions
+
+    def _partition_family_size(self, rule: ModelRule, event: PredictionEvent) -> int:
         cap = self._settings.limits.max_signals_per_model
         if rule.signals is not None and not any(any(c in p for c in "*?[") for p in rule.signals):
             return min(cap, len(rule.signals))

@@ -149,6 +149,8 @@ class Service:
         self.health = health
         #: input partition number -> its state, for the partitions this member owns
         self.owned: dict[int, PartitionState] = {}
+        #: models already reported as spread over partitions
+        self._spread_warned: set[str] = set()
         self._labels_topic = settings.topics.labels
         self._paused = {"labels": False, "predictions": False}
         #: predictions read and labels waiting when the current pacing window began,
@@ -344,6 +346,8 @@ class Service:
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
         for topic, count in replayed.items():
             metrics.state_replayed.labels(topic).inc(count)
+        if len(owned) > 1:
+            self._warn_spread_models()
         for partition, items in by_partition.items():
             for alert in owned[partition].pipeline.process(items):
                 value = alert.to_json()
@@ -358,6 +362,26 @@ class Service:
         self._export_join_gauges()
         metrics.batch_size.observe(len(messages))
         metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _warn_spread_models(self) -> None:
+        """Say once per model when its events arrive on several partitions this member owns.
+
+        State is per partition: such a model runs one detector family per
+        partition, each with the whole model's false-alarm budget unless
+        ``input.model_partitions`` says how far it is spread.
+        """
+        if self.settings.input.model_partitions > 1:
+            return
+        seen: dict[str, int] = {}
+        for number, state in self.owned.items():
+            for model in state.pipeline.monitor.models():
+                first = seen.setdefault(model, number)
+                if first != number and model not in self._spread_warned:
+                    self._spread_warned.add(model)
+                    log.warning("a model's events arrive on more than one input partition (producers "
+                                "not keyed by model): each partition runs its own detectors for it; key "
+                                "by model, or set input.model_partitions to the partition count",
+                                extra={"model": model, "partitions": [first, number]})
 
     def _export_join_gauges(self) -> None:
         """Waiting predictions and labels over every partition this member owns."""

@@ -236,3 +236,17 @@ def test_a_detector_whose_settings_changed_starts_afresh(stream_items):
     detectors_now = restored.monitor._versions[("fraud", "1")].by_feature["f00"].detectors
     # the detector list changed (a spec and an order): every detector of the signal starts afresh
     assert [d.state_dict()["n_seen"] for d in detectors_now] == [0, 0]
+
+
+def test_a_model_spread_over_partitions_splits_its_false_alarm_budget_over_them():
+    def thresholds(model_partitions: int) -> dict[str, float]:
+        pipeline = Pipeline(Settings(input={"model_partitions": model_partitions}), join_labels=False)
+        pipeline.process([Record(PredictionEvent("e1", "m", "1", 1.0, {"x": 1.0, "y": 2.0}, 0.5))])
+        version = pipeline.monitor._versions[("m", "1")]
+        assert version.family_signals == 3 * model_partitions
+        return {d.name: d.spec().params.get("arl", 0) for d in version.by_feature["x"].detectors}
+    keyed, spread = thresholds(1), thresholds(4)
+    assert keyed.keys() == spread.keys()
+    for name in keyed:
+        if keyed[name]:
+            assert spread[name] == pytest.approx(4 * keyed[name]), name
