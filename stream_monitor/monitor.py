@@ -13,6 +13,7 @@ not depend on how the stream was cut into batches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -416,6 +417,19 @@ class Monitor:
         if path not in self._snapshots:
             self._snapshots[path] = rule.reference.snapshot_data() or {}
         return self._snapshots[path]
+
+    def release(self) -> None:
+        """Remove every metric series of this monitor (its partition moved to another member)."""
+        for version in list(self._versions.values()):
+            self._evict(version)
+        if self._metrics:
+            for model in self._signals_per_model:
+                for metric in (self._metrics.signals_active, self._metrics.last_event_timestamp):
+                    with contextlib.suppress(KeyError):
+                        metric.remove(model)
+        self._signals_per_model.clear()
+        self._dirty.clear()
+        self._evicted.clear()
 
     # -- state (checkpoints) --------------------------------------------
 

@@ -7,6 +7,7 @@ and wait in the label join; joined pairs feed the performance signals.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -150,6 +151,15 @@ class Pipeline:
         if self.metrics:
             self._export_join_metrics(pairs)
         return alerts
+
+    def release(self) -> None:
+        """Remove every metric series of this pipeline (its partition moved to another member)."""
+        self.monitor.release()
+        if self.metrics:
+            for key in self._windows:
+                with contextlib.suppress(KeyError):
+                    self.metrics.model_performance.remove(*key)
+        self._windows.clear()
 
     def _performance(self, pairs: list[Pair]) -> list[Alert]:
         groups: dict[tuple[str, str, str], list[tuple[float, Record]]] = {}

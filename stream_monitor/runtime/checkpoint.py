@@ -40,13 +40,15 @@ class Checkpoint:
     """Orders delivery, state and offsets for the service (the only commit site)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, consumer: Callable[[], Consumer],
-                 produce: Produce, deliver: Callable[[], bool], topics: dict[str, str]) -> None:
+                 produce: Produce, deliver: Callable[[], bool],
+                 topics: Callable[[], dict[str, str]]) -> None:
         self.settings = settings
         self.metrics = metrics
         #: the service's consumer (looked up at each use)
         self._consumer = consumer
         self._produce = produce
         self._deliver = deliver
+        #: topic kind -> input topic name (looked up at each snapshot: the labels topic may be off)
         self._topics = topics
         self._state_topic = settings.state_topic
 
@@ -90,7 +92,7 @@ class Checkpoint:
         tails = []
         written = 0
         for state in states:
-            keys, tail = state.store.snapshot(state.pipeline, state.positions, self._topics)
+            keys, tail = state.store.snapshot(state.pipeline, state.positions, self._topics())
             for key, value in keys:
                 self._produce("state", self._state_topic, key, value, None, state.number)
             tails.append((state, tail))

@@ -177,7 +177,7 @@ class Service:
         self.producer = Producer(producer_config(settings, error_cb=self._on_kafka_error))
         self._reader: ChangelogReader | None = None
         self.checkpoint = Checkpoint(settings, metrics, lambda: self.consumer, self._produce,
-                                     self._flush_until_delivered, self._topic_kinds())
+                                     self._flush_until_delivered, self._topic_kinds)
 
     def _topic_kinds(self) -> dict[str, str]:
         """Topic kind -> topic name, for the input topics read."""
@@ -208,8 +208,6 @@ class Service:
         timeout = self.settings.consumer.poll_timeout_s
         try:
             self._check_topics()
-            self.checkpoint = Checkpoint(self.settings, self.metrics, lambda: self.consumer, self._produce,
-                                         self._flush_until_delivered, self._topic_kinds())
             topics = [self.settings.topics.predictions]
             if self._labels_topic:
                 topics.append(self._labels_topic)
@@ -663,7 +661,8 @@ class Service:
                     self.metrics.consumer_lag.remove(p.topic, str(p.partition))
         held = {number for _, number in self._assigned}
         for number in [n for n in self.owned if n not in held]:
-            del self.owned[number]
+            # its detectors' series would stay exported, stale, beside the new owner's
+            self.owned.pop(number).pipeline.release()
             for metric in (self.metrics.state_keys, self.metrics.state_snapshot_timestamp):
                 with contextlib.suppress(KeyError):
                     metric.remove(str(number))

@@ -250,3 +250,17 @@ def test_a_model_spread_over_partitions_splits_its_false_alarm_budget_over_them(
     for name in keyed:
         if keyed[name]:
             assert spread[name] == pytest.approx(4 * keyed[name]), name
+
+
+def test_a_released_pipeline_leaves_no_series_behind():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from stream_monitor.metrics import Metrics
+
+    registry = CollectorRegistry()
+    pipeline = Pipeline(Settings(), Metrics(registry))
+    pipeline.process([Record(PredictionEvent(f"e{i}", "m", "1", float(i), {"x": float(i)}, 0.5))
+                      for i in range(10)])
+    assert b'model="m"' in generate_latest(registry)
+    pipeline.release()
+    assert b'model="m"' not in generate_latest(registry)
