@@ -60,8 +60,9 @@ def test_kill_9_at_random_points_then_restart_reads_every_label_and_reports_read
         (predictions if kind == "prediction" else labels).append(orjson.dumps(item))
     produce(kafka_bootstrap, topics["predictions"], predictions)
     produce(kafka_bootstrap, topics["labels"], labels)
-    # a small waiting room: a few hundred labels orphaned by a kill are enough to pause the labels
-    extra = "labels: {early_label_events: 400}\nconsumer: {batch_size: 500, poll_timeout_s: 0.2, " \
+    # a small waiting room: a few hundred labels orphaned by a kill are enough to pause the labels;
+    # batches well under half the room, so pacing acts before one batch of labels overflows it
+    extra = "labels: {early_label_events: 400}\nconsumer: {batch_size: 150, poll_timeout_s: 0.2, " \
             "commit_interval_s: 0.5, ready_max_lag: 0}\n"
     config = write_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics)
     config.write_text(config.read_text().split("consumer:")[0] + "metrics: {host: 127.0.0.1, port: 0}\n"
