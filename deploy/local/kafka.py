@@ -151,7 +151,11 @@ def _jvm_options(layout: Layout) -> list[str]:
 def format_storage(layout: Layout) -> None:
     if (layout.data / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        # a leading '-' would be read as an option by the storage tool (as Kafka's own
+        # random ids avoid); 1 in 64 ids begins with one
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     result = subprocess.run(
         [_java(), *_jvm_options(layout), "-cp", _classpath(layout), "kafka.tools.StorageTool",
          "format", "-t", cluster_id, "-c", str(layout.config)],
