@@ -146,8 +146,11 @@ class TransactionalCheckpoint:
 
     def __init__(self, settings: Settings, metrics: Metrics, consumer: Callable[[], Consumer],
                  producer: Callable[[], Any], produce: Produce, topics: Callable[[], dict[str, str]],
-                 rewind: Callable[[], None], fail: Callable[[KafkaError], None]) -> None:
+                 rewind: Callable[[], None], fail: Callable[[KafkaError], None],
+                 committed: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
+        #: called after each commit (the service counts what the transaction delivered)
+        self._committed = committed
         self.metrics = metrics
         self._consumer = consumer
         self._producer = producer
@@ -220,6 +223,7 @@ class TransactionalCheckpoint:
             return False
         self.metrics.transactions.labels("committed").inc()
         self.metrics.changelog_bytes.inc(written)
+        self._committed()
         wall, now = time.time(), time.monotonic()
         for state in states:
             state.since_snapshot = 0

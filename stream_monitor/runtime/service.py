@@ -207,7 +207,7 @@ class Service:
         if self.exactly_once:
             self.checkpoint = TransactionalCheckpoint(
                 settings, metrics, lambda: self.consumer, lambda: self.producer, self._produce,
-                self._topic_kinds, self._rewind, self._on_transaction_failure)
+                self._topic_kinds, self._rewind, self._on_transaction_failure, self._transaction_committed)
         else:
             self.checkpoint = Checkpoint(settings, metrics, lambda: self.consumer, self._produce,
                                          self._flush_until_delivered, self._topic_kinds)
@@ -657,6 +657,7 @@ class Service:
         a stop with exit 1, not a rewind that would loop.
         """
         failed, self._deliveries.failed = self._deliveries.failed, []
+        self._deliveries.delivered_alerts = 0  # aborted: never visible
         for kind, topic, _key, _value, _headers, _partition, error in failed:
             if not (error.retriable() or error.code() in _PASSING_DELIVERY_ERRORS):
                 self._give_up(kind, topic, error)
@@ -674,6 +675,14 @@ class Service:
             return
         for tp in partitions:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, seek[(tp.topic, tp.partition)]))
+
+    def _transaction_committed(self) -> None:
+        """What a committed transaction delivered: its alerts are visible to read_committed readers."""
+        delivered = self._deliveries.delivered_alerts
+        self._deliveries.delivered_alerts = 0
+        self._deliveries.failed = []
+        if delivered:
+            self.metrics.alerts_produced.inc(delivered)
 
     def _on_transaction_failure(self, error: KafkaError) -> None:
         """Fenced or fatal: this process must not write again; the orchestrator restarts it."""
