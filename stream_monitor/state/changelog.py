@@ -27,6 +27,12 @@ _TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"
                  "segment.ms": str(6 * 3600 * 1000)}
 
 
+#: errors that pass once a leader is elected or the broker is back
+_PASSING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                      KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                      KafkaError.REQUEST_TIMED_OUT, KafkaError._ALL_BROKERS_DOWN})
+
+
 class ChangelogError(StreamMonitorError):
     """The changelog topic cannot be used (missing and not creatable, wrong partitions)."""
 
@@ -58,8 +64,20 @@ def ensure_changelog(settings: Settings, partitions: int, timeout_s: float = 30.
             f"state topic {topic!r} is missing and could not be created ({error.name()}: "
             f"{error.str()}): create it compacted with {partitions} partitions, or grant the "
             f"monitor CREATE on it") from None
+    _wait_for_leaders(admin, topic, partitions, timeout_s)
     log.info("state topic created", extra={"topic": topic, "partitions": partitions,
                                            "replication_factor": replication})
+
+
+def _wait_for_leaders(admin: AdminClient, topic: str, partitions: int, timeout_s: float) -> None:
+    """A created topic is usable once every partition has a leader; wait for that (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if (found is not None and found.error is None and len(found.partitions) == partitions
+                and all(p.leader >= 0 and p.error is None for p in found.partitions.values())):
+            return
+        time.sleep(0.2)
 
 
 def _warn_unless_compacted(admin: AdminClient, topic: str, timeout_s: float) -> None:
@@ -97,13 +115,12 @@ class ChangelogReader:
 
     def read(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Every record of the partition, (key, value) in offset order; value None is a tombstone."""
-        tp = TopicPartition(self.topic, partition)
-        low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
+        deadline = time.monotonic() + self._timeout_s
+        low, high = self._watermarks(TopicPartition(self.topic, partition), deadline)
         if high <= low:
             return []
         self._consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
         records: list[tuple[bytes, bytes | None]] = []
-        deadline = time.monotonic() + self._timeout_s
         try:
             while True:
                 if time.monotonic() > deadline:
@@ -129,6 +146,25 @@ class ChangelogReader:
                     return records
         finally:
             self._consumer.unassign()
+
+    def _watermarks(self, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+        """The partition's low and high watermarks, waiting out a leader election.
+
+        A state topic created moments ago (or a broker just restarted) has no
+        leader yet: that passes, so it is retried until the restore deadline.
+        """
+        while True:
+            self._progress()
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+            except KafkaException as exc:
+                error = exc.args[0]
+                passing = error.retriable() or error.code() in _PASSING
+                if not passing or time.monotonic() > deadline:
+                    raise ChangelogError(f"reading {tp.topic}[{tp.partition}]: {error.str()}") from None
+                log.info("state topic partition not available yet, retrying",
+                         extra={"topic": tp.topic, "partition": tp.partition, "error": error.name()})
+                time.sleep(0.5)
 
     def close(self) -> None:
         self._consumer.close()

@@ -264,3 +264,32 @@ def test_a_released_pipeline_leaves_no_series_behind():
     assert b'model="m"' in generate_latest(registry)
     pipeline.release()
     assert b'model="m"' not in generate_latest(registry)
+
+
+def test_the_changelog_reader_waits_out_a_leader_election(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    from stream_monitor.state.changelog import ChangelogError, ChangelogReader
+
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    reader = ChangelogReader(Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}))
+
+    class Consumer:
+        def __init__(self, failures, code):
+            self.failures, self.code = failures, code
+
+        def get_watermark_offsets(self, tp, timeout, cached):
+            if self.failures:
+                self.failures -= 1
+                raise KafkaException(KafkaError(self.code))
+            return (0, 0)
+
+    real = reader._consumer
+    try:
+        reader._consumer = Consumer(3, KafkaError.NOT_LEADER_FOR_PARTITION)
+        assert reader.read(0) == []  # an empty partition, once it has a leader
+        reader._consumer = Consumer(1, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+        with pytest.raises(ChangelogError, match="authorization failed"):
+            reader.read(0)
+    finally:
+        real.close()
