@@ -78,7 +78,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: seconds between two scrapes of the monitor's /metrics while it works (each costs it a little CPU)
 SCRAPE_EVERY_S = 0.25
 #: the monitor stops after this long without a message
-IDLE_EXIT_S = 2.0
+IDLE_EXIT_S = 3.0
+#: after the last event is consumed, the last scrape waits this long (beyond the 1 s transaction
+#: interval, within the idle exit) so that its counters include the last commit
+SETTLE_S = 1.5
 #: latency runs: models, and the events of each before its first drift (past every warm-up)
 LATENCY_MODELS = ("fraud", "churn", "credit", "ads")
 WARMUP_EVENTS = 2_000
@@ -274,8 +277,16 @@ class Monitor:
                 assert first is not None
                 return first, sample
             time.sleep(SCRAPE_EVERY_S)
-        raise RuntimeError(f"{count} events not consumed in {timeout:.0f} s (got "
-                           f"{self.value('stream_monitor_events_consumed_total', topic=self.predictions):.0f})")
+        got = self.value("stream_monitor_events_consumed_total", topic=self.predictions)
+        raise RuntimeError(f"{count} events not consumed in {timeout:.0f} s (got {got:.0f})")
+
+    def settle(self) -> None:
+        """Scrape once more when the last transaction or flush is done (if it is still running)."""
+        time.sleep(SETTLE_S)
+        try:
+            self.scrape()
+        except (RuntimeError, OSError):
+            pass  # it exited already: the counters are those of the last scrape
 
     def finish(self, timeout: float = 60.0) -> None:
         """Let it exit by itself (idle), keeping its resource usage."""
@@ -313,11 +324,15 @@ class Monitor:
         return [f"{message} (x{count})" for message, count in seen.items()]
 
 
-def oddities(monitor: Monitor, delivery: str) -> list[str]:
+def oddities(monitor: Monitor, delivery: str, alerts_read: int) -> list[str]:
     """What in a finished run is not the clean run it should be."""
     found = []
     if monitor.returncode != 0:
         found.append(f"exit status {monitor.returncode}")
+    counted = monitor.value("stream_monitor_alerts_produced_total")
+    if counted != alerts_read:
+        found.append(f"stream_monitor_alerts_produced_total is {counted:.0f}; the reader saw "
+                     f"{alerts_read} alerts")
     transactions = monitor.transactions()
     if delivery == "exactly_once" and set(transactions) - {"committed"}:
         found.append(f"transactions {transactions}")
@@ -361,14 +376,15 @@ def throughput_run(servers: str, topics: Topics, workdir: Path, predictions: str
                       f"{topics.prefix}-{delivery}")
     try:
         first, last = monitor.wait_consumed(events, timeout=600)
+        monitor.settle()
         monitor.finish()
     except BaseException:
         monitor.process.kill()
         raise
+    alert_ids = [alert["alert_id"] for alert in read_alerts(servers, alerts)]
     return ThroughputRun(delivery, last.consumed - first.consumed, last.cpu - first.cpu,
                          last.wall - first.wall, monitor.process_cpu, monitor.process_wall,
-                         monitor.transactions(), [a["alert_id"] for a in read_alerts(servers, alerts)],
-                         oddities(monitor, delivery))
+                         monitor.transactions(), alert_ids, oddities(monitor, delivery, len(alert_ids)))
 
 
 def measure_throughput(servers: str, workdir: Path, events: int, repeats: int) -> None:
@@ -495,7 +511,7 @@ class LatencyRun:
     rate: int
     achieved: float
     latencies: list[float]
-    alerts: int
+    alert_ids: list[str]
     duplicated: int
     in_prefix: int
     unknown: int
@@ -525,6 +541,7 @@ def latency_run(servers: str, workdir: Path, items: Sequence[Encoded], prefix: i
             achieved = steady(producer, predictions, items[prefix:], rate, sent)
             producer.flush(60)
             _, end = monitor.wait_consumed(len(items), timeout=300)
+            monitor.settle()
             monitor.finish()
             time.sleep(0.5)  # the last transaction, committed at exit, reaches the reader
         except BaseException:
@@ -550,8 +567,8 @@ def latency_run(servers: str, workdir: Path, items: Sequence[Encoded], prefix: i
             unknown += 1
     events = end.consumed - start.consumed
     cpu = end.cpu - start.cpu
-    odd = oddities(monitor, delivery) + [f"reader: {error}" for error in reader.errors]
-    return LatencyRun(delivery, interval_s, rate, achieved, latencies, len(ids),
+    odd = oddities(monitor, delivery, len(ids)) + [f"reader: {error}" for error in reader.errors]
+    return LatencyRun(delivery, interval_s, rate, achieved, latencies, sorted(ids),
                       sum(count - 1 for count in ids.values()), in_prefix, unknown,
                       cpu / events * 1e6 if events else float("nan"), cpu / (end.wall - start.wall),
                       monitor.transactions(), odd)
@@ -568,8 +585,10 @@ def measure_latency(servers: str, workdir: Path, rates: Sequence[int], steady_s:
         scenario, prefix = latency_scenario(rate, steady_s)
         items = list(encoded(scenario))
         configs = [("at_least_once", 1.0)] + [("exactly_once", interval) for interval in intervals]
+        alert_sets = []
         for delivery, interval in configs:
             run = latency_run(servers, workdir, items, prefix, rate, delivery, interval)
+            alert_sets.append(run.alert_ids)
             shown = f"{interval:.1f} s" if delivery == "exactly_once" else "-"
             if run.latencies:
                 p50, p99 = np.percentile(np.array(run.latencies) * 1e3, [50, 99])
@@ -590,6 +609,9 @@ def measure_latency(servers: str, workdir: Path, rates: Sequence[int], steady_s:
                 notes.append(f"transactions {run.transactions}")
             for note in notes:
                 print(f"      {'!' if note in run.oddities else '-'} {note}")
+        same = all(ids == alert_sets[0] for ids in alert_sets)
+        print(f"   {rate:7,} alerts (by alert_id): {'the same' if same else 'DIFFERENT'} in the "
+              f"{len(alert_sets)} runs of this input")
     print()
 
 
@@ -606,9 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     servers = bootstrap(args.bootstrap)
     import confluent_kafka
 
-    print(f"python {platform.python_version()}, confluent-kafka {confluent_kafka.version()[0]}, librdkafka "
-          f"{confluent_kafka.libversion()[0]}, {platform.machine()}, {os.cpu_count()} CPUs; broker {servers}; "
-          f"CPU seconds of the whole monitor process (/proc/<pid>/stat, every thread)\n")
+    print(f"python {platform.python_version()}, confluent-kafka {confluent_kafka.version()[0]}, "
+          f"librdkafka {confluent_kafka.libversion()[0]}, {platform.machine()}, {os.cpu_count()} CPUs; "
+          f"broker {servers}; CPU seconds of the whole monitor process (/proc/<pid>/stat, every thread)\n")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         measure_throughput(servers, Path(folder), events, repeats)
