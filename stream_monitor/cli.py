@@ -182,6 +182,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         "group.id": f"stream-monitor-alerts-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+        # exactly-once delivery: only alerts of committed transactions, each once
+        "isolation.level": "read_committed",
     })
     consumer.subscribe([topic])
     shown = 0

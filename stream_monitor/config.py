@@ -73,8 +73,8 @@ _OWNED_PROPERTIES = {
     "group.instance.id": "set kafka.instance_id instead",
     "enable.idempotence": "the monitor's producer is always idempotent with acks=all",
     "acks": "the monitor's producer is always idempotent with acks=all",
-    "transactional.id": "transactional delivery is not supported: it is not the monitor's "
-                        "at-least-once commit order",
+    "transactional.id": "set delivery: exactly_once instead (the id is made from kafka.group_id and "
+                        "kafka.instance_id)",
     **{name: "a client callback is set by the monitor, not by configuration"
        for name in ("error_cb", "stats_cb", "throttle_cb", "oauth_cb", "logger", "on_commit",
                     "on_delivery", "on_assign", "on_revoke", "on_lost")},
@@ -256,6 +256,8 @@ class ConsumerSettings(_Frozen):
     commit_interval_s: float = Field(default=5.0, gt=0, le=3600)
     #: /readyz reports ready once the summed lag is at most this
     ready_max_lag: int = Field(default=10_000, ge=0)
+    #: delivery exactly_once: a transaction (alerts, dead letters, state, offsets) commits this often
+    transaction_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class LimitSettings(_Frozen):
@@ -348,6 +350,10 @@ class Settings(BaseSettings):
     labels: LabelSettings = Field(default_factory=LabelSettings)
     input: InputSettings = Field(default_factory=InputSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    #: at_least_once: alerts may repeat after a crash (same alert_id); exactly_once: alerts,
+    #: dead letters, state and offsets commit in one Kafka transaction, and read_committed
+    #: subscribers see each alert once
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     #: when set, events of other models are dead-lettered as ``unknown_model``
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults

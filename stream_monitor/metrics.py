@@ -165,6 +165,12 @@ class Metrics:
             "stream_monitor_state_changelog_bytes_total",
             "Bytes of state records (keys and values) produced to the changelog topic.",
             registry=registry)
+        self.transactions = Counter(
+            "stream_monitor_transactions_total",
+            "delivery exactly_once: transactions by outcome (committed; aborted: an abortable error, "
+            "the owned partitions went back to their last committed state; failed: fenced or fatal, "
+            "the service stopped with exit 1).",
+            ("outcome",), registry=registry)
         self.state_keys = Gauge(
             "stream_monitor_state_keys",
             "State keys (model versions and label-join models) held for an input partition.",

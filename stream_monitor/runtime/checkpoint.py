@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -124,3 +125,167 @@ class Checkpoint:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed", extra={"error": str(exc)})
+
+
+class TransactionalCheckpoint:
+    """``delivery: exactly_once``: each checkpoint is one Kafka transaction.
+
+    A transaction holds the alerts and dead letters of the batches since the
+    previous one, the state records of the partitions whose snapshot is due,
+    and the batches' next offsets (``send_offsets_to_transaction`` with the
+    consumer's group metadata, so a member fenced by a rebalance cannot commit
+    them). It commits every ``consumer.transaction_interval_s``, at a revoke
+    and at shutdown. Errors by class: retriable -> the call is tried again;
+    abortable -> the transaction is aborted and ``rewind`` takes every owned
+    partition back to its last committed state and offsets; fatal (fenced) ->
+    ``fail``, and the service exits 1.
+    """
+
+    #: the longest a retriable transaction call is retried
+    RETRY_S = 60.0
+
+    def __init__(self, settings: Settings, metrics: Metrics, consumer: Callable[[], Consumer],
+                 producer: Callable[[], Any], produce: Produce, topics: Callable[[], dict[str, str]],
+                 rewind: Callable[[], None], fail: Callable[[KafkaError], None],
+                 committed: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        #: called after each commit (the service counts what the transaction delivered)
+        self._committed = committed
+        self.metrics = metrics
+        self._consumer = consumer
+        self._producer = producer
+        self._produce = produce
+        self._topics = topics
+        self._rewind = rewind
+        self._fail = fail
+        self._state_topic = settings.state_topic
+        self._interval = settings.consumer.transaction_interval_s
+        #: (topic, partition) -> next offset, for the batches in the open transaction
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._began = time.monotonic()
+        self._open = False
+        self._broken = False
+
+    def start(self) -> None:
+        """Fence older incarnations of this transactional id, then open the first transaction."""
+        producer = self._producer()
+        producer.init_transactions(self.RETRY_S)
+        self._begin()
+
+    def _begin(self) -> None:
+        self._producer().begin_transaction()
+        self._open = True
+        self._began = time.monotonic()
+
+    def due(self, state: PartitionState, now: float) -> bool:
+        if state.since_snapshot == 0:
+            return False
+        return (state.store.snapshot_id == 0
+                or state.since_snapshot >= self.settings.state.snapshot_events
+                or now - state.snapshot_at >= self.settings.state.snapshot_interval_s)
+
+    def after_batch(self, states: Iterable[PartitionState], offsets: list[TopicPartition]) -> bool:
+        for tp in offsets:
+            self._offsets[(tp.topic, tp.partition)] = tp.offset
+        return self.snapshot_due(states)
+
+    def snapshot_due(self, states: Iterable[PartitionState]) -> bool:
+        """Commit when the transaction interval is over (the due snapshots go with it)."""
+        if not self._open or time.monotonic() - self._began < self._interval:
+            return True
+        now = time.monotonic()
+        due = [s for s in states if self.due(s, now)]
+        if not due and not self._offsets:
+            return True  # nothing read since the last commit: nothing to commit
+        return self.snapshot(due)
+
+    def snapshot(self, states: list[PartitionState]) -> bool:
+        """Commit the open transaction, with the snapshots of ``states``; False when it aborted."""
+        if not self._open or self._broken:
+            return False
+        written = 0
+        try:
+            for state in states:
+                keys, tail = state.store.snapshot(state.pipeline, state.positions, self._topics())
+                for key, value in (*keys, *tail):
+                    self._produce("state", self._state_topic, key, value, None, state.number)
+                written += state.store.last_bytes
+            offsets = [TopicPartition(topic, partition, offset)
+                       for (topic, partition), offset in self._offsets.items()]
+            producer = self._producer()
+            if offsets:
+                self._retry(lambda: producer.send_offsets_to_transaction(
+                    offsets, self._consumer().consumer_group_metadata(), self.RETRY_S))
+            self._retry(lambda: producer.commit_transaction(self.RETRY_S))
+        except KafkaException as exc:
+            self._open = False
+            self._after_failure(exc.args[0])
+            return False
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.changelog_bytes.inc(written)
+        self._committed()
+        wall, now = time.time(), time.monotonic()
+        for state in states:
+            state.since_snapshot = 0
+            state.snapshot_at = now
+            self.metrics.state_snapshot_timestamp.labels(str(state.number)).set(wall)
+            self.metrics.state_keys.labels(str(state.number)).set(len(state.store.slots))
+        if offsets:
+            # stored, never committed by the consumer: the lag statistics count from them
+            try:
+                self._consumer().store_offsets(offsets=offsets)
+            except KafkaException:
+                pass
+        self._offsets.clear()
+        self._begin()
+        return True
+
+    def _retry(self, call: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + self.RETRY_S
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or time.monotonic() > deadline:
+                    raise
+                log.warning("transaction call failed, retrying", extra={"error": error.str()})
+                time.sleep(0.2)
+
+    def _after_failure(self, error: KafkaError) -> None:
+        if error.txn_requires_abort():
+            log.warning("transaction aborted: every owned partition goes back to its last committed "
+                        "state and offsets", extra={"error": error.str(), "code": error.name()})
+            if self.abort():
+                self._rewind()
+            return
+        # fenced (another process has this transactional id) or another fatal error
+        self._broken = True
+        self.metrics.transactions.labels("failed").inc()
+        self._fail(error)
+
+    def abort(self) -> bool:
+        """Abort the open transaction (its output never becomes visible); then open the next."""
+        self._offsets.clear()
+        try:
+            self._producer().abort_transaction(self.RETRY_S)
+        except KafkaException as exc:
+            self._broken = True
+            self._fail(exc.args[0])
+            return False
+        self.metrics.transactions.labels("aborted").inc()
+        self._begin()
+        return True
+
+    def commit(self) -> None:
+        """Transactions commit offsets themselves: nothing to do (the at-least-once interface)."""
+
+    def close(self) -> None:
+        """Abort what is left open (shutdown after a failure: nothing of it may become visible)."""
+        if self._open and not self._broken:
+            try:
+                self._producer().abort_transaction(10.0)
+            except KafkaException:
+                pass
+        self._open = False

@@ -32,18 +32,27 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
 from stream_monitor.monitor import Record
 from stream_monitor.pipeline import Decoder, LabelRecord
-from stream_monitor.runtime.checkpoint import Checkpoint
+from stream_monitor.runtime.checkpoint import Checkpoint, TransactionalCheckpoint
 from stream_monitor.state.changelog import ChangelogError, ChangelogReader, ensure_changelog
 from stream_monitor.state.recovery import PartitionState, recover
 
@@ -85,9 +94,10 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         **settings.kafka.client_properties(),
         "group.id": settings.kafka.group_id,
-        # offsets are stored by hand after the batch's alerts are delivered
+        # offsets are stored by hand after the batch's alerts are delivered; in exactly-once
+        # delivery they are committed by the transactions, never by the consumer
         "enable.auto.offset.store": False,
-        "enable.auto.commit": True,
+        "enable.auto.commit": settings.delivery != "exactly_once",
         "auto.commit.interval.ms": int(settings.consumer.commit_interval_s * 1000),
         **static,
         **join_needs,
@@ -96,11 +106,27 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
 
 
 def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """Idempotent, ``acks=all``; in exactly-once delivery also transactional.
+
+    The transactional id is stable per instance (``<group_id>.<instance_id>``)
+    so that a restarted process fences its previous incarnation and aborts the
+    transaction it left open; without an instance id it is unique per process,
+    and a transaction left open by a killed process blocks read_committed
+    readers until ``transaction.timeout.ms`` (10 s by default here).
+    """
+    transactional: dict[str, Any] = {}
+    timeout: dict[str, Any] = {}
+    if settings.delivery == "exactly_once":
+        instance = settings.kafka.instance_id or uuid.uuid4().hex[:12]
+        transactional = {"transactional.id": f"{settings.kafka.group_id}.{instance}"}
+        timeout = {"transaction.timeout.ms": 10_000}
     return {
         "linger.ms": 5,
+        **timeout,
         **settings.kafka.client_properties(),
         "enable.idempotence": True,
         "acks": "all",
+        **transactional,
         **callbacks,
     }
 
@@ -176,8 +202,15 @@ class Service:
         self.consumer = Consumer(self._consumer_config)
         self.producer = Producer(producer_config(settings, error_cb=self._on_kafka_error))
         self._reader: ChangelogReader | None = None
-        self.checkpoint = Checkpoint(settings, metrics, lambda: self.consumer, self._produce,
-                                     self._flush_until_delivered, self._topic_kinds)
+        self.exactly_once = settings.delivery == "exactly_once"
+        self.checkpoint: Checkpoint | TransactionalCheckpoint
+        if self.exactly_once:
+            self.checkpoint = TransactionalCheckpoint(
+                settings, metrics, lambda: self.consumer, lambda: self.producer, self._produce,
+                self._topic_kinds, self._rewind, self._on_transaction_failure, self._transaction_committed)
+        else:
+            self.checkpoint = Checkpoint(settings, metrics, lambda: self.consumer, self._produce,
+                                         self._flush_until_delivered, self._topic_kinds)
 
     def _topic_kinds(self) -> dict[str, str]:
         """Topic kind -> topic name, for the input topics read."""
@@ -208,6 +241,8 @@ class Service:
         timeout = self.settings.consumer.poll_timeout_s
         try:
             self._check_topics()
+            if isinstance(self.checkpoint, TransactionalCheckpoint):
+                self.checkpoint.start()
             topics = [self.settings.topics.predictions]
             if self._labels_topic:
                 topics.append(self._labels_topic)
@@ -281,11 +316,16 @@ class Service:
         self.health.set_ready(False, "shutting down")
         if self._stop_deadline is None:  # the loop ended by itself (idle, or an exception)
             self._stop_deadline = time.monotonic() + STOP_GRACE_S
-        if self._flush_until_delivered() and self._undeliverable is None and self._fatal is None:
-            # the last snapshot: a restart resumes without re-reading
-            self.checkpoint.snapshot([s for s in self.owned.values() if s.since_snapshot])
-        # stored offsets only ever cover delivered output: committing them is always safe
-        self.checkpoint.commit()
+        failed = self._undeliverable is not None or self._fatal is not None or self._restore_failed
+        if isinstance(self.checkpoint, TransactionalCheckpoint):
+            if failed or not self.checkpoint.snapshot([s for s in self.owned.values() if s.since_snapshot]):
+                self.checkpoint.close()  # nothing of an unfinished transaction becomes visible
+        else:
+            if self._flush_until_delivered() and not failed:
+                # the last snapshot: a restart resumes without re-reading
+                self.checkpoint.snapshot([s for s in self.owned.values() if s.since_snapshot])
+            # stored offsets only ever cover delivered output: committing them is always safe
+            self.checkpoint.commit()
         self.consumer.close()
         if self._reader is not None:
             self._reader.close()
@@ -610,12 +650,58 @@ class Service:
             f"{p.topic}[{p.partition}]@{p.offset}" if p.offset >= 0 else f"{p.topic}[{p.partition}]"
             for p in partitions]})
 
+    def _rewind(self) -> None:
+        """After an aborted transaction: every owned partition back to its last committed state.
+
+        A message that can never be produced fails every transaction: that is
+        a stop with exit 1, not a rewind that would loop.
+        """
+        failed, self._deliveries.failed = self._deliveries.failed, []
+        self._deliveries.delivered_alerts = 0  # aborted: never visible
+        for kind, topic, _key, _value, _headers, _partition, error in failed:
+            if not (error.retriable() or error.code() in _PASSING_DELIVERY_ERRORS):
+                self._give_up(kind, topic, error)
+                return
+        partitions = [TopicPartition(topic, number) for topic, number in sorted(self._assigned)]
+        for number in list(self.owned):
+            self.owned.pop(number).pipeline.release()
+        try:
+            seek = self._restore(self.consumer, partitions)
+        except (ChangelogError, KafkaException) as exc:
+            log.error("restoring state after an aborted transaction failed: stopping with exit 1",
+                      extra={"error": str(exc)})
+            self._restore_failed = str(exc)
+            self.stop()
+            return
+        for tp in partitions:
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, seek[(tp.topic, tp.partition)]))
+
+    def _transaction_committed(self) -> None:
+        """What a committed transaction delivered: its alerts are visible to read_committed readers."""
+        delivered = self._deliveries.delivered_alerts
+        self._deliveries.delivered_alerts = 0
+        self._deliveries.failed = []
+        if delivered:
+            self.metrics.alerts_produced.inc(delivered)
+
+    def _on_transaction_failure(self, error: KafkaError) -> None:
+        """Fenced or fatal: this process must not write again; the orchestrator restarts it."""
+        log.error("transaction failed for good (fenced by a newer instance, or fatal): stopping with "
+                  "exit 1", extra={"code": error.name(), "error": error.str()})
+        if self._fatal is None:
+            self._fatal = error
+        self.stop()
+
     def _kind_of(self, topic: str) -> str:
         return "labels" if topic == self._labels_topic else "predictions"
 
-    def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Restore the partitions not owned yet; set each one's start offset; return where to seek.
+
+        The seek offset is the state's start, else the committed offset, else the log start.
+        """
         if not partitions:
-            return
+            return {}
         kinds = {topic: kind for kind, topic in self._topic_kinds().items()}
         committed = consumer.committed([TopicPartition(p.topic, p.partition) for p in partitions],
                                        timeout=self.settings.state.restore_timeout_s)
@@ -629,17 +715,23 @@ class Service:
             if number not in self.owned:
                 self.owned[number] = recover(self.settings, self.metrics, self._reader, number,
                                              offsets, self._topic_kinds())
+        seek: dict[tuple[str, int], int] = {}
         for p in partitions:
-            start = self.owned[p.partition].start.get(kinds[p.topic])
+            kind = kinds[p.topic]
+            start = self.owned[p.partition].start.get(kind)
             if start is not None:
                 p.offset = start
+            done = by_number.get(p.partition, {}).get(kind)
+            seek[(p.topic, p.partition)] = (start if start is not None else
+                                            done if done is not None else OFFSET_BEGINNING)
+        return seek
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The final snapshot and commit of what this member read, then its state goes."""
         numbers = {p.partition for p in partitions}
         states = [self.owned[n] for n in sorted(numbers) if n in self.owned and self.owned[n].since_snapshot]
         if self._undeliverable is None and self._fatal is None:
-            self.checkpoint.snapshot(states)
+            self.checkpoint.snapshot(states)  # in exactly-once delivery: commits the transaction
         self.checkpoint.commit()
         self._forget(partitions)
         log.info("partitions revoked", extra={"partitions": [f"{p.topic}[{p.partition}]"
@@ -649,6 +741,9 @@ class Service:
         # another member may own them already: committing or writing state now could
         # overwrite its progress; the next owner restores from the changelog
         self._forget(partitions)
+        if isinstance(self.checkpoint, TransactionalCheckpoint) and self.checkpoint.abort():
+            # the aborted transaction held the kept partitions' output too: they go back
+            self._rewind()
         log.warning("partitions lost", extra={"partitions": [f"{p.topic}[{p.partition}]"
                                                              for p in partitions]})
 

@@ -132,7 +132,9 @@ class ChangelogReader:
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
-                            done = message.offset() >= high
+                            # read_committed: the end is the last stable offset (a transaction
+                            # still open is not state yet)
+                            done = True
                             continue
                         raise ChangelogError(f"reading {self.topic}[{partition}]: {error.str()}")
                     key = message.key()

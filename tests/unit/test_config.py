@@ -211,7 +211,7 @@ def test_environment_variables_that_name_fields_or_are_documented_are_accepted(t
 @pytest.mark.parametrize(("key", "instead"), [
     ("group.id", "kafka.group_id"), ("bootstrap.servers", "kafka.bootstrap_servers"),
     ("enable.auto.commit", "offsets"), ("enable.auto.offset.store", "offsets"),
-    ("auto.commit.interval.ms", "consumer.commit_interval_s"), ("transactional.id", "not supported"),
+    ("auto.commit.interval.ms", "consumer.commit_interval_s"), ("transactional.id", "delivery: exactly_once"),
     ("enable.idempotence", "idempotent"), ("acks", "idempotent"), ("error_cb", "callback"),
     ("statistics.interval.ms", "lag"),
 ])
