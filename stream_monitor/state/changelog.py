@@ -27,6 +27,12 @@ _TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"
                  "segment.ms": str(6 * 3600 * 1000)}
 
 
+#: a partition whose leader is not serving yet: a topic just created, a broker (re)starting.
+#: Reading its end again shortly succeeds; failing the restore would exit the service.
+_LEADER_PENDING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                             KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
 class ChangelogError(StreamMonitorError):
     """The changelog topic cannot be used (missing and not creatable, wrong partitions)."""
 
@@ -98,7 +104,7 @@ class ChangelogReader:
     def read(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Every record of the partition, (key, value) in offset order; value None is a tombstone."""
         tp = TopicPartition(self.topic, partition)
-        low, high = self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
+        low, high = self._watermarks(tp)
         if high <= low:
             return []
         self._consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
@@ -129,6 +135,21 @@ class ChangelogReader:
                     return records
         finally:
             self._consumer.unassign()
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        """The partition's (low, high) offsets, asked again while its leader is not serving yet."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.code() in _LEADER_PENDING or error.retriable()) or time.monotonic() > deadline:
+                    raise
+                log.info("state partition not ready yet, asking again",
+                         extra={"topic": self.topic, "partition": tp.partition, "code": error.name()})
+                self._progress()
+                time.sleep(0.2)
 
     def close(self) -> None:
         self._consumer.close()
