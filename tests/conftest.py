@@ -118,3 +118,14 @@ def private_broker(tmp_path: Path) -> Iterator[object]:
     broker.up()
     yield broker
     broker.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The table of every fault run judged in the session (tests/integration/faults.py), both modes."""
+    from tests.integration.faults import RESULTS, table
+
+    if RESULTS:
+        terminalreporter.section("fault runs: alerts vs replay, dead letters vs the bad input")
+        rows = sorted(RESULTS, key=lambda row: (row["fault"], row["delivery"]))
+        for line in table(rows).splitlines():
+            terminalreporter.write_line(line)

@@ -23,6 +23,7 @@ not yet in a snapshot.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import random
@@ -45,8 +46,10 @@ from stream_monitor.config import load_settings
 from stream_monitor.replay import ReplaySummary, replay
 from stream_monitor.simulate import Scenario, generate, stream
 
-from .service_harness import MonitorProcess, committed_offsets, write_config
+from .service_harness import MonitorProcess, committed_offsets, read_all, wait_stable, write_config
 
+#: the two values of the top-level ``delivery`` setting: every fault kind runs in both
+DELIVERIES = ("at_least_once", "exactly_once")
 #: the issue's bound on SIGTERM to exit
 TERM_BOUND_S = 10.0
 #: the smallest session timeout the broker accepts by default (group.min.session.timeout.ms):
@@ -66,8 +69,11 @@ def fault_config(path: Path, bootstrap: str, group_id: str, topics: Mapping[str,
                  snapshot_interval_s: float = 1.0, snapshot_events: int | None = None,
                  state_topic: str | None = None, instance_id: str | None = None,
                  session_timeout_ms: int = SHORT_SESSION_MS, commit_interval_s: float = 0.5,
-                 batch_size: int = 500, extra: str = "") -> Path:
-    """A ``run`` config for a fault run: short session timeout, commits more often than snapshots."""
+                 batch_size: int = 500, delivery: str = "at_least_once", extra: str = "") -> Path:
+    """A ``run`` config for a fault run: short session timeout, commits more often than snapshots.
+
+    ``delivery`` is the top-level setting (``at_least_once`` or ``exactly_once``).
+    """
     lines = [f"  snapshot_interval_s: {snapshot_interval_s}"]
     if snapshot_events is not None:
         lines.append(f"  snapshot_events: {snapshot_events}")
@@ -75,7 +81,7 @@ def fault_config(path: Path, bootstrap: str, group_id: str, topics: Mapping[str,
         lines.append(f'  topic: "{state_topic}"')
     state = "state:\n" + "\n".join(lines) + "\n"
     return write_config(
-        path, bootstrap, group_id, dict(topics), state + extra,
+        path, bootstrap, group_id, dict(topics), f"delivery: {delivery}\n" + state + extra,
         properties={"session.timeout.ms": session_timeout_ms,
                     "heartbeat.interval.ms": min(1000, session_timeout_ms // 3)},
         kafka={"instance_id": instance_id} if instance_id else None,
@@ -117,6 +123,8 @@ class Outgoing:
     key: bytes
     value: bytes
     event_id: str
+    #: a message the monitor must reject: it belongs in the dead-letter topic
+    poison: bool = False
 
 
 def scenario_messages(scenario: Scenario, predictions_topic: str,
@@ -130,6 +138,54 @@ def scenario_messages(scenario: Scenario, predictions_topic: str,
             for kind, item in stream(scenario)]
 
 
+#: Bad predictions, one per way a message can be unusable (reason, then the payload made
+#: from the model and a number). Each is keyed by its neighbour's model, so it lands on
+#: that model's partition; none holds a newline (replay reads a partition as JSON lines).
+POISON: tuple[tuple[str, Callable[[str, int], bytes]], ...] = (
+    ("invalid_json", lambda model, n: f'{{"event_id": "poison-{n}", "model": "{model}", "predic'.encode()),
+    ("invalid_json", lambda model, n: f"poison {n} for {model}: not JSON".encode()),
+    ("missing_field", lambda model, n: f'{{"model": "{model}", "prediction": 0.5}}'.encode()),
+    ("missing_field", lambda model, n: f'{{"event_id": "poison-{n}", "prediction": 0.5}}'.encode()),
+    ("non_finite", lambda model, n: f'{{"event_id": "poison-{n}", "model": "{model}", '
+                                    f'"features": {{"f00": NaN}}, "prediction": 0.5}}'.encode()),
+    ("non_finite", lambda model, n: f'{{"event_id": "poison-{n}", "model": "{model}", '
+                                    f'"prediction": -Infinity}}'.encode()),
+    ("wrong_type", lambda model, n: f'{{"event_id": "poison-{n}", "model": "{model}", '
+                                    f'"features": "f00=1", "prediction": 0.5}}'.encode()),
+    ("wrong_type", lambda model, n: f'{{"event_id": {n}, "model": "{model}", "prediction": 0.5}}'.encode()),
+    ("nested_value", lambda model, n: f'{{"event_id": "poison-{n}", "model": "{model}", '
+                                      f'"prediction": [0.5]}}'.encode()),
+    ("not_an_object", lambda model, n: f'["poison-{n}", "{model}", 0.5]'.encode()),
+    ("invalid_utf8", lambda model, n: b'{"event_id": "poison-\xff\xfe", "model": "' + model.encode() + b'"}'),
+    ("empty_value", lambda model, n: b""),
+)
+
+
+def with_poison(messages: Sequence[Outgoing], topic: str, share: float = 0.01,
+                seed: int = 0) -> list[Outgoing]:
+    """``messages`` with bad predictions mixed in: ``share`` of the predictions, at seeded places.
+
+    Each bad message follows a prediction chosen at random, with that
+    prediction's key, and cycles through every kind in :data:`POISON`.
+    """
+    rng = random.Random(seed)
+    predictions = [position for position, message in enumerate(messages) if message.topic == topic]
+    chosen = set(rng.sample(predictions, max(1, round(share * len(predictions)))))
+    mixed: list[Outgoing] = []
+    for position, message in enumerate(messages):
+        mixed.append(message)
+        if position in chosen:
+            number = len(mixed) - position - 1  # bad messages so far
+            reason, payload = POISON[number % len(POISON)]
+            mixed.append(Outgoing(topic, message.key, payload(message.key.decode(), number),
+                                  f"poison-{number}-{reason}", poison=True))
+    return mixed
+
+
+#: (topic, partition, offset) of an input message: how a dead letter names its source
+Source = tuple[str, int, int]
+
+
 class Feeder:
     """Produces a fixed list of messages in order, a prefix at a time, and records where each landed."""
 
@@ -139,6 +195,8 @@ class Feeder:
         #: messages produced so far (the stream's prefix [0, released))
         self.released = 0
         self._landed: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+        #: stream position -> where the message landed
+        self._where: dict[int, Source] = {}
         self._positions: dict[tuple[str, str], int] = {
             (message.topic, message.event_id): position for position, message in enumerate(messages)}
 
@@ -159,17 +217,20 @@ class Feeder:
                              "enable.idempotence": True})
         failures: list[Any] = []
 
-        def landed(error: Any, message: Any) -> None:
+        def landed(position: int, error: Any, message: Any) -> None:
             if error is not None:
                 failures.append(error)
             else:
                 self._landed.setdefault((message.topic(), message.partition()), []).append(
                     (message.offset(), message.value()))
+                self._where[position] = (message.topic(), message.partition(), message.offset())
 
-        for message in self.messages[self.released:position]:
+        for number in range(self.released, position):
+            message = self.messages[number]
             while True:
                 try:
-                    producer.produce(message.topic, message.value, key=message.key, on_delivery=landed)
+                    producer.produce(message.topic, message.value, key=message.key,
+                                     on_delivery=functools.partial(landed, number))
                     break
                 except BufferError:
                     producer.poll(0.2)
@@ -184,6 +245,11 @@ class Feeder:
         """The next offset of each partition written so far: what a caught-up group has committed."""
         return {partition: max(offset for offset, _ in landed) + 1
                 for partition, landed in self._landed.items()}
+
+    def poison(self) -> dict[Source, bytes]:
+        """Every bad message written so far, by where it landed: the dead letters a run owes."""
+        return {self._where[position]: message.value for position, message in enumerate(self.messages)
+                if message.poison and position in self._where}
 
     def values(self, topic: str) -> dict[int, list[bytes]]:
         """The values written to each partition of ``topic``, in offset order."""
@@ -494,6 +560,10 @@ class Expected:
     alerts: list[dict[str, Any]]
     summaries: dict[int, ReplaySummary]
 
+    def rejected(self) -> int:
+        """Messages replay rejected (they belong in the dead-letter topic)."""
+        return sum(sum(summary.rejected.values()) for summary in self.summaries.values())
+
     def label_outcomes(self) -> Counter[str]:
         total: Counter[str] = Counter()
         for summary in self.summaries.values():
@@ -543,13 +613,17 @@ def _order(alert: Mapping[str, Any]) -> tuple:
 
 @dataclass
 class Comparison:
-    """The published alerts of a faulted run against replay's, by ``alert_id``."""
+    """The published alerts of a faulted run against replay's, by ``alert_id``.
+
+    ``exactly_once``: a copy beyond the first of an alert_id fails the run too.
+    """
 
     expected: list[dict[str, Any]]
     published: list[dict[str, Any]]
+    exactly_once: bool = False
     lost: list[dict[str, Any]] = field(init=False)
     spurious: list[dict[str, Any]] = field(init=False)
-    #: copies beyond the first of an alert_id (allowed: at-least-once)
+    #: copies beyond the first of an alert_id (allowed in at-least-once delivery only)
     duplicated: int = field(init=False)
     #: (replay's, published) pairs with the same alert_id but a different body
     changed: list[tuple[dict[str, Any], dict[str, Any]]] = field(init=False)
@@ -576,7 +650,7 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.spurious or self.changed)
+        return not (self.lost or self.spurious or self.changed or (self.exactly_once and self.duplicated))
 
     def counts(self) -> dict[str, int]:
         return {"expected": len(self.expected), "published": len(self.published), "lost": len(self.lost),
@@ -586,7 +660,7 @@ class Comparison:
         counts = self.counts()
         lines = [f"faulted run vs replay: {counts['expected']} expected, {counts['published']} published; "
                  f"lost {counts['lost']}, spurious {counts['spurious']}, changed {counts['changed']}, "
-                 f"duplicated {counts['duplicated']} (allowed)"]
+                 f"duplicated {counts['duplicated']}{'' if self.exactly_once else ' (allowed)'}"]
         for title, alerts in (("lost (replay has it, the run did not publish it)", self.lost),
                               ("spurious (published, replay has no such alert_id)", self.spurious)):
             if alerts:
@@ -605,10 +679,131 @@ class Comparison:
         return "\n".join(lines)
 
 
-def published_alerts(bootstrap: str, alerts_topic: str) -> list[dict[str, Any]]:
-    from .service_harness import read_all
+def read_committed(bootstrap: str, topic: str) -> list[Any]:
+    """Every message of committed transactions (and of non-transactional producers) on ``topic``.
 
-    return [orjson.loads(message.value()) for message in read_all(bootstrap, alerts_topic, timeout_s=120)]
+    Waits first until no transaction is open (a killed member's is aborted by
+    the broker after its timeout), so that the end read is the topic's end.
+    """
+    wait_stable(bootstrap, topic, timeout_s=120)
+    return read_all(bootstrap, topic, timeout_s=120, isolation="read_committed")
+
+
+def published_alerts(bootstrap: str, alerts_topic: str) -> list[dict[str, Any]]:
+    """The alerts a ``read_committed`` subscriber sees."""
+    return [orjson.loads(message.value()) for message in read_committed(bootstrap, alerts_topic)]
+
+
+def source_of(headers: Sequence[tuple[str, bytes | None]] | None) -> Source | None:
+    """The input message a dead letter stands for, from its ``source.*`` headers (None: not named)."""
+    found = {name: value for name, value in headers or [] if name.startswith("source.")}
+    try:
+        return (found["source.topic"].decode(), int(found["source.partition"]), int(found["source.offset"]))
+    except (KeyError, AttributeError, ValueError):
+        return None
+
+
+def published_dead_letters(bootstrap: str, dead_letter_topic: str) -> list[tuple[Source | None, bytes]]:
+    """(source, value) of every dead letter a ``read_committed`` reader sees."""
+    return [(source_of(message.headers()), message.value() or b"")
+            for message in read_committed(bootstrap, dead_letter_topic)]
+
+
+@dataclass
+class DeadLetterComparison:
+    """The dead letters of a faulted run against the bad messages of its input, by source offset.
+
+    ``exactly_once``: each bad message exactly once; else at least once.
+    """
+
+    expected: Mapping[Source, bytes]
+    published: Sequence[tuple[Source | None, bytes]]
+    exactly_once: bool = False
+    lost: list[Source] = field(init=False)
+    #: dead letters of no bad input message (a good one, or no source headers)
+    spurious: list[Source | None] = field(init=False)
+    #: copies beyond the first of a source
+    duplicated: int = field(init=False)
+    #: sources whose dead letter does not hold the original value
+    changed: list[Source] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sources = Counter(source for source, _ in self.published)
+        self.lost = sorted(source for source in self.expected if source not in sources)
+        self.spurious = [source for source in sources if source is None or source not in self.expected]
+        self.duplicated = sum(count - 1 for source, count in sources.items() if source in self.expected)
+        self.changed = sorted({source for source, value in self.published
+                               if source in self.expected and value != self.expected[source]})
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.spurious or self.changed or (self.exactly_once and self.duplicated))
+
+    def counts(self) -> dict[str, int]:
+        return {"expected": len(self.expected), "published": len(self.published), "lost": len(self.lost),
+                "duplicated": self.duplicated, "spurious": len(self.spurious), "changed": len(self.changed)}
+
+    def report(self, limit: int = 20) -> str:
+        counts = self.counts()
+        lines = [f"dead letters vs the bad input messages: {counts['expected']} expected, "
+                 f"{counts['published']} published; lost {counts['lost']}, spurious {counts['spurious']}, "
+                 f"changed {counts['changed']}, duplicated {counts['duplicated']}"
+                 f"{'' if self.exactly_once else ' (allowed)'}"]
+        for title, sources in (("lost", self.lost), ("spurious", self.spurious), ("changed", self.changed)):
+            if sources:
+                lines.append(f"{title}: " + ", ".join(map(str, sources[:limit]))
+                             + (f" ... and {len(sources) - limit} more" if len(sources) > limit else ""))
+        return "\n".join(lines)
+
+
+@dataclass
+class Verdict:
+    """A faulted run judged: its alerts against replay's, its dead letters against the bad input."""
+
+    name: str
+    delivery: str
+    run: FaultRun
+    expected: Expected
+    alerts: Comparison
+    dead_letters: DeadLetterComparison
+
+    @property
+    def ok(self) -> bool:
+        return self.alerts.ok and self.dead_letters.ok
+
+    def report(self) -> str:
+        return f"{self.name}, delivery {self.delivery}:\n{self.alerts.report(self.run)}\n{self.dead_letters.report()}"
+
+    def row(self) -> dict[str, Any]:
+        """One line of the fault table."""
+        return summary_row(self.name, self.run, self.alerts, self.dead_letters, self.delivery)
+
+
+#: the rows of every fault run judged in this session (conftest prints them at the end)
+RESULTS: list[dict[str, Any]] = []
+
+
+def judge(name: str, bootstrap: str, config: Path, feeder: Feeder, topics: Mapping[str, str],
+          run: FaultRun, folder: Path, at_least: int) -> Verdict:
+    """Compare a finished run with the oracle (replay, and the bad messages fed), record its row.
+
+    The delivery mode is the config's. The test asserts ``verdict.ok``; the
+    stream must exercise the detectors (``at_least`` replayed alerts), and
+    every bad message fed must be one replay rejects, or the oracle is wrong.
+    """
+    delivery = load_settings(config).delivery
+    exactly_once = delivery == "exactly_once"
+    expected = replay_by_partition(config, feeder, topics["predictions"], folder / "replay", topics.get("labels"))
+    assert len(expected.alerts) >= at_least, f"replay found only {len(expected.alerts)} alerts"
+    poison = feeder.poison()
+    assert expected.rejected() == len(poison), (
+        f"replay rejected {expected.rejected()} messages, {len(poison)} bad ones were fed")
+    verdict = Verdict(name, delivery, run, expected,
+                      Comparison(expected.alerts, published_alerts(bootstrap, topics["alerts"]), exactly_once),
+                      DeadLetterComparison(poison, published_dead_letters(bootstrap, topics["dead_letter"]),
+                                           exactly_once))
+    RESULTS.append(verdict.row())
+    return verdict
 
 
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -632,10 +827,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join([header, "  ".join("-" * width for width in widths), *body])
 
 
-def summary_row(fault: str, run: FaultRun, comparison: Comparison) -> dict[str, Any]:
-    """One line of the chaos table."""
+def summary_row(fault: str, run: FaultRun, comparison: Comparison,
+                dead_letters: DeadLetterComparison | None = None,
+                delivery: str = "at_least_once") -> dict[str, Any]:
+    """One line of the fault table: alerts, then dead letters (``dl_``), then the wall time."""
     counts = comparison.counts()
+    letters = dead_letters.counts() if dead_letters is not None else dict.fromkeys(counts, 0)
     # restarts right after a fault (no position of their own) are part of that fault
-    return {"fault": fault, "count": sum(1 for record in run.records if record.fault.position is not None),
+    return {"fault": fault, "delivery": delivery,
+            "count": sum(1 for record in run.records if record.fault.position is not None),
             "expected": counts["expected"], "lost": counts["lost"], "duplicated": counts["duplicated"],
-            "spurious": counts["spurious"], "changed": counts["changed"], "wall_s": f"{run.wall_s():.1f}"}
+            "spurious": counts["spurious"], "changed": counts["changed"],
+            "dl_expected": letters["expected"], "dl_lost": letters["lost"],
+            "dl_duplicated": letters["duplicated"], "dl_spurious": letters["spurious"],
+            "dl_changed": letters["changed"], "wall_s": f"{run.wall_s():.1f}"}

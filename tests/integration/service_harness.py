@@ -72,17 +72,21 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes | N
     return count
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0,
+             isolation: str = "read_committed") -> list[Any]:
     """Every message of a topic, from the beginning to the end of every partition.
 
     Stops once each partition has reported its end; fails when that takes longer
     than ``timeout_s`` (so an empty result means an empty topic, never a slow join).
+    ``read_committed`` (as a subscriber of the alerts must read) sees only the
+    messages of committed transactions, and its end is the last stable offset:
+    see :func:`wait_stable` to read everything a finished run wrote.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = len(admin.list_topics(topic, timeout=30).topics[topic].partitions)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, "isolation.level": isolation})
     consumer.subscribe([topic])
     messages = []
     at_end: set[int] = set()
@@ -102,6 +106,36 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
     finally:
         consumer.close()
     return messages
+
+
+def wait_stable(bootstrap: str, topic: str, timeout_s: float = 60.0) -> None:
+    """Wait until no transaction is open on any partition of ``topic``.
+
+    The last stable offset (the end a ``read_committed`` reader sees) stays
+    below the high watermark while a transaction is open: one left by a
+    killed producer is aborted by the broker after its ``transaction.timeout.ms``.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = [TopicPartition(topic, number)
+                  for number in admin.list_topics(topic, timeout=30).topics[topic].partitions]
+    group = f"stable-{time.monotonic_ns()}"
+    committed = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"})
+    uncommitted = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                            "isolation.level": "read_uncommitted"})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            open_ = {tp.partition: (committed.get_watermark_offsets(tp, timeout=10)[1],
+                                    uncommitted.get_watermark_offsets(tp, timeout=10)[1]) for tp in partitions}
+            open_ = {number: ends for number, ends in open_.items() if ends[0] != ends[1]}
+            if not open_:
+                return
+            assert time.monotonic() < deadline, (
+                f"{topic}: transactions still open after {timeout_s} s (partition: (stable, high)) {open_}")
+            time.sleep(0.5)
+    finally:
+        committed.close()
+        uncommitted.close()
 
 
 def high_watermark(bootstrap: str, topic: str, partition: int = 0) -> int:

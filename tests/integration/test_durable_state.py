@@ -1,12 +1,17 @@
-"""Durable detector state (issue 10) against the real broker: faults change no alert.
+"""Durable detector state (issue 10) and exactly-once delivery (issue 11) against the real broker.
 
 Each test faults a consumer group of ``stream-monitor run`` processes while it
 reads a seeded stream with scheduled drifts, then compares the alerts on the
 alerts topic with ``replay`` over the same events (per input partition), by
 ``alert_id``: every replayed alert is published, no other id is, and a repeat
-is identical. The kill points are chosen relative to the change points and
-the warm-ups of the scheduled drifts (see ``faults`` for how a fault is
-placed). The long versions are in ``tests/chaos``.
+is identical (``delivery: exactly_once``: there is no repeat at all). Where
+bad messages are mixed in, each must be in the dead-letter topic (exactly
+once in exactly-once delivery). Both topics are read ``read_committed``. The
+kill points are chosen relative to the change points and the warm-ups of the
+scheduled drifts (see ``faults`` for how a fault is placed). The short
+exactly-once runs here are a kill -9 run with labels and bad messages and a
+rebalance churn by SIGTERM and SIGKILL; every fault kind runs in both modes
+in ``tests/chaos``.
 """
 
 from __future__ import annotations
@@ -15,24 +20,26 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from stream_monitor.simulate import Scenario, parse_drift
 
 from .faults import (
-    Comparison,
-    Expected,
+    DELIVERIES,
     Fault,
     FaultRun,
     Feeder,
     Group,
+    Verdict,
     create_topics,
     event_id,
     fault_config,
     fault_topics,
-    published_alerts,
-    replay_by_partition,
+    judge,
     restarts,
     run_faults,
     scenario_messages,
+    with_poison,
 )
 from .service_harness import metric_sum
 
@@ -45,12 +52,13 @@ def _positions(feeder: Feeder, topic: str, points: Sequence[tuple[str, int]], sp
 
 
 
-def _compare(bootstrap: str, config: Path, feeder: Feeder, topics: Mapping[str, str], folder: Path,
-             at_least: int) -> tuple[Comparison, Expected]:
-    expected = replay_by_partition(config, feeder, topics["predictions"], folder / "replay", topics.get("labels"))
-    # the stream must exercise the detectors, or equality would prove nothing
-    assert len(expected.alerts) >= at_least, f"replay found only {len(expected.alerts)} alerts"
-    return Comparison(expected.alerts, published_alerts(bootstrap, topics["alerts"])), expected
+def _judge(name: str, bootstrap: str, config: Path, feeder: Feeder, topics: Mapping[str, str],
+           run: FaultRun, folder: Path, at_least: int) -> Verdict:
+    """The run against replay and the bad messages fed; fails unless every check holds."""
+    # at_least: the stream must exercise the detectors, or equality would prove nothing
+    verdict = judge(name, bootstrap, config, feeder, topics, run, folder, at_least)
+    assert verdict.ok, verdict.report()
+    return verdict
 
 
 # -- kill -9 ------------------------------------------------------------------
@@ -86,8 +94,7 @@ def test_kill_9_at_eight_points_near_change_points_and_in_warm_ups_changes_no_al
     run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(positions, "kill"),
                tail=tail, seed=1)
 
-    comparison, _ = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=len(KILL_DRIFTS))
-    assert comparison.ok, comparison.report(run)
+    _judge("kill -9", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=len(KILL_DRIFTS))
 
 
 # -- SIGTERM, two partitions --------------------------------------------------
@@ -129,8 +136,7 @@ def test_sigterm_at_ten_points_over_two_partitions_exits_0_in_10_s_and_changes_n
     assert sorted(feeder.values(topics["predictions"])) == [0, 1], "both partitions must have events"
     assert all(record.seconds is not None and record.seconds <= 10.0
                for record in run.records if record.fault.action == "term")  # Group.terminate checks it too
-    comparison, _ = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=len(TERM_DRIFTS))
-    assert comparison.ok, comparison.report(run)
+    _judge("SIGTERM", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=len(TERM_DRIFTS))
 
 
 # -- rebalance churn ----------------------------------------------------------
@@ -141,13 +147,19 @@ CHURN_DRIFTS = ("churn:feature:f00@1500:shift=1.2", "spam:feature:f01@2500:scale
                 "ads:feature:c00@2000:share=0.5")
 
 
-def test_rebalance_churn_of_three_members_by_sigterm_and_sigkill_changes_no_alert(
-        kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
+@pytest.mark.parametrize("delivery", DELIVERIES)
+def test_rebalance_churn_of_three_members_by_sigterm_and_sigkill_changes_no_alert_nor_dead_letter(
+        kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics, delivery):
     topics = fault_topics(topic_factory, partitions=4)
     scenario = Scenario(models=CHURN_MODELS, n_events=5000, n_numeric=3, n_categorical=1, seed=13,
                         drifts=tuple(parse_drift(text) for text in CHURN_DRIFTS))
-    feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"]))
-    config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics, snapshot_interval_s=1.0)
+    # 1% bad predictions; the members have no instance id: in exactly-once delivery each
+    # process has its own transactional id, and a SIGKILLed one's open transaction is
+    # aborted by the broker (transaction.timeout.ms), not fenced by a restart
+    messages = with_poison(scenario_messages(scenario, topics["predictions"]), topics["predictions"], seed=13)
+    feeder = Feeder(kafka_bootstrap, messages)
+    config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics, snapshot_interval_s=1.0,
+                          delivery=delivery)
     step = len(feeder.messages) // 10
     churn = [Fault(1 * step, "start", "b"), Fault(2 * step, "start", "c"), Fault(3 * step, "kill", "b"),
              Fault(4 * step, "start", "b"), Fault(5 * step, "term", "a"), Fault(6 * step, "kill", "c"),
@@ -157,8 +169,7 @@ def test_rebalance_churn_of_three_members_by_sigterm_and_sigkill_changes_no_aler
                tail=500, seed=3)
 
     assert sorted(feeder.values(topics["predictions"])) == [0, 1, 2, 3], "every partition must have events"
-    comparison, _ = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=len(CHURN_DRIFTS))
-    assert comparison.ok, comparison.report(run)
+    _judge("rebalance churn", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=len(CHURN_DRIFTS))
 
 
 # -- broker hard bounce -------------------------------------------------------
@@ -184,26 +195,33 @@ def test_broker_hard_bounce_twice_during_the_stream_changes_no_alert(private_bro
     run = run_faults(bootstrap, group_id, feeder, {"a": config}, tmp_path, bounces, tail=600, seed=4,
                broker=private_broker)
 
-    comparison, _ = _compare(bootstrap, config, feeder, topics, tmp_path, at_least=3)
-    assert comparison.ok, comparison.report(run)
+    _judge("broker bounce", bootstrap, config, feeder, topics, run, tmp_path, at_least=3)
 
 
 # -- late labels --------------------------------------------------------------
 
 
-def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_the_performance_alert(
-        kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics):
+@pytest.mark.parametrize("delivery, instance_id", [("at_least_once", None),
+                                                   ("exactly_once", "labels-kill-member")])
+def test_labels_500_events_late_kill_9_four_times_joins_every_label_and_keeps_the_performance_alert(
+        kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics, delivery, instance_id):
     topics = fault_topics(topic_factory, labels=True)
     change_at = 8000
     scenario = Scenario(models=("fraud",), n_events=20_000, n_numeric=2, n_categorical=0, seed=21,
                         label_delay_events=500,
                         drifts=(parse_drift(f"performance:error_rate@{change_at}:error=0.2"),
                                 parse_drift("feature:f01@12000:shift=1.0")))
-    feeder = Feeder(kafka_bootstrap, scenario_messages(scenario, topics["predictions"], topics["labels"]))
-    # snapshots every 30 s: none is taken in a process's life, so each restore replays from an old one
+    # 1% bad predictions mixed in, each owed to the dead-letter topic
+    messages = with_poison(scenario_messages(scenario, topics["predictions"], topics["labels"]),
+                           topics["predictions"], seed=21)
+    feeder = Feeder(kafka_bootstrap, messages)
+    # snapshots every 30 s: none is taken in a process's life, so each restore replays from an old one;
+    # exactly-once with an instance id: the restarted process fences the killed one's transaction
     config = fault_config(tmp_path / "config.yaml", kafka_bootstrap, group_id, topics, snapshot_interval_s=30.0,
-                          snapshot_events=1_000_000)
+                          snapshot_events=1_000_000, instance_id=instance_id, delivery=delivery)
     kills = [
+        # inside the first warm-ups
+        feeder.position(topics["predictions"], event_id("fraud", 1200)),
         # 500 predictions wait in the join for labels not read yet
         feeder.position(topics["labels"], event_id("fraud", 5000)),
         # 10 labels after the error rate changed (the performance signal's change point)
@@ -215,7 +233,8 @@ def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_t
     run = run_faults(kafka_bootstrap, group_id, feeder, {"a": config}, tmp_path, restarts(kills, "kill"),
                tail=300, seed=5)
 
-    comparison, expected = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=3)
+    verdict = judge("labels + kill -9", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=3)
+    expected = verdict.expected
     assert any(alert["signal"] == "performance:error_rate" for alert in expected.alerts)
     # every process (the killed ones scraped just before their kill) gave up on no more labels
     # than the uninterrupted replay: a label whose prediction was read before a kill and is
@@ -229,7 +248,8 @@ def test_labels_500_events_late_kill_9_three_times_joins_every_label_and_keeps_t
     waiting = sum(metric_sum(text, "stream_monitor_join_waiting", kind="labels") for text in run.final_scrapes)
     labels_note = (f"labels unmatched per process: {unmatched}, in replay: {replay_unmatched}; "
                    f"labels waiting at the end: {waiting:.0f}, in replay: {replay_waiting}")
-    assert comparison.ok, f"{comparison.report(run)}\n{labels_note}"
+    assert verdict.ok, f"{verdict.report()}\n{labels_note}"
+    assert any(alert["signal"] == "performance:error_rate" for alert in verdict.alerts.published)
     assert all(count <= replay_unmatched for count in unmatched), labels_note
     assert waiting == replay_waiting, labels_note
 
@@ -274,5 +294,4 @@ def test_a_restarted_static_member_consumes_within_10_s_of_its_start(
     finally:
         group.close()
 
-    comparison, _ = _compare(kafka_bootstrap, config, feeder, topics, tmp_path, at_least=1)
-    assert comparison.ok, comparison.report(run)
+    _judge("static restart", kafka_bootstrap, config, feeder, topics, run, tmp_path, at_least=1)
