@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from stream_monitor.config import Settings
-from stream_monitor.state.changelog import ChangelogReader
+from stream_monitor.state.changelog import ChangelogError, ChangelogReader
 
 
 class FakeConsumer:
@@ -47,6 +47,6 @@ def test_a_state_partition_without_a_serving_leader_yet_is_asked_again():
 
 def test_other_errors_fail_the_read():
     consumer = FakeConsumer([KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))])
-    with pytest.raises(KafkaException):
+    with pytest.raises(ChangelogError, match="authorization failed"):
         _reader(consumer).read(0)
     assert consumer.asked == 1
