@@ -809,11 +809,12 @@ def judge(name: str, bootstrap: str, config: Path, feeder: Feeder, topics: Mappi
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of equal keys as an aligned text table.
 
-    >>> print(table([{"fault": "kill -9", "lost": 0}, {"fault": "SIGTERM", "lost": 12}]))
-    fault    lost
-    -------  ----
-    kill -9     0
-    SIGTERM    12
+    >>> print(table([{"fault": "kill -9", "mode": "exactly_once", "lost": 0},
+    ...              {"fault": "SIGTERM", "mode": "at_least_once", "lost": 12}]))
+    fault    mode           lost
+    -------  -------------  ----
+    kill -9  exactly_once      0
+    SIGTERM  at_least_once    12
     """
     if not rows:
         return "(no rows)"
@@ -822,9 +823,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     header = "  ".join(column.ljust(width) for column, width in zip(columns, widths))
     # names to the left, numbers to the right
-    body = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                      for i, (cell, width) in enumerate(zip(line, widths))) for line in cells]
+    body = ["  ".join(cell.rjust(width) if _numeric(cell) else cell.ljust(width)
+                      for cell, width in zip(line, widths)) for line in cells]
     return "\n".join([header, "  ".join("-" * width for width in widths), *body])
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def summary_row(fault: str, run: FaultRun, comparison: Comparison,
