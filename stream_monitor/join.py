@@ -150,7 +150,7 @@ class Pair:
     prediction_ts: float | None
     label_ts: float | None
     partition: int
-    #: released by an input re-read after a restore (its alerts went out before): no output
+    #: its alerts went out before a restore (see :class:`LabelJoin` on re-read inputs): no output
     silent: bool = False
 
 
@@ -251,18 +251,20 @@ def _pending_seq(value: _Pending) -> int:
 class _Waiting:
     """A label in its model's queue, until it is resolved."""
 
-    __slots__ = ("label", "partition", "pair", "outcome")
+    __slots__ = ("label", "partition", "pair", "outcome", "silent")
 
-    def __init__(self, label: LabelEvent, partition: int) -> None:
+    def __init__(self, label: LabelEvent, partition: int, silent: bool = True) -> None:
         self.label = label
         self.partition = partition
         self.pair: Pair | None = None
         self.outcome: str | None = None
+        #: whether every input that resolved it was re-read (restored entries were too)
+        self.silent = silent
 
 
 class _ModelJoin:
     __slots__ = ("pending", "queue", "waiting_by_id", "unresolved", "joined_ids", "expired_ids",
-                 "clock", "last_active", "versions")
+                 "clock", "last_active", "versions", "released_silent")
 
     def __init__(self, skew: float = JoinLimits.max_event_time_skew_s) -> None:
         #: event_id -> packed (prediction, ts, arrival, partition) and version, oldest first
@@ -281,6 +283,8 @@ class _ModelJoin:
         self.clock = EventClock(skew)
         #: the join's input count at this model's last input (for eviction)
         self.last_active = 0
+        #: whether the last label released from the head went out before a restore (see LabelJoin)
+        self.released_silent = True
 
     @property
     def stream_ts(self) -> float | None:
@@ -309,6 +313,8 @@ class LabelJoin:
         self._inputs = 0
         #: whether the input being added is re-read after a restore (see Pair.silent)
         self._silent = False
+        #: the arrival number of the first prediction not re-read (None: all so far were)
+        self._loud_from: int | None = None
         #: models changed and models evicted since the last take_changes() (for snapshots)
         self._dirty: set[str] = set()
         self._evicted: set[str] = set()
@@ -349,9 +355,8 @@ class LabelJoin:
         for entry in state.queue:
             outcome = entry.outcome or "unmatched"
             self._count(model, outcome)
-            if entry.pair is not None:
-                entry.pair.silent = self._silent
-                self._ready.append(entry.pair)
+            entry.silent = entry.silent and self._silent  # released by the input being added
+            self._release(state, entry)
         if state.pending:
             self._expired[model] += len(state.pending)
             self._waiting_total -= len(state.pending)
@@ -377,6 +382,8 @@ class LabelJoin:
             return
         self._silent = silent
         state = self._model(event.model)
+        if not silent and self._loud_from is None:
+            self._loud_from = self._inputs
         ts = event.ts if event.ts is not None else fallback_ts
         if ts is not None:
             ts, clamped = state.clock.observe(ts)
@@ -387,6 +394,8 @@ class LabelJoin:
             state.unresolved -= len(waiting)
             first, *others = waiting
             self._resolve(first, event.model, event.model_version, event.prediction, ts, partition)
+            for entry in waiting:
+                entry.silent = entry.silent and silent
             for duplicate in others:
                 duplicate.outcome = "duplicate"
             self._remember(state.joined_ids, event.event_id)
@@ -414,12 +423,13 @@ class LabelJoin:
             # implausibly far ahead of the predictions: it would never go stale
             label = LabelEvent(label.event_id, label.model, label.label, now)
             self._clamped["labels"] += 1
-        entry = _Waiting(label, partition)
+        entry = _Waiting(label, partition, silent)
         state.queue.append(entry)
         found = state.pending.pop(label.event_id, None)
         if found is not None:
             self._waiting_total -= 1
-            version, prediction, ts, prediction_partition, _ = _unpack(state.versions, found)
+            version, prediction, ts, prediction_partition, arrival = _unpack(state.versions, found)
+            entry.silent = silent and self._re_read(arrival)
             self._resolve(entry, label.model, version, prediction, ts, prediction_partition)
             self._remember(state.joined_ids, label.event_id)
         elif label.event_id in state.joined_ids:
@@ -430,6 +440,28 @@ class LabelJoin:
             state.waiting_by_id.setdefault(label.event_id, []).append(entry)
             state.unresolved += 1
         self._expire(label.model, state)
+
+    def _re_read(self, arrival: int) -> bool:
+        """Whether the prediction that arrived as number ``arrival`` was re-read after a restore.
+
+        A partition's predictions are re-read from the snapshot in offset order, so the
+        re-read ones come first: before the first one that was not (restored ones too).
+        """
+        return self._loud_from is None or arrival < self._loud_from
+
+    def _release(self, state: _ModelJoin, entry: _Waiting) -> None:
+        """The head label leaves the queue; its pair, if any, goes to the performance signal.
+
+        A pair's alerts went out before the restore only if the pair left the queue
+        before the commit: its label, its prediction and the release of every label
+        ahead of it (labels leave in label order) were all inputs re-read now. Which
+        input completes the pair on a re-read says nothing: the two topics are read
+        in another interleaving than before the restore.
+        """
+        state.released_silent = state.released_silent and entry.silent
+        if entry.pair is not None:
+            entry.pair.silent = state.released_silent
+            self._ready.append(entry.pair)
 
     def _resolve(self, entry: _Waiting, model: str, version: str, prediction: float | str,
                  prediction_ts: float | None, partition: int) -> None:
@@ -477,9 +509,7 @@ class LabelJoin:
             if head.outcome is not None:
                 queue.popleft()
                 self._count(model, head.outcome)
-                if head.pair is not None:
-                    head.pair.silent = self._silent
-                    self._ready.append(head.pair)
+                self._release(state, head)
                 continue
             label_ts = head.label.ts
             stale = (label_ts is not None and stream_ts is not None
@@ -517,6 +547,7 @@ class LabelJoin:
 
     def _give_up(self, state: _ModelJoin, entry: _Waiting) -> None:
         entry.outcome = "unmatched"
+        entry.silent = entry.silent and self._silent  # given up on because of the input being added
         waiting = state.waiting_by_id.get(entry.label.event_id)
         if waiting:
             waiting.remove(entry)

@@ -297,6 +297,23 @@ class Group:
         assert code == 0, f"member {member} exited {code} after SIGTERM; log tail:\n{_tail(process)}"
         return process, seconds
 
+    def restart_fenced(self) -> list[str]:
+        """Start again each member that exited 1 because it was fenced, as an orchestrator does.
+
+        ``delivery: exactly_once`` exits 1 when its transactional producer is
+        fenced (the design: the orchestrator restarts it). The broker fences a
+        producer whose transaction outlived ``transaction.timeout.ms``, e.g.
+        across a broker outage longer than that. Any other exit fails the run
+        (:meth:`check_alive`). Returns the members restarted.
+        """
+        restarted = []
+        for member, process in list(self.running.items()):
+            if process.process.poll() == 1 and _fenced(process):
+                self._ended.append(self.running.pop(member))
+                self.start(member)
+                restarted.append(member)
+        return restarted
+
     def check_alive(self) -> None:
         for member, process in self.running.items():
             code = process.process.poll()
@@ -306,6 +323,14 @@ class Group:
         for process in [*self.running.values(), *self._ended]:
             process.close()
         self.running.clear()
+
+
+def _fenced(process: MonitorProcess) -> bool:
+    """Whether the process's last words say it stopped because its producer was fenced."""
+    for line in reversed(process.log().splitlines()):
+        if line.startswith("{") and '"stopped with exit 1"' in line:
+            return "_FENCED" in orjson.loads(line).get("reason", "")
+    return False
 
 
 def _tail(process: MonitorProcess, lines: int = 40) -> str:
@@ -387,6 +412,10 @@ class PrivateBroker:
 
 
 # -- faults -------------------------------------------------------------------
+
+
+#: the action of a record the run adds itself: a member fenced (exit 1) started again
+FENCED_RESTART = "restart after a fenced exit 1"
 
 
 @dataclass(frozen=True)
@@ -502,6 +531,8 @@ class FaultRun:
         assert self.group.running, "no member is running: nothing would ever commit"
         deadline = time.monotonic() + (timeout_s or self.commit_timeout_s)
         while True:
+            for member in self.group.restart_fenced():
+                self.records.append(FaultRecord(Fault(None, FENCED_RESTART, member), self.feeder.released))
             self.group.check_alive()
             committed = self._committed(ends)
             if all(committed.get(partition, -1) >= end for partition, end in ends.items()):
@@ -809,11 +840,12 @@ def judge(name: str, bootstrap: str, config: Path, feeder: Feeder, topics: Mappi
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of equal keys as an aligned text table.
 
-    >>> print(table([{"fault": "kill -9", "lost": 0}, {"fault": "SIGTERM", "lost": 12}]))
-    fault    lost
-    -------  ----
-    kill -9     0
-    SIGTERM    12
+    >>> print(table([{"fault": "kill -9", "mode": "exactly_once", "lost": 0},
+    ...              {"fault": "SIGTERM", "mode": "at_least_once", "lost": 12}]))
+    fault    mode           lost
+    -------  -------------  ----
+    kill -9  exactly_once      0
+    SIGTERM  at_least_once    12
     """
     if not rows:
         return "(no rows)"
@@ -822,9 +854,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
     header = "  ".join(column.ljust(width) for column, width in zip(columns, widths))
     # names to the left, numbers to the right
-    body = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                      for i, (cell, width) in enumerate(zip(line, widths))) for line in cells]
+    body = ["  ".join(cell.rjust(width) if _numeric(cell) else cell.ljust(width)
+                      for cell, width in zip(line, widths)) for line in cells]
     return "\n".join([header, "  ".join("-" * width for width in widths), *body])
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def summary_row(fault: str, run: FaultRun, comparison: Comparison,
@@ -840,4 +880,6 @@ def summary_row(fault: str, run: FaultRun, comparison: Comparison,
             "spurious": counts["spurious"], "changed": counts["changed"],
             "dl_expected": letters["expected"], "dl_lost": letters["lost"],
             "dl_duplicated": letters["duplicated"], "dl_spurious": letters["spurious"],
-            "dl_changed": letters["changed"], "wall_s": f"{run.wall_s():.1f}"}
+            "dl_changed": letters["changed"],
+            "fenced_exits": sum(1 for record in run.records if record.fault.action == FENCED_RESTART),
+            "wall_s": f"{run.wall_s():.1f}"}

@@ -234,3 +234,32 @@ def test_a_clock_started_by_a_far_future_event_comes_back_after_a_few_agreeing_e
     for n in range(10):
         clock.observe(FAR if n % 2 else 1e6 + n)
     assert clock.now == float(CLOCK_CONFIRMATIONS - 1)
+
+
+def test_a_pair_is_silent_only_when_its_label_its_prediction_and_the_labels_ahead_were_re_read():
+    # after a restore the inputs below the committed offsets are re-read silently (their
+    # alerts went out before); the two topics may be read in another interleaving than before
+    join = LabelJoin(JoinLimits())
+    join.add_label(label(1), silent=False)        # read after the commit, before its prediction here
+    join.add_prediction(prediction(1), silent=True)
+    assert [(p.event_id, p.silent) for p in join.drain()] == [("e1", False)]
+
+    join = LabelJoin(JoinLimits())
+    join.add_prediction(prediction(1), silent=True)
+    join.add_prediction(prediction(2), silent=True)
+    join.add_label(label(1), silent=True)
+    assert [(p.event_id, p.silent) for p in join.drain()] == [("e1", True)]
+    join.add_label(label(3), silent=False)        # blocks label 2 until its prediction comes
+    join.add_label(label(2), silent=True)
+    join.add_prediction(prediction(3), silent=False)
+    # label 2 left the queue after label 3, which was read after the commit: not before it
+    assert [(p.event_id, p.silent) for p in join.drain()] == [("e3", False), ("e2", False)]
+
+
+def test_a_prediction_read_after_the_commit_makes_its_pair_loud_whichever_side_completes_it():
+    join = LabelJoin(JoinLimits())
+    join.add_prediction(prediction(1), silent=True)
+    join.add_prediction(prediction(2), silent=False)  # predictions run ahead of their labels here
+    join.add_label(label(1), silent=True)
+    join.add_label(label(2), silent=True)
+    assert [(p.event_id, p.silent) for p in join.drain()] == [("e1", True), ("e2", False)]
