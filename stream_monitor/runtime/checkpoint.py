@@ -37,6 +37,35 @@ log = logging.getLogger(__name__)
 Produce = Callable[[str, str, bytes | None, bytes | None, object, int], None]
 
 
+def snapshot_due(settings: Settings, state: PartitionState, now: float) -> bool:
+    """Whether a partition's snapshot is due (only a state that changed is written).
+
+    A partition never snapshotted is written with its first checkpoint, before
+    any of its offsets is stored or committed: a committed offset then always
+    has a state on the changelog to go with it.
+    """
+    if state.since_snapshot == 0:
+        return False
+    return (state.store.snapshot_id == 0
+            or state.since_snapshot >= settings.state.snapshot_events
+            or now - state.snapshot_at >= settings.state.snapshot_interval_s)
+
+
+def mark_snapshotted(metrics: Metrics, states: Iterable[PartitionState], written: int) -> None:
+    """After a snapshot is durable: reset the partitions' counters, export its bytes and time."""
+    wall, now = time.time(), time.monotonic()
+    metrics.changelog_bytes.inc(written)
+    numbers = []
+    for state in states:
+        state.since_snapshot = 0
+        state.snapshot_at = now
+        label = str(state.number)
+        metrics.state_snapshot_timestamp.labels(label).set(wall)
+        metrics.state_keys.labels(label).set(len(state.store.slots))
+        numbers.append(state.number)
+    log.debug("state snapshot written", extra={"partitions": numbers, "bytes": written})
+
+
 class Checkpoint:
     """Orders delivery, state and offsets for the service (the only commit site)."""
 
@@ -54,17 +83,7 @@ class Checkpoint:
         self._state_topic = settings.state_topic
 
     def due(self, state: PartitionState, now: float) -> bool:
-        """Whether a partition's snapshot is due (only a state that changed is written).
-
-        A partition never snapshotted is written after its first batch, before
-        any of its offsets is stored: a committed offset then always has a
-        state on the changelog to go with it.
-        """
-        if state.since_snapshot == 0:
-            return False
-        return (state.store.snapshot_id == 0
-                or state.since_snapshot >= self.settings.state.snapshot_events
-                or now - state.snapshot_at >= self.settings.state.snapshot_interval_s)
+        return snapshot_due(self.settings, state, now)
 
     def after_batch(self, states: Iterable[PartitionState], offsets: list[TopicPartition]) -> bool:
         """Deliver the batch's output, write due snapshots, store the offsets; False: stop, store nothing."""
@@ -105,17 +124,7 @@ class Checkpoint:
                 self._produce("state", self._state_topic, key, value, None, state.number)
         if not self._deliver():
             return False
-        wall = time.time()
-        now = time.monotonic()
-        self.metrics.changelog_bytes.inc(written)
-        log.debug("state snapshot written", extra={
-            "partitions": [s.number for s in states], "bytes": written})
-        for state in states:
-            state.since_snapshot = 0
-            state.snapshot_at = now
-            label = str(state.number)
-            self.metrics.state_snapshot_timestamp.labels(label).set(wall)
-            self.metrics.state_keys.labels(label).set(len(state.store.slots))
+        mark_snapshotted(self.metrics, states, written)
         return True
 
     def commit(self) -> None:
@@ -178,11 +187,7 @@ class TransactionalCheckpoint:
         self._began = time.monotonic()
 
     def due(self, state: PartitionState, now: float) -> bool:
-        if state.since_snapshot == 0:
-            return False
-        return (state.store.snapshot_id == 0
-                or state.since_snapshot >= self.settings.state.snapshot_events
-                or now - state.snapshot_at >= self.settings.state.snapshot_interval_s)
+        return snapshot_due(self.settings, state, now)
 
     def after_batch(self, states: Iterable[PartitionState], offsets: list[TopicPartition]) -> bool:
         for tp in offsets:
@@ -222,14 +227,8 @@ class TransactionalCheckpoint:
             self._after_failure(exc.args[0])
             return False
         self.metrics.transactions.labels("committed").inc()
-        self.metrics.changelog_bytes.inc(written)
         self._committed()
-        wall, now = time.time(), time.monotonic()
-        for state in states:
-            state.since_snapshot = 0
-            state.snapshot_at = now
-            self.metrics.state_snapshot_timestamp.labels(str(state.number)).set(wall)
-            self.metrics.state_keys.labels(str(state.number)).set(len(state.store.slots))
+        mark_snapshotted(self.metrics, states, written)
         if offsets:
             # stored, never committed by the consumer: the lag statistics count from them
             try:
