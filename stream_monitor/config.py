@@ -353,7 +353,7 @@ class Settings(BaseSettings):
     #: at_least_once: alerts may repeat after a crash (same alert_id); exactly_once: alerts,
     #: dead letters, state and offsets commit in one Kafka transaction, and read_committed
     #: subscribers see each alert once
-    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    delivery: Literal["at_least_once", "exactly_once"] = "exactly_once"
     #: when set, events of other models are dead-lettered as ``unknown_model``
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults

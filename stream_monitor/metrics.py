@@ -156,6 +156,11 @@ class Metrics:
             "state on the changelog: a first start), failed (a state that could not be read; the "
             "partition started afresh, see the log).",
             ("outcome",), registry=registry)
+        self.transaction_rolled_back = Counter(
+            "stream_monitor_transaction_rolled_back_messages_total",
+            "delivery exactly_once: input messages whose output an aborted transaction rolled back; "
+            "they are read again, so events_consumed_total counts them twice.",
+            ("topic",), registry=registry)
         self.state_replayed = Counter(
             "stream_monitor_state_replayed_messages_total",
             "Input messages re-read after a restore to bring the state up to the committed offset "

@@ -194,6 +194,10 @@ class Service:
         self._assigned: set[tuple[str, int]] = set()
         #: messages read per topic over this process's life (logged at exit)
         self._consumed_total: dict[str, int] = {}
+        #: exactly-once: messages read per topic since the last committed transaction, and over
+        #: this process's life those an aborted transaction rolled back (read again; logged at exit)
+        self._uncommitted_reads: dict[str, int] = {}
+        self._rolled_back_total: dict[str, int] = {}
         #: consumer lag per assigned partition from the client's statistics; None: unknown
         self._lag: dict[tuple[str, int], int | None] = {}
         self._deliveries = _Deliveries()
@@ -329,7 +333,7 @@ class Service:
         self.consumer.close()
         if self._reader is not None:
             self._reader.close()
-        log.info("stopped", extra={"consumed": self._consumed_total})
+        log.info("stopped", extra={"consumed": self._consumed_total, "rolled_back": self._rolled_back_total})
 
     # -- the batch ------------------------------------------------------
 
@@ -382,6 +386,7 @@ class Service:
         for topic, count in consumed.items():
             metrics.events_consumed.labels(topic).inc(count)
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
+            self._uncommitted_reads[topic] = self._uncommitted_reads.get(topic, 0) + count
         for topic, count in replayed.items():
             metrics.state_replayed.labels(topic).inc(count)
         if len(owned) > 1:
@@ -658,6 +663,11 @@ class Service:
         """
         failed, self._deliveries.failed = self._deliveries.failed, []
         self._deliveries.delivered_alerts = 0  # aborted: never visible
+        for topic, count in self._uncommitted_reads.items():
+            # read again from the committed offsets (or their state's positions) below
+            self.metrics.transaction_rolled_back.labels(topic).inc(count)
+            self._rolled_back_total[topic] = self._rolled_back_total.get(topic, 0) + count
+        self._uncommitted_reads = {}
         for kind, topic, _key, _value, _headers, _partition, error in failed:
             if not (error.retriable() or error.code() in _PASSING_DELIVERY_ERRORS):
                 self._give_up(kind, topic, error)
@@ -680,6 +690,7 @@ class Service:
         """What a committed transaction delivered: its alerts are visible to read_committed readers."""
         delivered = self._deliveries.delivered_alerts
         self._deliveries.delivered_alerts = 0
+        self._uncommitted_reads = {}
         self._deliveries.failed = []
         if delivered:
             self.metrics.alerts_produced.inc(delivered)

@@ -216,9 +216,14 @@ class MonitorProcess:
         return body
 
     def wait_consumed(self, topic: str, expected: int, timeout_s: float = 120.0) -> None:
+        """Until ``expected`` messages of ``topic`` are read, not counting those read again after an
+        aborted transaction rolled them back (exactly-once)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if metric_sum(self.scrape(), "stream_monitor_events_consumed_total", topic=topic) >= expected:
+            body = self.scrape()
+            read = (metric_sum(body, "stream_monitor_events_consumed_total", topic=topic)
+                    - metric_sum(body, "stream_monitor_transaction_rolled_back_messages_total", topic=topic))
+            if read >= expected:
                 return
             if self.process.poll() is not None:
                 raise AssertionError(f"monitor exited:\n{self.log()}")
@@ -227,11 +232,18 @@ class MonitorProcess:
 
     def consumed_at_exit(self, topic: str) -> int:
         """Messages of ``topic`` the process read over its life, from its last log line."""
+        return int(self._stopped_line()["consumed"].get(topic, 0))
+
+    def rolled_back_at_exit(self, topic: str) -> int:
+        """Messages of ``topic`` read again because an aborted transaction rolled them back."""
+        return int(self._stopped_line().get("rolled_back", {}).get(topic, 0))
+
+    def _stopped_line(self) -> dict:
         for line in reversed(self.log().splitlines()):
             if line.startswith("{"):
                 record = orjson.loads(line)
                 if record.get("message") == "stopped":
-                    return int(record["consumed"].get(topic, 0))
+                    return record
         raise AssertionError(f"no 'stopped' line in the log:\n{self.log()[-2000:]}")
 
     def terminate(self, timeout_s: float = 10.0) -> tuple[int, float]:

@@ -55,7 +55,9 @@ class FlakyProducer:
 
 
 def _service() -> Service:
-    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
+    # the at-least-once path (produce, flush, store offsets); tests/unit/test_transactions.py
+    # covers exactly-once, the default
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, delivery="at_least_once")
     service = Service(settings, Metrics(CollectorRegistry()), Health())
     # partition 0 is owned, with a fresh state (no restore)
     service.owned[0] = PartitionState(0, Pipeline(settings), PartitionStore(0))
