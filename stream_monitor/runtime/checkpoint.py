@@ -19,6 +19,7 @@ not written (see :mod:`stream_monitor.state.recovery` for the way back).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 
 #: (kind, topic, key, value, headers, partition) -> None
 Produce = Callable[[str, str, bytes | None, bytes | None, object, int], None]
+
+#: the timeout given to each transactional call; a retriable failure is tried again
+#: until ``TransactionalCheckpoint.RETRY_S``
+CALL_TIMEOUT_S = 15.0
+#: a transactional call still running this long after its own timeout is stuck:
+#: librdkafka can miss that timeout when the group coordinator goes away and comes
+#: back (confluentinc/librdkafka#5456, #5511); the service then stops with exit 1
+STUCK_GRACE_S = 10.0
 
 
 def snapshot_due(settings: Settings, state: PartitionState, now: float) -> bool:
@@ -219,9 +228,10 @@ class TransactionalCheckpoint:
                        for (topic, partition), offset in self._offsets.items()]
             producer = self._producer()
             if offsets:
-                self._retry(lambda: producer.send_offsets_to_transaction(
-                    offsets, self._consumer().consumer_group_metadata(), self.RETRY_S))
-            self._retry(lambda: producer.commit_transaction(self.RETRY_S))
+                metadata = self._consumer().consumer_group_metadata()
+                self._retry("send_offsets_to_transaction", lambda timeout: producer.send_offsets_to_transaction(
+                    offsets, metadata, timeout))
+            self._retry("commit_transaction", producer.commit_transaction)
         except KafkaException as exc:
             self._open = False
             self._after_failure(exc.args[0])
@@ -239,11 +249,12 @@ class TransactionalCheckpoint:
         self._begin()
         return True
 
-    def _retry(self, call: Callable[[], Any]) -> None:
+    def _retry(self, name: str, call: Callable[[float], Any]) -> None:
+        """``call(timeout)`` until it succeeds, a non-retriable error, or ``RETRY_S``."""
         deadline = time.monotonic() + self.RETRY_S
         while True:
             try:
-                call()
+                _bounded(name, call, CALL_TIMEOUT_S)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -268,7 +279,7 @@ class TransactionalCheckpoint:
         """Abort the open transaction (its output never becomes visible); then open the next."""
         self._offsets.clear()
         try:
-            self._producer().abort_transaction(self.RETRY_S)
+            _bounded("abort_transaction", self._producer().abort_transaction, self.RETRY_S)
         except KafkaException as exc:
             self._broken = True
             self._fail(exc.args[0])
@@ -284,7 +295,29 @@ class TransactionalCheckpoint:
         """Abort what is left open (shutdown after a failure: nothing of it may become visible)."""
         if self._open and not self._broken:
             try:
-                self._producer().abort_transaction(10.0)
+                _bounded("abort_transaction", self._producer().abort_transaction, 10.0)
             except KafkaException:
                 pass
         self._open = False
+
+
+def _bounded(name: str, call: Callable[[float], Any], timeout: float) -> None:
+    """``call(timeout)`` in a worker thread; a fatal ``_TIMED_OUT`` error when it outlives the
+    timeout by ``STUCK_GRACE_S`` (the call is left blocked; the producer must not be used again)."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call(timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name=f"kafka-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout + STUCK_GRACE_S)
+    if worker.is_alive():
+        raise KafkaException(KafkaError(
+            KafkaError._TIMED_OUT, f"{name} did not return {timeout + STUCK_GRACE_S:.0f} s after it "
+            f"started (its timeout was {timeout:.0f} s): the transactional producer is stuck", fatal=True))
+    if failure:
+        raise failure[0]

@@ -28,6 +28,7 @@ are committed, the consumer closes and :meth:`Service.run` returns 0.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import signal
 import threading
@@ -232,8 +233,11 @@ class Service:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the service; SIGUSR1 prints every thread's stack to stderr
+        (where a stuck process waits, without stopping it)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def run(self, max_idle_s: float | None = None) -> int:
         """Consume until stopped; return the process exit status.

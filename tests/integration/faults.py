@@ -314,6 +314,17 @@ class Group:
                 restarted.append(member)
         return restarted
 
+    def stacks(self) -> str:
+        """Every running member's thread stacks (SIGUSR1: the service's faulthandler), from its log."""
+        for process in self.running.values():
+            process.process.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        parts = []
+        for member, process in sorted(self.running.items()):
+            lines = [line for line in process.log().splitlines() if not line.startswith("%")]
+            parts.append(f"-- {member}:\n" + "\n".join(lines[-80:]))
+        return "\n".join(parts)
+
     def check_alive(self) -> None:
         for member, process in self.running.items():
             code = process.process.poll()
@@ -326,10 +337,12 @@ class Group:
 
 
 def _fenced(process: MonitorProcess) -> bool:
-    """Whether the process's last words say it stopped because its producer was fenced."""
+    """Whether the process's last words say it stopped because its transactional producer was
+    fenced, or stuck in a call that never returned (both: the orchestrator restarts it)."""
     for line in reversed(process.log().splitlines()):
         if line.startswith("{") and '"stopped with exit 1"' in line:
-            return "_FENCED" in orjson.loads(line).get("reason", "")
+            reason = orjson.loads(line).get("reason", "")
+            return "_FENCED" in reason or "transactional producer is stuck" in reason
     return False
 
 
@@ -415,7 +428,7 @@ class PrivateBroker:
 
 
 #: the action of a record the run adds itself: a member fenced (exit 1) started again
-FENCED_RESTART = "restart after a fenced exit 1"
+FENCED_RESTART = "restart after a fenced (or stuck) exit 1"
 
 
 @dataclass(frozen=True)
@@ -537,9 +550,11 @@ class FaultRun:
             committed = self._committed(ends)
             if all(committed.get(partition, -1) >= end for partition, end in ends.items()):
                 return
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for the group to commit {dict(ends)}: committed {committed}; "
-                f"running {sorted(self.group.running)}; faults so far:\n{self.describe()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"timed out waiting for the group to commit {dict(ends)}: committed {committed}; "
+                    f"running {sorted(self.group.running)}; faults so far:\n{self.describe()}\n"
+                    f"where the running members wait:\n{self.group.stacks()}")
             time.sleep(0.2)
 
     def finish(self) -> None:

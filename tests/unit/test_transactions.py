@@ -125,3 +125,34 @@ def test_exactly_once_turns_off_consumer_commits_and_sets_a_transactional_id(del
     assert ("transactional.id" in producer_config(settings)) is not expected
     if not expected:
         assert producer_config(settings)["transactional.id"] == "g.pod-0"
+
+
+class StuckProducer(FakeProducer):
+    """send_offsets_to_transaction never returns: librdkafka can miss its own timeout when the
+    group coordinator moves (confluentinc/librdkafka#5456, #5511)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets, metadata, timeout):
+        self.calls.append("offsets (stuck)")
+        self.release.wait()
+
+
+def test_a_transaction_call_that_never_returns_fails_the_service(monkeypatch):
+    monkeypatch.setattr("stream_monitor.runtime.checkpoint.CALL_TIMEOUT_S", 0.05)
+    monkeypatch.setattr("stream_monitor.runtime.checkpoint.STUCK_GRACE_S", 0.05)
+    producer, events = StuckProducer(), []
+    checkpoint, consumer, _, _ = _checkpoint(producer, events)
+    checkpoint.after_batch([], [TopicPartition("in", 0, 7)])
+    try:
+        assert not checkpoint.snapshot([])
+        assert events == ["fail _TIMED_OUT"]
+        assert consumer.stored == []
+        calls = len(producer.calls)
+        checkpoint.close()  # the stuck producer is not called again (its call still blocks)
+        assert len(producer.calls) == calls and "commit" not in producer.calls
+    finally:
+        producer.release.set()
