@@ -20,19 +20,32 @@ Two variants share the registry name ``page_hinkley``:
     of ``k = 0.0625`` cannot reach the default target at all, one of
     ``k = 0.1`` is slower than ``k = 0.125`` on every change measured), and a
     window-limited GLR over the same shifts was no faster on steps, a few
-    percent faster on ramps, and several times dearer (see
-    ``bench/mean_chart.py``). Each chart's threshold ``h`` is set so that
+    percent faster on ramps, and ten times dearer (``bench/mean_glr.py``;
+    delays at the default budget: ``bench/mean_chart.py``). Each chart's
+    threshold ``h`` is set so that
     the detector as a whole raises a false alarm once per ``arl`` values on
     average (default ``DEFAULT_ARL * family_tests``): the rate is split
     equally between the charts, and each chart's rate is averaged over the
     error of estimating the mean and standard deviation from ``warmup``
     values (Siegmund's ARL approximation with quadrature over the sampling
     distribution of the estimates; see
-    :mod:`stream_monitor.detectors.calibration`). The thresholds assume
-    roughly Gaussian values; the clip keeps heavy tails from dominating.
-    After a detection every chart restarts and the next ``warmup`` values
+    :mod:`stream_monitor.detectors.calibration`). That calibration assumes
+    Gaussian values, whose far tail decides the false alarms; so when the
+    reference is set, each chart's threshold is raised for the reference's
+    own tail on its side (skewed counts, lognormal values): by ``2 k /
+    theta`` when the exponential-tilt root ``theta`` of the reference's
+    standardised, clipped values falls below the Gaussian ``2 k``, never
+    lowered (:meth:`PageHinkley._reference_tail_factors`). The clip keeps
+    heavy tails from dominating. After a detection every chart restarts and the next ``warmup`` values
     (all after the detection) form a new reference, so one change gives one
     alert.
+
+    Prediction scores in ``[0, 1]`` are charted as they are, not on the
+    logit scale: when a model's weights grow, ``logit(p)`` keeps its mean
+    (only its spread grows, a change for a scale chart), while ``p``'s mean
+    moves towards 0.5, which this chart sees; on a shift of the score's
+    bias the two scales detect equally fast (``bench/mean_chart.py
+    --logit``).
 
     The reference can also be a snapshot (``reference_values``, e.g. from
     training data, with ``reference_id``): its mean and standard deviation
