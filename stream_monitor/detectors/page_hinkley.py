@@ -146,7 +146,8 @@ _CHUNK = 4096
 _STATE_VERSION = 3
 # Most reference values the tail correction reads (a larger snapshot: evenly spaced ranks of it).
 _TILT_SAMPLE = 20_000
-_TILT_STEPS = 48
+_TILT_STEPS = 12
+_TILT_DOUBLINGS = 16
 
 
 @register
@@ -741,25 +742,31 @@ class PageHinkley(Detector):
 def _tilt_roots(increments: np.ndarray, drifts: np.ndarray) -> np.ndarray:
     """Per row of ``increments``, the root ``theta > 0`` of ``mean(exp(theta * row)) = 1``.
 
-    Every row has a negative mean. Bisection between ``drifts / 1000`` and
-    a doubling upper end (from twice the Gaussian root ``2 k``); a row whose
-    moment generating function never returns to 1 (no value above zero)
-    gets the upper end, which the caller reads as "no correction".
+    Every row has a negative mean, so ``f(theta) = log mean(exp(theta * row))``
+    is convex, zero at 0 and negative just after it. From an upper end where
+    ``f > 0`` (doubling from twice the Gaussian root ``2 k``), Newton's
+    method converges to the root from above, monotonically (there the
+    slope is positive). A row with no value above zero has no root: it
+    gets infinity, which the caller reads as "no correction".
     """
-    low = 1e-3 * drifts
-    high = 4.0 * drifts
-    for _ in range(16):  # the upper end: where the mean of exp(theta * row) exceeds 1
+    roots = np.full(len(drifts), np.inf)
+    rising = increments.max(axis=1) > 0  # the others never return to 1: no root
+    increments = increments[rising]
+    high = 4.0 * drifts[rising]
+    for _ in range(_TILT_DOUBLINGS):
         below = np.mean(np.exp(high[:, None] * increments), axis=1) <= 1.0
         if not below.any():
             break
         high = np.where(below, 2.0 * high, high)
-    low = np.minimum(low, high)
+    theta = high
     for _ in range(_TILT_STEPS):
-        middle = 0.5 * (low + high)
-        above = np.mean(np.exp(middle[:, None] * increments), axis=1) > 1.0
-        high = np.where(above, middle, high)
-        low = np.where(above, low, middle)
-    return 0.5 * (low + high)
+        weights = np.exp(theta[:, None] * increments)
+        total = weights.sum(axis=1)
+        value = np.log(total / increments.shape[1])
+        slope = (weights * increments).sum(axis=1) / total
+        theta = theta - np.where(value > 0, value / slope, 0.0)
+    roots[rising] = theta
+    return roots
 
 
 def _check_drifts(drifts: Any) -> tuple[float, ...]:
