@@ -93,7 +93,7 @@ Examples
 >>> detector = build(DetectorSpec("page_hinkley"), family_tests=2)
 >>> for detection in detector.update(stream):
 ...     print(f"change detected at index {detection.index}")
-change detected at index 3018
+change detected at index 3022
 
 References
 ----------
