@@ -10,6 +10,11 @@ detection before it counts as a false alarm). Streams are N(0, 1) before the
 change; ``widen`` is a prediction score ``sigmoid(b + w.x)`` whose weights are
 scaled by 1.5 at the change (its mean barely moves, its spread grows).
 Printed per scenario: median delay and the range over the seeds.
+``--logit`` feeds ``logit(x)`` instead (for the score scenarios),
+``--stationary N`` counts false alarms on stationary streams of six shapes,
+``--ramp-bound`` gives the delay of an oracle on the ramp (the bound).
+Environment ``BEFORE`` moves the change (default 5000: 3,000 values after
+the default warm-up).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream_monitor.detectors import DetectorSpec, build  # noqa: E402
+from stream_monitor.detectors import DEFAULT_ARL, DetectorSpec, build  # noqa: E402
 
 BEFORE = int(__import__("os").environ.get("BEFORE", 5000))
 AFTER = 40_000
@@ -111,6 +116,22 @@ def false_alarms(params: dict, shape: str, seeds: int, size: int, family_tests: 
     return total
 
 
+def ramp_bound(family_tests: int, seeds: int = 200) -> tuple[float, float, float]:
+    """Delay of an oracle that knows the ramp's onset and slope: its log-likelihood ratio reaching log(ARL).
+
+    The median and the 10th and 90th percentiles over ``seeds`` seeds; no
+    detector that does not know them can beat it at the same false-alarm rate.
+    """
+    threshold = np.log(DEFAULT_ARL * family_tests)
+    delays = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        mean = np.arange(1, 20_001) / 20_000
+        ratio = np.cumsum(mean * (rng.standard_normal(mean.size) + mean) - mean * mean / 2)
+        delays.append(int(np.argmax(ratio > threshold)))
+    return float(np.median(delays)), float(np.percentile(delays, 10)), float(np.percentile(delays, 90))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -120,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logit", action="store_true", help="feed logit(x) (a stand-in for the transform)")
     parser.add_argument("--stationary", type=int, default=0, metavar="N",
                         help="instead: false alarms over --seeds streams of N values of each shape")
+    parser.add_argument("--ramp-bound", action="store_true", help="instead: the ramp delay of an oracle")
     args = parser.parse_args(argv)
+    if args.ramp_bound:
+        median, low, high = ramp_bound(args.family_tests)
+        print(f"ramp 0 -> 1 sd over 20,000 values, oracle (onset and slope known), threshold "
+              f"log({DEFAULT_ARL * args.family_tests:.2g}): median {median:.0f}, 10-90% {low:.0f}-{high:.0f}")
+        return 0
     if args.stationary:
         for params in [json.loads(p) for p in args.params] if args.params else [{}]:
             for shape in SHAPES:
