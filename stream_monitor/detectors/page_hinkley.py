@@ -20,7 +20,7 @@ Two variants share the registry name ``page_hinkley``:
     of ``k = 0.0625`` cannot reach the default target at all, one of
     ``k = 0.1`` is slower than ``k = 0.125`` on every change measured), and a
     window-limited GLR over the same shifts was no faster on steps, a few
-    percent faster on ramps, and ten times dearer (``bench/mean_glr.py``;
+    percent faster on ramps, and five times dearer (``bench/mean_glr.py``;
     delays at the default budget: ``bench/mean_chart.py``). Each chart's
     threshold ``h`` is set so that
     the detector as a whole raises a false alarm once per ``arl`` values on
