@@ -137,7 +137,7 @@ class Monitor:
     ...            for i, v in enumerate(values)]
     >>> for alert in Monitor(Settings()).process(records):
     ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
-    feature:amount page_hinkley e3036 3036
+    feature:amount page_hinkley e3037 3037
     feature:amount ks e3099 3099
     """
 

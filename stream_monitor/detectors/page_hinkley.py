@@ -12,19 +12,40 @@ Two variants share the registry name ``page_hinkley``:
         S_up   = max(0, S_up   + z - k)        S_down = max(0, S_down - z - k)
 
     A chart with reference ``k`` is the fastest detector of a shift of ``2 k``
-    standard deviations, so ``drifts=(0.25, 0.5)`` covers shifts from about
-    half a standard deviation up. Each chart's threshold ``h`` is set so that
+    standard deviations, and close to it for shifts within a factor of about
+    two, so the default ``drifts=(0.125, 0.25, 0.5)`` covers shifts of a
+    quarter of a standard deviation and up, and slow ramps, in one detector
+    (a multi-chart CUSUM). Smaller drifts pay twice: the warm-up's estimation
+    error raises their thresholds steeply (with 2,000 warm-up values a chart
+    of ``k = 0.0625`` cannot reach the default target at all, one of
+    ``k = 0.1`` is slower than ``k = 0.125`` on every change measured), and a
+    window-limited GLR over the same shifts was no faster on steps, a few
+    percent faster on ramps, and five times dearer (``bench/mean_glr.py``;
+    delays at the default budget: ``bench/mean_chart.py``). Each chart's
+    threshold ``h`` is set so that
     the detector as a whole raises a false alarm once per ``arl`` values on
     average (default ``DEFAULT_ARL * family_tests``): the rate is split
     equally between the charts, and each chart's rate is averaged over the
     error of estimating the mean and standard deviation from ``warmup``
     values (Siegmund's ARL approximation with quadrature over the sampling
     distribution of the estimates; see
-    :mod:`stream_monitor.detectors.calibration`). The thresholds assume
-    roughly Gaussian values; the clip keeps heavy tails from dominating.
-    After a detection every chart restarts and the next ``warmup`` values
+    :mod:`stream_monitor.detectors.calibration`). That calibration assumes
+    Gaussian values, whose far tail decides the false alarms; so when the
+    reference is set, each chart's threshold is raised for the reference's
+    own tail on its side (skewed counts, lognormal values): by ``2 k /
+    theta`` when the exponential-tilt root ``theta`` of the reference's
+    standardised, clipped values falls below the Gaussian ``2 k``, never
+    lowered (:meth:`PageHinkley._reference_tail_factors`). The clip keeps
+    heavy tails from dominating. After a detection every chart restarts and the next ``warmup`` values
     (all after the detection) form a new reference, so one change gives one
     alert.
+
+    Prediction scores in ``[0, 1]`` are charted as they are, not on the
+    logit scale: when a model's weights grow, ``logit(p)`` keeps its mean
+    (only its spread grows, a change for a scale chart), while ``p``'s mean
+    moves towards 0.5, which this chart sees; on a shift of the score's
+    bias the two scales detect equally fast (``bench/mean_chart.py
+    --logit``).
 
     The reference can also be a snapshot (``reference_values``, e.g. from
     training data, with ``reference_id``): its mean and standard deviation
@@ -72,7 +93,7 @@ Examples
 >>> detector = build(DetectorSpec("page_hinkley"), family_tests=2)
 >>> for detection in detector.update(stream):
 ...     print(f"change detected at index {detection.index}")
-change detected at index 3018
+change detected at index 3022
 
 References
 ----------
@@ -111,6 +132,8 @@ _CALIBRATED_ONLY = ("warmup", "drifts", "arl", "clip", "reference_values", "refe
 OUTLIER_SHARE = 0.5
 #: at most this share of a reference is left out as outliers
 OUTLIER_MOST = 0.01
+#: drifts of the charts when the spec gives none (those the reference can calibrate)
+DEFAULT_DRIFTS = (0.125, 0.25, 0.5)
 #: most values a reference snapshot may hold
 MAX_SNAPSHOT = 1_000_000
 # Fixed-point unit of the chart sums: exact integer arithmetic makes batch and
@@ -120,7 +143,11 @@ _SCALE = float(2**20)
 _SCALAR_BELOW = 24
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+# Most reference values the tail correction reads (a larger snapshot: evenly spaced ranks of it).
+_TILT_SAMPLE = 20_000
+_TILT_STEPS = 12
+_TILT_DOUBLINGS = 16
 
 
 @register
@@ -138,7 +165,10 @@ class PageHinkley(Detector):
         Calibrated only. Values in each reference sample (at least 30).
     drifts
         Calibrated only. Reference drifts ``k`` of the CUSUM charts, in
-        standard deviations (each > 0, at most 8 of them).
+        standard deviations (each > 0, at most 8 of them). By default
+        :data:`DEFAULT_DRIFTS`, less the smallest ones a reference of this
+        size cannot calibrate for ``arl`` (with the default target and 44
+        tests per model, the 0.125 chart needs about 1,500 warm-up values).
     arl
         Calibrated only. Target average number of values between false alarms.
     clip
@@ -159,7 +189,7 @@ class PageHinkley(Detector):
         variant: str = "calibrated",
         mode: str = "both",
         warmup: int = 2000,
-        drifts: Sequence[float] = (0.25, 0.5),
+        drifts: Sequence[float] | None = None,
         arl: float = DEFAULT_ARL,
         clip: float = 4.0,
         min_instances: int = 30,
@@ -174,40 +204,24 @@ class PageHinkley(Detector):
         self.mode = check_choice(name, "mode", mode, _MODES)
         if variant == "calibrated":
             self.warmup = check_integer(name, "warmup", warmup, minimum=30, maximum=10**6)
-            if isinstance(drifts, (str, bytes)) or not isinstance(drifts, Sequence):
-                raise SpecError(name, "drifts", "must be a list of positive numbers")
-            if not 1 <= len(drifts) <= 8:
-                raise SpecError(name, "drifts", "must hold between 1 and 8 values")
-            self.drifts = tuple(
-                check_number(name, "drifts", k, low=0.0, high=10.0, open_low=True) for k in drifts
-            )
-            if len(set(self.drifts)) != len(self.drifts):
-                raise SpecError(name, "drifts", "values must be distinct")
             self.arl = check_number(name, "arl", arl, low=10.0, high=1e18)
             self.clip = check_number(name, "clip", clip, low=0.0, high=1e6, open_low=True)
-            if self.clip <= max(self.drifts):
-                raise SpecError(name, "clip", "must exceed every drift, or no chart could ever rise")
             self.snapshot, self.snapshot_id = _check_snapshot(reference_values, reference_id)
-            signs = {"both": (1.0, -1.0), "up": (1.0,), "down": (-1.0,)}[mode]
-            # Charts in rows, by increasing drift, then by direction: the first
-            # row of each direction has the smallest drift and bounds the others.
-            ordered = sorted(self.drifts)
-            self._directions = len(signs)
-            self._signs = np.array([s for _ in ordered for s in signs])
-            self._chart_drifts = np.array([k for k in ordered for _ in signs])
-            # Equal split of the false-alarm rate between the charts (Bonferroni).
-            chart_arl = self.arl * len(self._signs)
-            self._warmup_thresholds = self._chart_thresholds(self.warmup, chart_arl)
-            self._snapshot_thresholds = (
-                None if self.snapshot is None else self._chart_thresholds(self.snapshot.size, chart_arl)
-            )
+            if drifts is None:
+                self._default_charts()
+            else:
+                self._lay_out_charts(_check_drifts(drifts))
             self._use_thresholds(self._warmup_thresholds)
             self._fixed_drifts = np.rint(self._chart_drifts * _SCALE).astype(np.int64)
             self._scaled_clip = self.clip * _SCALE
             self._ramp = np.empty((len(self._signs), 0), dtype=np.int64)
+            # rows of ``_ramp_gap`` for the charts of a direction from a given chart on
+            self._gap_rows = {
+                rows[i]: slice(rows[i] - self._directions, None, self._directions)
+                for rows in self._direction_rows for i in range(len(rows))
+            }
             # for each chart after the leads, the row of its lead (None: rows already align)
             self._lead_rows_all = np.arange(self._directions, len(self._signs)) % self._directions
-            self._lead_rows = None if len(self.drifts) == 2 else self._lead_rows_all
             self._signs_column = self._signs.astype(np.int64)[:, None]
         else:
             self.min_instances = check_integer(
@@ -217,6 +231,46 @@ class PageHinkley(Detector):
             self._river_threshold = check_number(name, "threshold", threshold, low=0.0, high=1e300)
             self.alpha = check_number(name, "alpha", alpha, low=0.0, high=1.0, open_low=True)
         self._reset()
+
+    def _default_charts(self) -> None:
+        """Lay out :data:`DEFAULT_DRIFTS`, less the smallest drifts the reference cannot calibrate.
+
+        A small warm-up (or snapshot) estimates the mean too roughly for a
+        chart of small drift to reach the false-alarm target: such charts are
+        left out, smallest first, and the error is raised only when even the
+        largest drift cannot be calibrated.
+        """
+        for first in range(len(DEFAULT_DRIFTS)):
+            try:
+                self._lay_out_charts(DEFAULT_DRIFTS[first:])
+                return
+            except SpecError:
+                if first == len(DEFAULT_DRIFTS) - 1:
+                    raise
+
+    def _lay_out_charts(self, drifts: tuple[float, ...]) -> None:
+        """The charts of ``drifts`` in each direction of ``mode`` and their thresholds, or :class:`SpecError`."""
+        if self.clip <= max(drifts):
+            raise SpecError(self.name, "clip", "must exceed every drift, or no chart could ever rise")
+        self.drifts = drifts
+        signs = {"both": (1.0, -1.0), "up": (1.0,), "down": (-1.0,)}[self.mode]
+        # Charts in rows, by increasing drift, then by direction: the first
+        # row of each direction has the smallest drift and bounds the others.
+        ordered = sorted(drifts)
+        self._directions = len(signs)
+        self._signs = np.array([s for _ in ordered for s in signs])
+        self._chart_drifts = np.array([k for k in ordered for _ in signs])
+        # per direction, its charts after the lead, by increasing drift
+        self._direction_rows = [
+            list(range(d + self._directions, len(self._signs), self._directions)) for d in range(self._directions)
+        ]
+        # Equal split of the false-alarm rate between the charts (Bonferroni).
+        chart_arl = self.arl * len(self._signs)
+        self._warmup_thresholds = self._chart_thresholds(self.warmup, chart_arl)
+        self._snapshot_thresholds = (
+            None if self.snapshot is None else self._chart_thresholds(self.snapshot.size, chart_arl)
+        )
+        self._snapshot_factors: list[float] | None = None  # the snapshot's tail factors, once computed
 
     def _chart_thresholds(self, size: int, chart_arl: float) -> np.ndarray:
         """Each chart's threshold for a reference of ``size`` values, or :class:`SpecError`."""
@@ -230,13 +284,17 @@ class PageHinkley(Detector):
     def _use_thresholds(self, thresholds: np.ndarray) -> None:
         """Set the charts' thresholds (they depend on the reference's size).
 
-        Also sets ``_direction_bounds``: the lowest threshold in each
-        direction, what a lead chart must stay under.
+        Also sets ``_tail_bounds``: for each direction and each of its
+        charts after the lead, the lowest threshold of that chart and the
+        charts of larger drift, what the chart before it must stay under.
         """
         self._thresholds = thresholds
         self._fixed_thresholds = np.floor(thresholds * _SCALE).astype(np.int64)
-        self._direction_bounds = [
-            int(self._fixed_thresholds[d :: self._directions].min()) for d in range(self._directions)
+        self._fixed_thresholds_list = self._fixed_thresholds.tolist()
+        # per direction, for each chart after the lead: the lowest threshold of it and the charts after it
+        self._tail_bounds = [
+            [min(self._fixed_thresholds_list[r] for r in rows[i:]) for i in range(len(rows))]
+            for rows in self._direction_rows
         ]
 
     @classmethod
@@ -293,6 +351,7 @@ class PageHinkley(Detector):
             self._scaled_inverse_sd = _SCALE
             self._sums = np.zeros(len(self._signs), dtype=np.int64)
             self._from_snapshot = False
+            self._tail_factors = [1.0] * len(self._signs)
             if self.snapshot is not None:
                 self._set_reference(self.snapshot, from_snapshot=True)
                 self._filled = self.warmup
@@ -383,22 +442,56 @@ class PageHinkley(Detector):
             self._from_snapshot = False
             self._use_thresholds(self._warmup_thresholds)
             self._reference_start = start_seen + position + index + 1
+            self._tail_factors = [1.0] * len(self._signs)
             self._sums[:] = 0
             position += index + 1
         self._n_seen = start_seen + size
         return detections
 
     def _set_reference(self, values: np.ndarray | None = None, *, from_snapshot: bool = False) -> None:
-        """Standardise by ``values`` (the warm-up buffer by default)."""
-        self._mean, sd = robust_mean_sd(self._buffer if values is None else values)
+        """Standardise by ``values`` (the warm-up buffer by default) and correct the thresholds for its tails."""
+        values = self._buffer if values is None else values
+        self._mean, sd = robust_mean_sd(values)
         # A constant reference still standardises: any later change saturates the clip.
         self._inverse_sd = 1.0 / max(sd, 1e-9 * max(1.0, abs(self._mean)))
         self._set_scaling()
         self._sums[:] = 0
         self._from_snapshot = from_snapshot
-        if from_snapshot:
-            assert self._snapshot_thresholds is not None
-            self._use_thresholds(self._snapshot_thresholds)
+        if from_snapshot and self._snapshot_factors is not None:
+            self._tail_factors = self._snapshot_factors
+        else:
+            self._tail_factors = self._reference_tail_factors(values)
+            if from_snapshot:
+                self._snapshot_factors = self._tail_factors
+        self._use_reference_thresholds()
+
+    def _use_reference_thresholds(self) -> None:
+        """The thresholds for the current reference: calibrated for its size, raised for its tails."""
+        base = self._snapshot_thresholds if self._from_snapshot else self._warmup_thresholds
+        assert base is not None
+        self._use_thresholds(base * np.asarray(self._tail_factors))
+
+    def _reference_tail_factors(self, values: np.ndarray) -> list[float]:
+        """Per chart, the factor (at least 1) that corrects its Gaussian threshold for the reference's tails.
+
+        A chart's false alarms come from the far tail of its random walk,
+        whose rate is set by the root ``theta > 0`` of
+        ``E[exp(theta (s z - k))] = 1``: ``2 k`` for Gaussian ``z``, less for
+        a skewed or heavy tail on the chart's side (counts, lognormal
+        values). The root is solved on the reference's own standardised,
+        clipped and centred values (their first two moments are exact by
+        construction, so the root's sampling error is small), and the
+        threshold is raised by ``2 k / theta``, never lowered: the ARL, about
+        ``exp(theta h)``, then stays at what the calibration assumed.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (values - self._mean) * self._inverse_sd
+        z = np.clip(np.nan_to_num(z), -self.clip, self.clip)
+        if z.size > _TILT_SAMPLE:
+            z = np.sort(z)[np.linspace(0, z.size - 1, _TILT_SAMPLE).round().astype(np.intp)]
+        z = z - z.mean()
+        roots = _tilt_roots(self._signs[:, None] * z[None, :] - self._chart_drifts[:, None], self._chart_drifts)
+        return np.maximum(1.0, 2.0 * self._chart_drifts / roots).tolist()
 
     def _reference_size(self) -> int:
         return self.snapshot.size if self._from_snapshot and self.snapshot is not None else self.warmup
@@ -416,15 +509,22 @@ class PageHinkley(Detector):
         """Advance every chart over ``chunk``; stop at the first crossing.
 
         Sums are integers (int64), so the order of additions cannot change a
-        result. With ``walk`` a chart's
-        cumulative increments in this chunk and ``s`` its sum before it, the
-        chart is ``walk[t] - min(-s, min(walk[:t + 1]))``.
+        result. With ``walk`` a chart's cumulative increments in this chunk
+        and ``s`` its sum before it, the chart is
+        ``walk[t] - min(-s, min(walk[:t + 1]))``.
 
-        Shortcut: a chart with a larger drift ``k`` has smaller increments, so
-        it never exceeds the chart of the smallest ``k`` in its direction
-        (both start at zero together). While those lead charts stay below the
-        other charts' thresholds, the others cannot cross and only their end
-        values are needed, which take a minimum instead of a running minimum.
+        Shortcuts, all exact:
+
+        - a chart with a larger drift ``k`` has smaller increments, so it
+          never exceeds the chart of the next smaller ``k`` in its direction
+          (both started at zero together). Each direction's charts are
+          followed by increasing ``k`` (a running minimum each) only while the
+          last one followed peaked above the threshold of a later chart;
+          the rest cannot cross in this chunk and need only their end values;
+        - a chart's end value needs the minimum of its walk, which is its
+          lead's walk minus a ramp of positive slope: that minimum falls on a
+          point where the lead's walk is below every later point (a suffix
+          minimum), and there are few of those.
         """
         size = len(chunk)
         with np.errstate(over="ignore"):  # a huge value becomes +-inf here, then the clip
@@ -443,16 +543,40 @@ class PageHinkley(Detector):
         np.minimum.accumulate(floor, axis=1, out=floor)
         lead_sums = lead_walk - floor
         lead_peaks = lead_sums.max(axis=1).tolist()
-        if all(peak <= bound for peak, bound in zip(lead_peaks, self._direction_bounds)):
-            # The other charts' walks differ from their lead's by a ramp.
-            if len(self._sums) > leads:
-                others = lead_walk[self._lead_rows] if self._lead_rows is not None else lead_walk
-                others = others - self._ramp_gap[:, :size]
-                other_ends = others[:, -1] - np.minimum(-self._sums[leads:], others.min(axis=1))
-                self._sums = np.concatenate((lead_sums[:, -1], other_ends))
-            else:
-                self._sums = lead_sums[:, -1].copy()
-            return None
+        thresholds = self._fixed_thresholds_list
+        sums = self._sums.tolist()
+        ends = lead_sums[:, -1].tolist() + [0] * (len(sums) - leads)
+        for direction in range(leads):
+            peak = lead_peaks[direction]
+            if peak > thresholds[direction]:
+                return self._run_all_charts(steps, ramp)
+            walk = lead_walk[direction]
+            rows = self._direction_rows[direction]
+            for order, row in enumerate(rows):
+                if peak <= self._tail_bounds[direction][order]:
+                    self._chart_ends(walk, rows[order:], sums, ends, size)
+                    break
+                chart_walk = walk - self._ramp_gap[row - leads, :size]
+                chart_floor = np.minimum(chart_walk, -sums[row])
+                np.minimum.accumulate(chart_floor, out=chart_floor)
+                chart_walk -= chart_floor
+                peak = int(chart_walk.max())
+                if peak > thresholds[row]:
+                    return self._run_all_charts(steps, ramp)
+                ends[row] = int(chart_walk[-1])
+        self._sums = np.array(ends, dtype=np.int64)
+        return None
+
+    def _chart_ends(self, walk: np.ndarray, rows: Sequence[int], sums: list[int], ends: list[int], size: int) -> None:
+        """End values of the charts ``rows`` (all led by ``walk``) that cannot cross in this chunk."""
+        gaps = self._ramp_gap[self._gap_rows[rows[0]], :size]
+        walks = walk - gaps
+        lowest = walks.min(axis=1).tolist()
+        for row, last, low in zip(rows, walks[:, -1].tolist(), lowest):
+            ends[row] = last - min(-sums[row], low)
+
+    def _run_all_charts(self, steps: np.ndarray, ramp: np.ndarray) -> tuple[int, int, float] | None:
+        """Every chart with a running minimum: the exact first crossing in the chunk."""
         walk = self._signs_column * steps
         walk -= ramp
         floor = np.minimum(walk, -self._sums[:, None])
@@ -566,6 +690,7 @@ class PageHinkley(Detector):
                 from_snapshot=self._from_snapshot,
                 mean=self._mean,
                 inverse_sd=self._inverse_sd,
+                tail_factors=list(self._tail_factors),
                 sums=self._sums.tolist(),
             )
         else:
@@ -597,8 +722,11 @@ class PageHinkley(Detector):
             self._inverse_sd = float(state["inverse_sd"])
             self._set_scaling()
             self._from_snapshot = bool(state.get("from_snapshot", False)) and self.snapshot is not None
-            self._use_thresholds(self._snapshot_thresholds if self._from_snapshot else self._warmup_thresholds)
+            self._tail_factors = [float(f) for f in state["tail_factors"]]
             self._sums = np.asarray(state["sums"], dtype=np.int64)
+            if len(self._tail_factors) != len(self._signs) or self._sums.shape != (len(self._signs),):
+                raise ValueError("page_hinkley state: saved for another set of charts")
+            self._use_reference_thresholds()
         else:
             self._count = float(state["count"])
             self._running_mean = float(state["running_mean"])
@@ -609,6 +737,49 @@ class PageHinkley(Detector):
             self._max_decrease = float(state["max_decrease"])
             self._detected = bool(state["detected"])
 
+
+
+def _tilt_roots(increments: np.ndarray, drifts: np.ndarray) -> np.ndarray:
+    """Per row of ``increments``, the root ``theta > 0`` of ``mean(exp(theta * row)) = 1``.
+
+    Every row has a negative mean, so ``f(theta) = log mean(exp(theta * row))``
+    is convex, zero at 0 and negative just after it. From an upper end where
+    ``f > 0`` (doubling from twice the Gaussian root ``2 k``), Newton's
+    method converges to the root from above, monotonically (there the
+    slope is positive). A row with no value above zero has no root: it
+    gets infinity, which the caller reads as "no correction".
+    """
+    roots = np.full(len(drifts), np.inf)
+    rising = increments.max(axis=1) > 0  # the others never return to 1: no root
+    increments = increments[rising]
+    high = 4.0 * drifts[rising]
+    for _ in range(_TILT_DOUBLINGS):
+        below = np.mean(np.exp(high[:, None] * increments), axis=1) <= 1.0
+        if not below.any():
+            break
+        high = np.where(below, 2.0 * high, high)
+    theta = high
+    for _ in range(_TILT_STEPS):
+        weights = np.exp(theta[:, None] * increments)
+        total = weights.sum(axis=1)
+        value = np.log(total / increments.shape[1])
+        slope = (weights * increments).sum(axis=1) / total
+        theta = theta - np.where(value > 0, value / slope, 0.0)
+    roots[rising] = theta
+    return roots
+
+
+def _check_drifts(drifts: Any) -> tuple[float, ...]:
+    """Explicit chart drifts as a tuple of floats, or :class:`SpecError`."""
+    name = PageHinkley.name
+    if isinstance(drifts, (str, bytes)) or not isinstance(drifts, Sequence):
+        raise SpecError(name, "drifts", "must be a list of positive numbers")
+    if not 1 <= len(drifts) <= 8:
+        raise SpecError(name, "drifts", "must hold between 1 and 8 values")
+    checked = tuple(check_number(name, "drifts", k, low=0.0, high=10.0, open_low=True) for k in drifts)
+    if len(set(checked)) != len(checked):
+        raise SpecError(name, "drifts", "values must be distinct")
+    return checked
 
 
 def _check_snapshot(values: Any, reference_id: Any) -> tuple[np.ndarray | None, str | None]:
