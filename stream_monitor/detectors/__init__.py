@@ -102,6 +102,7 @@ from stream_monitor.detectors import ks as _ks  # noqa: E402,F401
 from stream_monitor.detectors import categorical as _categorical  # noqa: E402,F401
 # --- multinomial CUSUMs: scale and categories (owner: bins) ---
 from stream_monitor.detectors import scale as _scale  # noqa: E402,F401
+from stream_monitor.detectors import category_cusum as _category_cusum  # noqa: E402,F401
 
 # Categorical signals: the chi-square test of the window's category frequencies.
 _DEFAULTS["categorical"] = ("chi_square",)
