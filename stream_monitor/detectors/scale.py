@@ -21,7 +21,10 @@ where ``p_i`` is the reference's share of bin ``i`` and ``q_i`` its share
 under the reference *stretched* by ``r`` about its median (the empirical
 distribution of ``r d``): the optimal chart for "the spread changed by the
 factor ``r``" that assumes nothing about the shape of the distribution
-(both shares smoothed by half a count). A wider stream pushes values into
+(both shares smoothed by half a count; the outermost bin for ``r > 1``, the
+innermost for ``r < 1``, gets at least ``SPILL`` = 5% of ``q``, so a
+constant reference, which no stretch changes, still has a chart for a wider
+stream). A wider stream pushes values into
 the outer bins, a narrower one into the inner bins; a shift of the mean
 moves values outwards too, so this chart also sees large mean shifts.
 
@@ -91,12 +94,14 @@ from stream_monitor.detectors.base import (
 )
 from stream_monitor.detectors.calibration import multinomial_cusum_threshold
 
-__all__ = ["LEVELS", "MIN_TAIL", "Scale", "design_bins"]
+__all__ = ["LEVELS", "MIN_TAIL", "SPILL", "Scale", "design_bins"]
 
 #: quantile levels of the reference distances at which the bins are cut
 LEVELS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 #: fewest reference values on the far side of a cut point (rarer bins are too uncertain)
 MIN_TAIL = 4
+#: least share of a design alternative in its outermost (wider) or innermost (narrower) bin
+SPILL = 0.05
 #: most values a reference snapshot may hold
 MAX_SNAPSHOT = 1_000_000
 # Fixed-point unit of the chart sums: exact integer arithmetic makes batch and
@@ -105,6 +110,8 @@ _SCALE = float(2**20)
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
 _STATE_VERSION = 1
+# The threshold of a chart that is off: no sum of non-positive increments reaches it.
+_NEVER = 2**62
 
 
 @register
@@ -190,6 +197,10 @@ class Scale(Detector):
         chart_arl = self.arl * len(self.ratios)
         thresholds = []
         for row in fixed:
+            if row.max() <= 0:
+                # a chart that cannot rise (a narrower stream than a constant reference): off
+                thresholds.append(_NEVER)
+                continue
             try:
                 threshold = multinomial_cusum_threshold(
                     tuple(counts.tolist()), tuple((row / _SCALE).tolist()), chart_arl
@@ -385,6 +396,12 @@ def design_bins(
     for ratio in ratios:
         # share of the stretched reference r * d at or below each cut: reference share at or below cut / r
         below = np.searchsorted(distances, cuts / ratio, side="right")
-        stretched = np.diff(np.concatenate([[0], below, [n]]))
-        rows.append(np.log((stretched + 0.5) / (n + 0.5 * bins) / reference_share))
+        stretched = (np.diff(np.concatenate([[0], below, [n]])) + 0.5) / (n + 0.5 * bins)
+        # the outermost (innermost) bin holds at least SPILL of the alternative, so even a
+        # constant reference, which no stretch changes, has a chart for a wider stream
+        edge = -1 if ratio > 1 else 0
+        if stretched[edge] < SPILL:
+            stretched *= (1.0 - SPILL) / (1.0 - stretched[edge])
+            stretched[edge] = SPILL
+        rows.append(np.log(stretched / reference_share))
     return median, cuts, counts, np.array(rows)
