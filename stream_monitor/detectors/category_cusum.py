@@ -406,6 +406,8 @@ def _share_chart(count: int, n: int, odds_ratio: float, arl: float) -> tuple[int
         drift = (rise * hit + (1.0 - rise) * miss) / _SCALE
         own_drift = (p1 * hit + (1.0 - p1) * miss) / _SCALE
         score = (threshold / drift if drift > 0 else math.inf, threshold / own_drift)
+        if best is not None and math.isfinite(best[0]) and score[0] > best[0]:
+            break  # the delay is unimodal in the quantile: past the best
         if best is None or score < best[:2]:
             best = (*score, hit, miss, math.floor(threshold * _SCALE))
     return None if best is None else best[2:]
