@@ -2,9 +2,15 @@
 
 Method
 ------
-The first ``reference_size`` values form the reference. Its most frequent
-categories (at least ``MIN_COUNT`` values each, at most ``max_categories - 1``
-of them, ties broken by name) get a column of their own; every other value,
+The first ``reference_size`` values form the reference, split into two
+random parts (a seeded hypergeometric split of its counts: for an i.i.d.
+sample, two independent samples). The most frequent categories of the first
+part (``CHOOSING_SHARE``, a quarter of the reference; at least ``MIN_COUNT``
+values each, at most ``max_categories - 1`` of them, ties broken by name) get
+a column of their own, and the rest gives the columns' counts: chosen and counted
+on the same values, the columns would be the categories that were frequent
+by luck, whose shares then seem to fall (with hundreds of equally rare
+categories, a false alarm). Every other value,
 including categories the reference never saw, falls into one pooled "other"
 column, so memory is bounded whatever the stream holds (the columns and the
 mapping of values to columns are those of the chi-square detector,
@@ -37,7 +43,8 @@ Calibration
 Each chart's increments take two values, the multinomial CUSUM with two bins
 (:mod:`stream_monitor.detectors.calibration`): the false-alarm rate is
 Wald's exponential-tilt approximation averaged over the posterior
-``Beta(c + 1/2, n - c + 1/2)`` of the column's true share (the two-bin
+``Beta(c + 1/2, n - c + 1/2)`` of the column's true share (``c`` of ``n``
+in the counting part) (the two-bin
 aggregate of the ``Dirichlet(counts + 1/2)`` posterior of all shares). The
 target ``arl`` (default ``DEFAULT_ARL * family_tests``) is split equally
 between the charts. Thresholds depend only on the reference counts and the
@@ -67,7 +74,7 @@ instead of a fifth:
 >>> detector = build({"name": "category_cusum"}, family_tests=44)
 >>> for detection in detector.update(np.concatenate([before, after]).astype(object)):
 ...     print(f"change detected at index {detection.index}")
-change detected at index 3062
+change detected at index 3075
 
 References
 ----------
@@ -102,6 +109,8 @@ __all__ = ["CategoryCusum", "MIN_COUNT"]
 
 #: fewest reference values for a category to get a column of its own
 MIN_COUNT = 5
+#: share of the reference that chooses the columns (the rest gives their counts)
+CHOOSING_SHARE = 0.25
 # Fixed-point unit of the chart sums.
 _SCALE = float(2**20)
 # Values per vectorised step: bounds the work wasted past a detection.
@@ -189,12 +198,27 @@ class CategoryCusum(Detector):
     # -- the design -------------------------------------------------------------
 
     def _set_reference(self, counts: Mapping[str, int], *, from_snapshot: bool) -> None:
-        """Columns and charts for reference ``counts``."""
-        n = sum(counts.values())
-        ranked = sorted((-count, category) for category, count in counts.items() if count >= MIN_COUNT)
-        columns = [category for _, category in ranked[: self.max_categories - 1]]
-        column_counts = [counts[category] for category in columns]
-        column_counts.append(n - sum(column_counts))  # "other"
+        """Columns and charts for reference ``counts``.
+
+        The reference is split into two random parts (a seeded hypergeometric
+        split of the counts, which for an i.i.d. sample gives two independent
+        samples): the first chooses the columns, the second gives their counts.
+        Chosen on the counts that design the charts, the columns would be the
+        categories that happened to be frequent in the reference, whose shares
+        then seem to fall: with hundreds of equally rare categories, a false
+        alarm.
+        """
+        names = sorted(counts)
+        totals = np.array([counts[name] for name in names], dtype=np.int64)
+        n = int(totals.sum())
+        choosing = (np.random.default_rng(0).multivariate_hypergeometric(totals, int(n * CHOOSING_SHARE))
+                    if names else totals)
+        estimating = totals - choosing
+        ranked = sorted((-int(c), name) for name, c in zip(names, choosing) if c >= MIN_COUNT)
+        columns = [name for _, name in ranked[: self.max_categories - 1]]
+        own = {name: int(c) for name, c in zip(names, estimating)}
+        column_counts = [own[name] for name in columns]
+        column_counts.append(int(estimating.sum()) - sum(column_counts))  # "other"
         self._set_columns(columns)
         self._column_counts = column_counts
         self._reference_total = n
@@ -207,7 +231,7 @@ class CategoryCusum(Detector):
 
     def _design_charts(self) -> None:
         """One chart per column and direction that can reach the target; table and thresholds."""
-        n, cells = self._reference_total, len(self._column_counts)
+        n, cells = sum(self._column_counts), len(self._column_counts)
         candidates = [(column, rising) for column in range(cells) for rising in (True, False)]
         chart_arl = self.arl * len(candidates)
         rows, thresholds, charts = [], [], []
@@ -338,7 +362,8 @@ class CategoryCusum(Detector):
         """The mutable state as plain JSON-serialisable data."""
         reference = None
         if self._columns is not None:
-            reference = {"columns": list(self._columns), "counts": list(self._column_counts)}
+            reference = {"columns": list(self._columns), "counts": list(self._column_counts),
+                         "total": self._reference_total}
         return {
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
@@ -366,7 +391,7 @@ class CategoryCusum(Detector):
         else:
             self._set_columns([str(c) for c in reference["columns"]])
             self._column_counts = [int(c) for c in reference["counts"]]
-            self._reference_total = sum(self._column_counts)
+            self._reference_total = int(reference["total"])
             self._from_snapshot = bool(state["from_snapshot"]) and self.snapshot is not None
             self._design_charts()
             self._warmup, self._warmup_count = Counter(), 0

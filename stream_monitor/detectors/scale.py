@@ -64,7 +64,7 @@ Examples
 >>> detector = build(DetectorSpec("scale"), family_tests=44)
 >>> for detection in detector.update(stream):
 ...     print(f"change detected at index {detection.index}")
-change detected at index 3012
+change detected at index 3010
 
 References
 ----------

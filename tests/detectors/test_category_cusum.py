@@ -44,8 +44,8 @@ def with_rare(size: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("shares", "expected"), [
-    (RISE, [3071]),                                # one category 20% -> 50%
-    ([0.05, 0.2375, 0.2375, 0.2375, 0.2375], [3399]),  # one category 20% -> 5%
+    (RISE, [3085]),                                # one category 20% -> 50%
+    ([0.05, 0.2375, 0.2375, 0.2375, 0.2375], [3402]),  # one category 20% -> 5%
 ])
 def test_pinned_detection_of_a_share_change(shares, expected):
     assert detections(build(DetectorSpec("category_cusum"), family_tests=FAMILY), share_change(21, shares)) == expected
@@ -58,8 +58,8 @@ def test_median_delay_of_a_rise_from_20_to_50_percent():
         after = [i - CHANGE for i in found if i >= CHANGE]
         assert all(i >= CHANGE for i in found)
         delays.append(after[0] if after else 10**9)
-    # the information bound is about 90 values (KL 0.22, threshold about 20 nats); the chi-square: 236
-    assert np.median(delays) <= 110, delays
+    # the information bound is about 90 values (KL 0.22, threshold about 20 nats); measured 97; chi-square 236
+    assert np.median(delays) <= 115, delays
 
 
 def test_a_new_category_is_seen_as_a_rise_of_other():
@@ -87,9 +87,14 @@ STATIONARY = {
 }
 
 
-@pytest.mark.parametrize("shape", sorted(STATIONARY))
+def many_rare(size: int, seed: int) -> np.ndarray:
+    # 400 equally rare categories: the most frequent of a reference are frequent by luck
+    return np.array([f"v{code}" for code in np.random.default_rng(seed).integers(0, 400, size)], dtype=object)
+
+
+@pytest.mark.parametrize("shape", [*sorted(STATIONARY), "many_rare"])
 def test_no_false_alarm_at_the_default_target(shape):
-    values = STATIONARY[shape](300_000, 1)
+    values = {**STATIONARY, "many_rare": many_rare}[shape](300_000, 1)
     assert detections(build(DetectorSpec("category_cusum"), family_tests=FAMILY), values) == []
 
 
