@@ -137,8 +137,9 @@ class Monitor:
     ...            for i, v in enumerate(values)]
     >>> for alert in Monitor(Settings()).process(records):
     ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
-    feature:amount page_hinkley e3036 3036
+    feature:amount page_hinkley e3037 3037
     feature:amount ks e3099 3099
+    feature:amount scale e3168 3168
     """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
