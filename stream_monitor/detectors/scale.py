@@ -4,7 +4,7 @@ Method
 ------
 The first ``warmup`` values form the reference. Its median ``m`` centres
 every value, and the distances ``d = |x - m|`` are cut into bins at
-quantiles of the reference distances (``LEVELS``, from 2% to 99%, fine in
+quantiles of the reference distances (``LEVELS``, from 2% to 99.8%, fine in
 both tails; a level is dropped when fewer than ``MIN_TAIL`` reference values
 would lie on its far side, and equal cut points merge, so integer data with
 ties gets one bin per tied value). A value falls in bin ``i`` when exactly
@@ -45,6 +45,20 @@ chart) and are a pure function of the reference.
 Increments are kept in fixed point (integers in units of ``2**-20``) and
 the thresholds are calibrated for the rounded increments, so a batch gives
 exactly the result of feeding its values one at a time.
+
+Measured
+--------
+``bench/scale.py`` (20 seeds, ``family_tests=44``): the standard deviation
+growing 2.5-fold is detected after a median of 16.5 values (quartiles
+15-20; the information bound at this threshold is about 12), shrinking to
+0.4 after 45.5 (bound about 41). A Gaussian chart of ``z**2`` (the
+log-likelihood ratio for Gaussian values, calibrated for them) is faster on
+Gaussian values (10 and 44) but raises about 900 false alarms in 2 million
+lognormal or Student-t3 values where this chart raises none; at
+``arl = 10**4`` this chart raises 40 to 100 false alarms per 2 million
+values on Gaussian, lognormal, Student-t3, uniform and zero-inflated
+Poisson streams, against 200 allowed. About 45 ns per value in batches of
+1,000 (Page-Hinkley: 35 in the same run).
 
 Re-arming and references
 ------------------------
