@@ -290,6 +290,7 @@ class CategoryCusum(Detector):
 
     @property
     def threshold(self) -> float:
+        """The closest chart's threshold; infinite while the reference is collected."""
         if self._columns is None or not self._sums.size:
             return math.inf
         return float(self._fixed_thresholds[self._closest_chart()]) / _SCALE

@@ -260,6 +260,7 @@ class Scale(Detector):
 
     @property
     def threshold(self) -> float:
+        """The closest chart's threshold; infinite while the reference is collected."""
         if self._design is None:
             return math.inf
         return float(self._fixed_thresholds[self._closest_chart()]) / _SCALE
