@@ -205,7 +205,12 @@ class Scale(Detector):
     # -- the design -------------------------------------------------------------
 
     def _designed(self, values: np.ndarray, field: str) -> dict[str, Any]:
-        """Bins, fixed-point increments and thresholds for a reference, or :class:`SpecError`."""
+        """Bins, fixed-point increments and thresholds for a reference.
+
+        A snapshot (``field="reference_values"``) no threshold can calibrate is
+        a :class:`SpecError`; for a warm-up that chart is off instead, so an
+        update never raises.
+        """
         median, cuts, counts, increments = design_bins(values, self.ratios)
         fixed = np.rint(increments * _SCALE).astype(np.int64)
         chart_arl = self.arl * len(self.ratios)
@@ -220,8 +225,12 @@ class Scale(Detector):
                     tuple(counts.tolist()), tuple((row / _SCALE).tolist()), chart_arl
                 )
             except ValueError:
-                raise SpecError(self.name, field, f"a reference of {values.size} values cannot reach arl "
-                                f"{self.arl:g} with ratios {self.ratios}") from None
+                if field == "reference_values":  # a snapshot: the config is at fault, say so when it loads
+                    raise SpecError(self.name, field, f"a reference of {values.size} values cannot reach arl "
+                                    f"{self.arl:g} with ratios {self.ratios}") from None
+                # a warm-up that no threshold calibrates (too uncertain): that chart stays off
+                thresholds.append(_NEVER)
+                continue
             thresholds.append(math.floor(threshold * _SCALE))
         return {
             "median": median,
