@@ -173,3 +173,14 @@ def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(SpecError) as error:
         build(DetectorSpec("category_cusum", params))
     assert error.value.field == field
+
+
+def test_a_tiny_snapshot_builds_and_leaves_out_the_charts_it_cannot_calibrate():
+    # the chi-square accepts snapshots of two values, so the default set must too
+    detector = build(DetectorSpec("category_cusum", {"reference_counts": {"a": 1, "b": 1}, "reference_id": "s"}),
+                     family_tests=FAMILY)
+    assert detector.update(["a", "b", "c"] * 200) == []
+    larger = build(DetectorSpec("category_cusum", {"reference_counts": {"a": 600, "b": 400}, "reference_id": "s"}),
+                   family_tests=FAMILY)
+    found = larger.update(["a"] * 300 + ["c"] * 300)
+    assert [d.index for d in found] == [65] and found[0].reference == "snapshot:s"
