@@ -183,4 +183,4 @@ def test_a_tiny_snapshot_builds_and_leaves_out_the_charts_it_cannot_calibrate():
     larger = build(DetectorSpec("category_cusum", {"reference_counts": {"a": 600, "b": 400}, "reference_id": "s"}),
                    family_tests=FAMILY)
     found = larger.update(["a"] * 300 + ["c"] * 300)
-    assert [d.index for d in found] == [65] and found[0].reference == "snapshot:s"
+    assert [d.index for d in found] == [60] and found[0].reference == "snapshot:s"
