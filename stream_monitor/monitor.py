@@ -139,6 +139,7 @@ class Monitor:
     ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
     feature:amount page_hinkley e3037 3037
     feature:amount ks e3099 3099
+    feature:amount scale e3168 3168
     """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:

@@ -103,7 +103,10 @@ def test_monitor_huge_value_in_warmup_then_a_shift_is_detected_as_without_it(see
     expected = alerts(clean)
     found = alerts(_shifted(seed, 500, after=2000))
     assert [name for name, _ in found] == [name for name, _ in expected] and "page_hinkley" in dict(expected)
-    assert all(abs(a - b) <= 25 for (_, a), (_, b) in zip(found, expected))
+    # the scale chart sees a +1 sd mean shift only weakly (values move outwards): its
+    # detection wanders more with any change to the reference, a huge value or not
+    tolerance = {"scale": 100}
+    assert all(abs(a - b) <= tolerance.get(name, 25) for (name, a), (_, b) in zip(found, expected))
 
 
 @pytest.mark.parametrize("seed", range(5))
