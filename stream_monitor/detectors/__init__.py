@@ -100,6 +100,7 @@ _DEFAULTS["error"] = ("error_rate",)
 # --- windowed KS and categorical (owner: distribution) ---
 from stream_monitor.detectors import ks as _ks  # noqa: E402,F401
 from stream_monitor.detectors import categorical as _categorical  # noqa: E402,F401
+from stream_monitor.detectors import quantile_chi2 as _quantile_chi2  # noqa: E402,F401
 
 # Categorical signals: the chi-square test of the window's category frequencies.
 _DEFAULTS["categorical"] = ("chi_square",)
