@@ -177,18 +177,18 @@ class QuantileChiSquare(Detector):
 
     Examples
     --------
-    From value 3,000 on the stream splits into two modes at -0.8 and 0.8, the
+    From value 3,000 on the stream splits into two modes at -0.9 and 0.9, the
     mean (0) and the variance (1) unchanged:
 
     >>> import numpy as np
     >>> from stream_monitor.detectors import build
     >>> rng = np.random.default_rng(7)
-    >>> modes = rng.choice([-0.8, 0.8], 2000) + rng.normal(0, 0.6, 2000)
+    >>> modes = rng.choice([-0.9, 0.9], 2000) + rng.normal(0, np.sqrt(0.19), 2000)
     >>> stream = np.concatenate([rng.normal(0, 1, 3000), modes])
     >>> detector = build({"name": "quantile_chi2"})
     >>> for detection in detector.update(stream):
     ...     print(detection.n_seen, detection.reference, round(detection.statistic, 1))
-    3224 warmup:0-999 47.5
+    3224 warmup:0-999 48.8
     """
 
     name = "quantile_chi2"
@@ -196,7 +196,7 @@ class QuantileChiSquare(Detector):
     reference_params = ("reference_size", "reference_values", "reference_id")
 
     #: defaults: see the module docstring for how they trade delay for cost
-    DEFAULTS: Mapping[str, Any] = MappingProxyType({"reference_size": 1000, "window": 500, "stride": 25, "bins": 10})
+    DEFAULTS: Mapping[str, Any] = MappingProxyType({"reference_size": 1000, "window": 250, "stride": 25, "bins": 10})
 
     def __init__(
         self,
