@@ -138,7 +138,7 @@ class Monitor:
     >>> for alert in Monitor(Settings()).process(records):
     ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
     feature:amount page_hinkley e3036 3036
-    feature:amount ks e3099 3099
+    feature:amount quantile_chi2 e3074 3074
     """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:

@@ -101,8 +101,13 @@ from stream_monitor.detectors.base import (
 
 __all__ = ["QuantileChiSquare", "quantile_bins"]
 
-#: smallest expected window count of a bin (as categorical.py: the far tail matters)
-MIN_EXPECTED = 10
+#: smallest expected window count of a bin: the far tail of the statistic is
+#: heavier than the chi-square law's when a bin expects few values
+MIN_EXPECTED = 20
+#: the same for a reference with ties, whose bin counts are random (see the module docstring)
+MIN_EXPECTED_TIED = 25
+#: a reference with ties is calibrated at ``stride / arl / TIED_FACTOR`` (see the module docstring)
+TIED_FACTOR = 2
 #: largest reference or window accepted
 MAX_SAMPLE = 100_000
 #: most bins
@@ -117,7 +122,7 @@ def quantile_bins(reference: np.ndarray, bins: int, min_count: int) -> tuple[np.
     Returns ``(edges, counts)``: a value ``x`` is in bin
     ``np.searchsorted(edges, x, side="right")``; ``counts`` has ``edges.size + 1``
     entries, each at least ``min_count`` (unless the reference is too small for
-    two such bins: then one bin and no edge).
+    two such bins, or constant: then one bin and no edge).
     """
     ordered = np.sort(np.asarray(reference, dtype=np.float64))
     n = ordered.size
@@ -219,9 +224,13 @@ class QuantileChiSquare(Detector):
         self._blocks_per_window = window // stride
         self._offsets_key: tuple[int, int, int] | None = None
         self._offsets = np.empty(0, dtype=np.intp)
-        # critical values by degrees of freedom (index 0: one bin, no test, never alarms)
+        # critical values by degrees of freedom (index 0: one bin, no test, never alarms),
+        # for references without and with ties
         alpha = stride / arl
-        self._critical = [math.inf] + [float(stats.chi2.isf(alpha, df)) for df in range(1, bins + 2)]
+        self._critical = {
+            tied: [math.inf] + [float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)]
+            for tied, factor in ((False, 1), (True, TIED_FACTOR))
+        }
         self._reset()
 
     # --- construction -----------------------------------------------------------------
@@ -277,9 +286,13 @@ class QuantileChiSquare(Detector):
         else:
             self._start_warmup()
 
-    def _bins_of(self, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        min_count = max(1, math.ceil(MIN_EXPECTED * reference.size / self.window))
-        return quantile_bins(reference, self.bins, min_count)
+    def _bins_of(self, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Edges, counts, and whether the reference has ties."""
+        tied = bool(np.unique(reference).size < reference.size)
+        expected = MIN_EXPECTED_TIED if tied else MIN_EXPECTED
+        min_count = max(1, math.ceil(expected * reference.size / self.window))
+        edges, counts = quantile_bins(reference, self.bins, min_count)
+        return edges, counts, tied
 
     def _start_warmup(self) -> None:
         self._edges: np.ndarray | None = None
@@ -288,14 +301,15 @@ class QuantileChiSquare(Detector):
         self._warmup_count = 0
         self._monitored = 0
 
-    def _set_reference(self, edges: np.ndarray, counts: np.ndarray, reference_id: str) -> None:
+    def _set_reference(self, edges: np.ndarray, counts: np.ndarray, tied: bool, reference_id: str) -> None:
         cells = counts.size
         self._edges = edges
+        self._tied = tied
         self._reference_counts = counts
         self._reference_float = counts.astype(np.float64)
         self._reference_total = int(counts.sum())
         self._reference_id = reference_id
-        self._threshold = self._critical[cells - 1]
+        self._threshold = self._critical[tied][cells - 1]
         self._scale = float(self._reference_total) * self.window
         self._scaled_threshold = self._threshold * self._scale
         self._reference_times_window = self._reference_float * self.window
@@ -318,7 +332,7 @@ class QuantileChiSquare(Detector):
     def threshold(self) -> float:
         """The critical value for the reference's bins (for ``bins`` bins before there is one)."""
         if self._edges is None:
-            return self._critical[self.bins - 1]
+            return self._critical[False][self.bins - 1]
         return self._threshold
 
     def state_dict(self) -> dict[str, Any]:
@@ -326,7 +340,7 @@ class QuantileChiSquare(Detector):
         blocks: list[list[int]] = []
         partial: list[int] = []
         if self._edges is not None:
-            reference = {"edges": self._edges.tolist(), "counts": self._reference_counts.tolist()}
+            reference = {"edges": self._edges.tolist(), "counts": self._reference_counts.tolist(), "tied": self._tied}
             held = min(self._monitored // self.stride, self._blocks_per_window)
             blocks = self._history[self._blocks_per_window - held :].tolist()
             partial = self._partial.tolist()
@@ -356,7 +370,7 @@ class QuantileChiSquare(Detector):
         else:
             edges = np.asarray(reference["edges"], dtype=np.float64).reshape(-1)
             counts = np.asarray(reference["counts"], dtype=np.int64)
-            self._set_reference(edges, counts, str(state["reference_id"]))
+            self._set_reference(edges, counts, bool(reference["tied"]), str(state["reference_id"]))
             self._monitored = int(state["monitored"])
             blocks = np.asarray(state["blocks"], dtype=np.int64).reshape(-1, counts.size)
             self._history[self._blocks_per_window - blocks.shape[0] :] = blocks

@@ -12,7 +12,7 @@ from scipy import stats
 from scipy.special import gammaln
 
 from stream_monitor.detectors import DEFAULT_ARL, SpecError, build
-from stream_monitor.detectors.quantile_chi2 import quantile_bins
+from stream_monitor.detectors.quantile_chi2 import TIED_FACTOR, quantile_bins
 
 
 def _detector(family_tests: int = 1, **params):
@@ -148,7 +148,7 @@ def test_atoms_get_their_own_bins_and_small_bins_are_merged() -> None:
 def test_constant_reference_has_one_bin_and_never_alarms() -> None:
     detector = _detector(arl=1e3)
     assert detector.update(np.concatenate([np.zeros(1000), np.random.default_rng(4).normal(0, 1, 5000)])) == []
-    assert detector.state_dict()["reference"] == {"edges": [], "counts": [1000]}
+    assert detector.state_dict()["reference"] == {"edges": [], "counts": [1000], "tied": True}
     assert detector.threshold == math.inf
 
 
@@ -221,8 +221,11 @@ def test_quiet_with_defaults_under_no_drift() -> None:
     for shape, generate in STATIONARY.items():
         detector = _detector(family_tests=44)
         assert _feed(detector, generate(rng, 400_000)) == [], shape
-        degrees = len(detector.state_dict()["reference"]["counts"]) - 1  # 4 for Poisson(2), 5 for half zeros
-        assert detector.threshold == pytest.approx(stats.chi2.isf(25 / (DEFAULT_ARL * 44), degrees))
+        reference = detector.state_dict()["reference"]
+        degrees = len(reference["counts"]) - 1  # 4 for Poisson(2), 5 for half zeros
+        assert reference["tied"] == (shape in ("poisson(2)", "50% zeros"))
+        factor = TIED_FACTOR if reference["tied"] else 1
+        assert detector.threshold == pytest.approx(stats.chi2.isf(25 / (DEFAULT_ARL * 44) / factor, degrees))
 
 
 # --- delay --------------------------------------------------------------------------------
