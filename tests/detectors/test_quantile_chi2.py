@@ -205,6 +205,47 @@ def test_per_evaluation_false_alarm_chance_is_at_most_the_calibrated_one(arl: fl
     assert tail >= alpha / 3  # and not far off: the test keeps its power
 
 
+def _exact_conditional_tail(totals: np.ndarray, n: int, m: int, threshold: float, step: float) -> float:
+    """An upper bound on P(statistic >= threshold | the bins' totals over both samples).
+
+    Under no drift, given the totals ``t_i = r_i + w_i``, the window's counts are
+    multivariate hypergeometric (every split of the pooled values into a
+    reference and a window is equally likely), whatever the distribution.
+    """
+    levels = math.ceil(threshold / step)
+    law = np.zeros((m + 1, levels))
+    law[0, 0] = 1.0
+    log_all = (gammaln(n + m + 1) - gammaln(m + 1) - gammaln(n + 1)) / totals.size
+    for total in totals.tolist():
+        following = np.zeros_like(law)
+        for w in range(min(total, m) + 1):
+            r = total - w
+            level = math.ceil((r * m - w * n) ** 2 / (n * m * total) / step - 1e-9)
+            if level < levels:
+                chance = math.exp(gammaln(total + 1) - gammaln(w + 1) - gammaln(r + 1) - log_all)
+                following[w:, level:] += law[: m + 1 - w, : levels - level] * chance
+        law = following
+    return float(1.0 - law[m].sum())
+
+
+@pytest.mark.parametrize("arl", [1e6, 1e8])
+def test_tied_references_are_calibrated_below_the_target(arl: float) -> None:
+    # four atoms of 100 reference values each (window 200: 25 expected per bin, the smallest
+    # allowed with ties) and one large bin; the bins' totals at their expected values
+    reference = np.repeat([0.0, 1.0, 2.0, 3.0, 4.0], [100, 100, 100, 100, 400])
+    detector = _detector(reference_size=800, window=200, stride=25, bins=8, arl=arl,
+                         reference_values=reference.tolist(), reference_id="atoms")
+    counts = np.array(detector.state_dict()["reference"]["counts"])
+    assert counts.tolist() == [100, 100, 100, 100, 400] and detector.state_dict()["reference"]["tied"]
+    totals = counts + counts // 4  # the window expects a quarter of the reference's count
+    alpha = 25 / arl
+    tail = _exact_conditional_tail(totals, 800, 200, detector.threshold, step=0.02)
+    assert tail <= alpha, (tail / alpha)
+    # the chi-square critical value alone would not do: the reason for TIED_FACTOR
+    untied = stats.chi2.isf(alpha, counts.size - 1)
+    assert _exact_conditional_tail(totals, 800, 200, untied, step=0.02) > alpha / 2
+
+
 @pytest.mark.parametrize("shape", sorted(STATIONARY))
 def test_false_alarms_within_the_arl_bound(shape: str) -> None:
     # 2,000,000 values at arl 10**5: the union bound allows 20 on average; measured 2 to 7
