@@ -10,8 +10,9 @@ detectors' warm-up reference) then 20,000 values after a change; the delay is
 the number of post-change values up to and including the one at which the
 detector fires (censored at 20,000, shown with ``>``). Changes: a split into
 two modes at -0.9 and 0.9 with the same mean and variance; a skew change (a
-standardised Gamma(4), skewness 1); 30% of the values becoming 0 (a point
-mass at the mean); a stronger skew change (a standardised exponential, skewness 2); the spread x2.5; the mean +0.5 sd. Each detector runs with
+standardised Gamma(4), skewness 1) and a stronger one (a standardised
+exponential, skewness 2); 30% of the values becoming 0 (a point mass at the
+mean); the spread x2.5; the mean +0.5 sd. Each detector runs with
 ``family_tests`` (default 44: a 22-signal model with two detectors per signal)
 in batches of 1,000. Printed: the median delay and its spread (min-max) over
 the seeds.
