@@ -148,7 +148,9 @@ def quantile_bins(reference: np.ndarray, bins: int, min_count: int) -> tuple[np.
     distinct, multiplicity = np.unique(ordered, return_counts=True)
     # an atom filling a whole quantile step gets its own bin [v, nextafter(v))
     atoms = distinct[multiplicity >= max(1, n // bins)]
-    edges = np.unique(np.concatenate([candidates, atoms, np.nextafter(atoms, math.inf)]))
+    with np.errstate(over="ignore"):  # above the largest float there is nothing to count
+        above = np.nextafter(atoms, math.inf)
+    edges = np.unique(np.concatenate([candidates, atoms, above[np.isfinite(above)]]))
     counts = np.bincount(np.searchsorted(edges, ordered, side="right"), minlength=edges.size + 1)
     return _merge_small(edges, counts, min_count)
 

@@ -3,6 +3,7 @@ delay and false alarms on seeded streams."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 
@@ -272,6 +273,7 @@ def test_quiet_with_defaults_under_no_drift() -> None:
 # --- delay --------------------------------------------------------------------------------
 
 PINNED = {"bimodal": 3249, "point mass": 3124, "sd x2.5": 3124}
+PINNED_HUGE = 3124  # seed 9: sd x2.5 at value 3000, with +-1.8e308 at 500 and 2000
 
 
 @pytest.mark.parametrize("change", sorted(PINNED))
@@ -351,3 +353,18 @@ def test_spec_errors_name_the_field(params: dict, field: str) -> None:
     with pytest.raises(SpecError) as error:
         _detector(**params)
     assert error.value.field == field
+
+
+def test_huge_values_and_an_atom_at_the_largest_float() -> None:
+    largest = float(np.finfo(np.float64).max)
+    rng = np.random.default_rng(9)
+    stream = np.concatenate([rng.normal(0.0, 1.0, 3000), rng.normal(0.0, 2.5, 2000)])
+    stream[500], stream[2000] = largest, -largest  # in the reference and in the window
+    detector = _detector(family_tests=44)
+    assert [d.n_seen for d in detector.update(stream)] == [PINNED_HUGE]
+    # half the snapshot at the largest float: its own bin, no infinite edge above it
+    detector = _detector(reference_values=[largest] * 500 + list(range(500)), reference_id="max")
+    reference = detector.state_dict()["reference"]
+    assert reference["edges"][-1] == largest and reference["counts"][-1] == 500
+    json.dumps(detector.state_dict(), allow_nan=False)
+    assert [d.n_seen for d in detector.update(np.full(250, largest))] == [249]
