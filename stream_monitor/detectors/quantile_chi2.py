@@ -23,9 +23,9 @@ reference value fall into the first or last bin.
 
 Window counts
 -------------
-The detector keeps counts, never values: a ring of the bin counts of the last
-``window / stride`` blocks of ``stride`` values. The window's counts at each
-evaluation are a running sum of blocks: a batch is one ``searchsorted``, one
+The detector keeps counts, never values: the bin counts of the last
+``window / stride`` blocks of ``stride`` values, and those of the unfinished
+block. The window's counts at each evaluation are a running sum of blocks: a batch is one ``searchsorted``, one
 ``bincount`` of (block, bin) pairs and one cumulative sum over blocks, and
 every evaluation in the batch is a row of one small matrix. Memory is
 ``window / stride * bins`` integers whatever the window.
@@ -59,7 +59,8 @@ statistic (``tests/detectors/test_quantile_chi2.py``):
   Dirichlet-multinomial, a law that depends on ``n``, ``m`` and the bins
   only. Its far tail is lighter than the chi-square law's: at the defaults the
   exact chance of one evaluation exceeding the critical value is 0.62 to 0.68
-  times ``stride / arl`` at ``arl = 44 * 10**7``.
+  times ``stride / arl`` at ``arl = 44 * 10**7`` and at ``10**10`` (0.35 to
+  0.39 with a reference of 500).
 - Ties (atoms, or any repeated value in the reference): the bin counts are
   random, and given the two samples' bin totals the window's counts are
   multivariate hypergeometric (the permutation law). Its far tail is heavier
@@ -87,12 +88,12 @@ Defaults
 ``reference_size=1000, window=250, stride=25, bins=10``. On seeded streams at
 ``arl = 44 * 10**7`` (a model of 22 signals with two detectors each; median
 over 20 seeds, ``bench/shape.py``) a split into two modes with the same mean
-and variance is detected after 250 values (windowed KS: 3,500), 30% of the
+and variance is detected after 250 values (windowed KS: 6,000), 30% of the
 values becoming 0 after 150 (KS 425), a skew change from 0 to 2 after 200
-(KS 2,500), the spread x2.5 after 125 (KS 250), the mean +0.5 sd after 275
-(KS 275). A batch of 1,000 values costs about 45 ns per value, a tenth of the
-KS test's (``bench/detectors.py``). A longer window sees smaller changes,
-later (a skew change from 0 to 1 needs ``window=1000``: about 4,500 values);
+(KS 1,150), the spread x2.5 after 125 (KS 250), the mean +0.5 sd after 275
+(KS 275). A batch of 1,000 values costs about 40 ns per value, an eighth of
+the KS test's (``bench/detectors.py``). A longer window sees smaller changes,
+later (a skew change from 0 to 1 needs ``window=1000``: about 2,800 values);
 more bins see finer changes of shape, at a higher threshold (more degrees of
 freedom).
 """
