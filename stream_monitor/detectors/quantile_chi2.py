@@ -405,8 +405,16 @@ class QuantileChiSquare(Detector):
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if not np.isfinite(values).all():
             raise ValueError("quantile_chi2: values must be finite numbers")
+        if self._edges is not None and values.size <= _CHUNK:  # the usual case: one pass
+            consumed, detection = self._monitor(values, 0)
+            if detection is None:
+                return []
+            return [detection] + self._update_rest(values, consumed)
+        return self._update_rest(values, 0)
+
+    def _update_rest(self, values: np.ndarray, position: int) -> list[Detection]:
+        """Feed ``values[position:]``: collect a reference or monitor, as long as values remain."""
         detections: list[Detection] = []
-        position = 0
         while position < values.size:
             if self._edges is None:
                 position += self._collect_reference(values[position:])
