@@ -137,8 +137,8 @@ class Monitor:
     ...            for i, v in enumerate(values)]
     >>> for alert in Monitor(Settings()).process(records):
     ...     print(alert.signal, alert.detector, alert.event_id, alert.n_seen)
-    feature:amount page_hinkley e3037 3037
-    feature:amount ks e3099 3099
+    feature:amount page_hinkley e3038 3038
+    feature:amount quantile_chi2 e3099 3099
     feature:amount scale e3168 3168
     """
 

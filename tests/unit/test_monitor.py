@@ -82,7 +82,7 @@ def test_a_new_version_beyond_the_cap_evicts_the_least_recently_seen_one_and_its
                 for i in range(50)]
 
     sample = metrics.registry.get_sample_value
-    labels = {"model": "m", "signal": "feature:x", "detector": "ks", "severity": "warning"}
+    labels = {"model": "m", "signal": "feature:x", "detector": "quantile_chi2", "severity": "warning"}
     monitor.process(batch("1"))
     monitor.process(batch("2"))
     monitor.process(batch("1"))  # version 1 is now the more recent

@@ -35,7 +35,7 @@ def test_a_first_string_value_does_not_make_a_numeric_feature_categorical(seed):
     metrics = Metrics(CollectorRegistry())
     items = feature_records(["N/A", *shifted(seed)])
     alerts = run(Monitor(Settings(), metrics), items, 1000)
-    numeric = [a for a in alerts if a.signal == "feature:x" and a.detector in ("page_hinkley", "ks")]
+    numeric = [a for a in alerts if a.signal == "feature:x" and a.detector in ("page_hinkley", "quantile_chi2")]
     assert numeric and all(a.n_seen >= 3000 - 2 for a in numeric)
     sample = metrics.registry.get_sample_value
     # the kind was still being decided: not a schema change (that would page someone)
@@ -123,7 +123,7 @@ def test_drift_metrics_carry_the_severity():
     metrics = Metrics(CollectorRegistry())
     monitor = Monitor(Settings(models=[{"model": "m", "severity": "info"}]), metrics)
     run(monitor, feature_records(shifted(6)), 1000)
-    labels = {"model": "m", "model_version": "1", "signal": "feature:x", "detector": "ks",
+    labels = {"model": "m", "model_version": "1", "signal": "feature:x", "detector": "quantile_chi2",
               "severity": "info"}
     assert metrics.registry.get_sample_value("stream_monitor_drift_detections_total", labels) >= 1
 
@@ -152,7 +152,7 @@ def test_a_detector_that_raises_is_isolated_and_the_others_still_alert(caplog):
                    state.detection_counters):
         gauges.insert(0, gauges[0])
     alerts = run(monitor, items[10:], 500)
-    assert {a.detector for a in alerts} >= {"page_hinkley", "ks"}
+    assert {a.detector for a in alerts} >= {"page_hinkley", "quantile_chi2"}
     sample = metrics.registry.get_sample_value
     assert sample("stream_monitor_detector_errors_total", {"model": "m", "detector": "broken"}) == 1
     failures = [r for r in caplog.records if "detector failed" in r.getMessage()]
