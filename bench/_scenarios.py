@@ -202,7 +202,8 @@ def _bimodal_kl() -> float:
     from scipy import integrate, stats
 
     def integrand(x: float) -> float:
-        q = 0.5 * (stats.norm.pdf(x, -_BIMODAL_OFFSET, _BIMODAL_SD) + stats.norm.pdf(x, _BIMODAL_OFFSET, _BIMODAL_SD))
+        q = 0.5 * (stats.norm.pdf(x, -_BIMODAL_OFFSET, _BIMODAL_SD)
+                   + stats.norm.pdf(x, _BIMODAL_OFFSET, _BIMODAL_SD))
         return 0.0 if q <= 0 else q * (math.log(q) - stats.norm.logpdf(x))
 
     value, _ = integrate.quad(integrand, -12, 12, limit=200)

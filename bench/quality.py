@@ -99,7 +99,8 @@ def detector_set(names: Sequence[str] | None = None) -> DetectorSet:
     if names:
         unknown = [name for name in names if name not in REGISTRY]
         if unknown:
-            raise SystemExit(f"unknown detector(s) {', '.join(unknown)}; registered: {', '.join(sorted(REGISTRY))}")
+            raise SystemExit(f"unknown detector(s) {', '.join(unknown)}; "
+                             f"registered: {', '.join(sorted(REGISTRY))}")
         for kind in SIGNAL_KINDS:
             chosen = tuple(DetectorSpec(name) for name in names if REGISTRY[name].kind == kind)
             if chosen:
@@ -126,11 +127,19 @@ def bound(scenario: Scenario, h: float) -> float | None:
 # -- delays ---------------------------------------------------------------------
 
 
-def first_detection(detector: detectors.Detector, values: np.ndarray, change: int, stop: int) -> tuple[int | None, int]:
+def batches(values: np.ndarray, stop: int | None = None) -> Iterable[tuple[int, np.ndarray | list]]:
+    """(start, batch) in batches of :data:`BATCH` up to ``stop``; categories as a list (as the monitor gives)."""
+    end = len(values) if stop is None else min(stop, len(values))
+    for start in range(0, end, BATCH):
+        batch = values[start : min(start + BATCH, end)]
+        yield start, (batch.tolist() if batch.dtype == object else batch)
+
+
+def first_detection(detector: detectors.Detector, values: np.ndarray, change: int,
+                    stop: int) -> tuple[int | None, int]:
     """(position of the first detection at or after ``change`` and before ``stop``, detections before it)."""
     early = 0
-    for start in range(0, min(stop, len(values)), BATCH):
-        batch = values[start : min(start + BATCH, stop)]
+    for start, batch in batches(values, stop):
         for detection in detector.update(batch):
             position = start + detection.index
             if position < change:
@@ -207,7 +216,8 @@ def run_labelled(scenario: Scenario, seed: int, dset: DetectorSet, change: int =
     return Run({name: found.get(name, MISSED) for name in names}, early)
 
 
-def _joined_input(streams: Streams, steps: int, label_delay: int) -> Iterable[tuple[tuple | None, tuple | None]]:
+def _joined_input(streams: Streams, steps: int,
+                  label_delay: int) -> Iterable[tuple[tuple | None, tuple | None]]:
     """Per step t: the prediction of event t (while there are events), then the label of event t - label_delay.
 
     One event per second; a label's time is its event's plus ``label_delay``
@@ -275,8 +285,8 @@ def false_alarms(dset: DetectorSet, signal_values: int, runs: int, first_seed: i
                 if signal not in watchers:
                     watchers[signal] = [(spec.name, dset.build(kind, spec)) for spec in dset.specs[kind]]
                 for name, detector in watchers[signal]:
-                    for position in range(0, size, BATCH):
-                        count = len(detector.update(values[position : position + BATCH]))
+                    for _, batch in batches(values):
+                        count = len(detector.update(batch))
                         if count:
                             alarms[(name, signal)] = alarms.get((name, signal), 0) + count
                     seen[name] = seen.get(name, 0) + size
@@ -371,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     for kind in SIGNAL_KINDS:
         names = ", ".join(spec.name for spec in dset.specs[kind]) or "none"
-        print(f"{kind:12} {names}: family_tests {dset.family_tests(kind)}, h = {dset.threshold_nats(kind):.1f} nats")
+        print(f"{kind:12} {names}: family_tests {dset.family_tests(kind)}, "
+              f"h = {dset.threshold_nats(kind):.1f} nats")
     print(f"change at event {CHANGE:,}; {seeds} seeds; delay = values from the change to the first detection "
           f"(error rate: labelled predictions, labels {LABEL_DELAY} events late)\n")
 
