@@ -260,13 +260,24 @@ def run(scenario: Scenario, seed: int, dset: DetectorSet, change: int = CHANGE) 
 
 @dataclass
 class FalseAlarms:
-    """Alarms on stationary streams: per (detector, signal), and the values each detector saw."""
+    """Alarms on stationary streams, and the values seen, per (detector, signal)."""
 
     alarms: dict[tuple[str, str], int]
-    values: dict[str, int]
-    signal_values: int  # values of the model's features and prediction
+    values: dict[tuple[str, str], int]
     events: int
     runs: int
+
+    @property
+    def signal_values(self) -> int:
+        """Values of the model's signals (features and prediction; the error stream is extra)."""
+        return self.events * N_SIGNALS
+
+
+def signal_group(signal: str) -> str:
+    """What a stationary signal is: its feature's shape, ``prediction``, ``categories`` or ``errors``."""
+    if signal.startswith("feature:f"):
+        return scenarios.feature_shape(int(signal.removeprefix("feature:f")))
+    return {"feature:cat": "categories", "performance:error_rate": "errors"}.get(signal, signal)
 
 
 def false_alarms(dset: DetectorSet, signal_values: int, runs: int, first_seed: int = 1000,
@@ -274,7 +285,7 @@ def false_alarms(dset: DetectorSet, signal_values: int, runs: int, first_seed: i
     """Run the set over ``runs`` stationary streams of the model, ``signal_values`` values in all."""
     events = max(1, math.ceil(signal_values / N_SIGNALS / runs))
     alarms: dict[tuple[str, str], int] = {}
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for run_index in range(runs):
         watchers: dict[str, list[tuple[str, detectors.Detector]]] = {}
         for start in range(0, events, chunk):
@@ -285,12 +296,13 @@ def false_alarms(dset: DetectorSet, signal_values: int, runs: int, first_seed: i
                 if signal not in watchers:
                     watchers[signal] = [(spec.name, dset.build(kind, spec)) for spec in dset.specs[kind]]
                 for name, detector in watchers[signal]:
+                    key = (name, signal)
                     for _, batch in batches(values):
                         count = len(detector.update(batch))
                         if count:
-                            alarms[(name, signal)] = alarms.get((name, signal), 0) + count
-                    seen[name] = seen.get(name, 0) + size
-    return FalseAlarms(alarms, seen, events * runs * N_SIGNALS, events * runs, runs)
+                            alarms[key] = alarms.get(key, 0) + count
+                    seen[key] = seen.get(key, 0) + size
+    return FalseAlarms(alarms, seen, events * runs, runs)
 
 
 # -- the report -----------------------------------------------------------------
@@ -333,24 +345,33 @@ def delay_table(results: dict[str, list[Run]], dset: DetectorSet, chosen: Sequen
 
 
 def false_alarm_table(result: FalseAlarms, dset: DetectorSet) -> str:
-    lines = [f"{'detector':16} {'kind':12} {'values':>13} {'alarms':>7} {'per 1e8 values':>15}"]
+    """Alarms per detector and kind of stationary signal, beside each detector's budget, then the set's."""
+    lines = [f"false alarms: {result.runs} stationary runs x {result.events // result.runs:,} events = "
+             f"{result.signal_values:,} values of the {N_SIGNALS} signals (the error stream besides)",
+             f"{'detector':16} {'signals':18} {'values':>13} {'alarms':>7} {'per 1e8 values':>15} "
+             f"{'budget per 1e8':>15}"]
     for kind in SIGNAL_KINDS:
         for spec in dset.specs[kind]:
-            count = sum(n for (name, _), n in result.alarms.items() if name == spec.name)
-            values = result.values.get(spec.name, 0)
-            rate = count / values * 1e8 if values else 0.0
-            lines.append(f"{spec.name:16} {kind:12} {values:13,} {count:7} {rate:15.2f}")
+            # group -> [values, alarms, signals]
+            groups: dict[str, list[int]] = {}
+            for (name, signal), values in result.values.items():
+                if name == spec.name:
+                    group = groups.setdefault(signal_group(signal), [0, 0, 0])
+                    group[0] += values
+                    group[1] += result.alarms.get((name, signal), 0)
+                    group[2] += 1
+            # each detector targets one false alarm per DEFAULT_ARL * family_tests values
+            budget = 1e8 / (DEFAULT_ARL * dset.family_tests(kind))
+            for group_name, (values, count, signals) in groups.items():
+                lines.append(f"{spec.name:16} {f'{group_name} x{signals}':18} {values:13,} {count:7} "
+                             f"{count / values * 1e8:15.2f} {budget:15.2f}")
     total = sum(result.alarms.values())
     budget = result.events / DEFAULT_ARL
-    lines.append(f"set: {total} alarm(s) over {result.signal_values:,} signal-values ({result.runs} runs x "
-                 f"{result.events // result.runs:,} events of {N_SIGNALS} signals, plus the error stream) = "
-                 f"{total / result.signal_values * 1e8:.2f} per 1e8; budget: 1 per {DEFAULT_ARL:.0e} events "
-                 f"per model = {budget:.2f} alarm(s) over these events")
+    lines.append(f"set: {total} alarm(s) = {total / result.signal_values * 1e8:.2f} per 1e8 signal-values; "
+                 f"budget 1 per {DEFAULT_ARL:.0e} events per model = {budget:.3g} alarm(s) over these "
+                 f"{result.events:,} events")
     for (name, signal), count in sorted(result.alarms.items()):
-        shape = ""
-        if signal.startswith("feature:f"):
-            shape = f" ({scenarios.feature_shape(int(signal.removeprefix('feature:f')))})"
-        lines.append(f"  {name} on {signal}{shape}: {count}")
+        lines.append(f"  {name} on {signal} ({signal_group(signal)}): {count}")
     return "\n".join(lines)
 
 

@@ -239,8 +239,13 @@ def test_false_alarms_count_every_value_of_every_signal() -> None:
     dset = quality.detector_set(["page_hinkley", "chi_square", "error_rate"])
     result = quality.false_alarms(dset, signal_values=2 * 22 * 3_000, runs=2, chunk=1_000)
     assert result.events == 6_000 and result.signal_values == 132_000
-    assert result.values == {"page_hinkley": 21 * 6_000, "chi_square": 6_000, "error_rate": 6_000}
+    numeric = [f"feature:{name}" for name in scenarios.FEATURES] + ["prediction"]
+    expected = {("page_hinkley", signal): 6_000 for signal in numeric}
+    expected |= {("chi_square", "feature:cat"): 6_000, ("error_rate", "performance:error_rate"): 6_000}
+    assert result.values == expected
     assert result.alarms == {}
+    table = quality.false_alarm_table(result, dset)
+    assert re.search(r"^page_hinkley +lognormal x4 +24,000 +0 +0\.00 +0\.45$", table, re.MULTILINE), table
 
 
 def test_a_quick_run_prints_the_table() -> None:
