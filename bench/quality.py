@@ -64,8 +64,9 @@ from stream_monitor.detectors import DEFAULT_ARL, REGISTRY, SIGNAL_KINDS, Detect
 from stream_monitor.detectors.reference import reference_params  # noqa: E402
 
 BATCH = 1000
-#: signals of the model that share the false-alarm budget: the features and the prediction
-N_SIGNALS = len(scenarios.FEATURES) + 1 + 1
+#: signals of the model that share the false-alarm budget: the numeric features, the categorical one
+#: and the prediction (derived signals such as the error rate do not count, as in the monitor)
+N_SIGNALS = len(scenarios.FEATURES) + 2
 MISSED = math.inf
 
 
@@ -89,6 +90,7 @@ class DetectorSet:
         return [spec.name for kind in SIGNAL_KINDS for spec in self.specs[kind]]
 
     def build(self, kind: str, spec: DetectorSpec) -> detectors.Detector:
+        """A fresh detector of ``spec`` for a signal of ``kind``, with the monitor's parameters and family."""
         params = {**reference_params(REGISTRY.get(spec.name), kind), **spec.params}
         return detectors.build(DetectorSpec(spec.name, params), family_tests=self.family_tests(kind))
 
@@ -385,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                         "each kind they watch")
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(s.name for s in SCENARIOS)}")
     parser.add_argument("--false-alarm-values", type=float, help="stationary signal-values (0: skip)")
+    parser.add_argument("--change", type=int, default=CHANGE,
+                        help=f"event of the first changed value (default {CHANGE:,}; must be past every "
+                        "detector's warm-up)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 20 if args.full else 10)
     fa_values = args.false_alarm_values
@@ -404,14 +409,16 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(spec.name for spec in dset.specs[kind]) or "none"
         print(f"{kind:12} {names}: family_tests {dset.family_tests(kind)}, "
               f"h = {dset.threshold_nats(kind):.1f} nats")
-    print(f"change at event {CHANGE:,}; {seeds} seeds; delay = values from the change to the first detection "
+    print(f"change at event {args.change:,}; {seeds} seeds; delay = values from the change to the first detection "
           f"(error rate: labelled predictions, labels {LABEL_DELAY} events late)\n")
 
     started = time.perf_counter()
     results: dict[str, list[Run]] = {}
     for scenario in chosen:
-        results[scenario.name] = [run(scenario, seed, dset) for seed in range(1, seeds + 1)]
+        results[scenario.name] = [run(scenario, seed, dset, args.change) for seed in range(1, seeds + 1)]
     print(delay_table(results, dset, chosen))
+    print("KL per value after the change: " + ", ".join(
+        f"{s.name} {s.kl_profile(1)[0]:.3g}" for s in chosen if s.kl is not None and not callable(s.kl)))
     early = {name: sum(r.early for r in runs) for name, runs in results.items() if any(r.early for r in runs)}
     if early:
         print("detections before the change (false alarms): " + ", ".join(f"{k} {v}" for k, v in early.items()))
