@@ -75,7 +75,7 @@ def test_a_scenario_changes_only_its_signals_and_only_from_the_change_on(scenari
             np.testing.assert_array_equal(after, reference[signal][1][CHANGE:])
 
 
-def _f00(name: str, size: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def _f00(name: str, size: int = 60_000) -> tuple[np.ndarray, np.ndarray]:
     values = BY_NAME[name].generate(11, size, size // 2).numeric["feature:f00"]
     return values[: size // 2], values[size // 2 :]
 
@@ -86,9 +86,9 @@ def _f00(name: str, size: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
 def test_the_numeric_changes_have_the_size_they_name(name: str, shift: float, ratio: float) -> None:
     before, after = _f00(name)
     sd = before.std()
-    # 100k values each side: the standard errors are below 0.01 sd
-    assert abs((after.mean() - before.mean()) / sd - shift) < 0.02
-    assert abs(after.std() / sd - ratio) < 0.02 * ratio
+    # 30k values each side: the standard errors are below 0.006 sd (0.005 x ratio for the sd)
+    assert abs((after.mean() - before.mean()) / sd - shift) < 0.03
+    assert abs(after.std() / sd - ratio) < 0.03 * ratio
 
 
 def test_the_bimodal_split_has_two_modes_and_the_ramp_reaches_one_sd_after_20k() -> None:
@@ -105,14 +105,15 @@ def test_the_bimodal_split_has_two_modes_and_the_ramp_reaches_one_sd_after_20k()
 
 
 def test_the_category_share_and_the_error_rate_change_as_named() -> None:
-    size = 400_000
+    # 50k values each side: standard errors below 0.0023 (shares) and 0.0016 (error rates)
+    size = 100_000
     categories = BY_NAME["category"].generate(2, size, size // 2).categorical["feature:cat"]
-    assert abs(np.mean(categories[: size // 2] == "a") - 0.2) < 0.005
-    assert abs(np.mean(categories[size // 2 :] == "a") - 0.5) < 0.005
-    assert abs(np.mean(categories[size // 2 :] == "b") - 0.125) < 0.005
+    assert abs(np.mean(categories[: size // 2] == "a") - 0.2) < 0.01
+    assert abs(np.mean(categories[size // 2 :] == "a") - 0.5) < 0.01
+    assert abs(np.mean(categories[size // 2 :] == "b") - 0.125) < 0.01
     errors = BY_NAME["error"].generate(2, size, size // 2).errors
-    assert abs(errors[: size // 2].mean() - 0.05) < 0.003
-    assert abs(errors[size // 2 :].mean() - 0.15) < 0.003
+    assert abs(errors[: size // 2].mean() - 0.05) < 0.007
+    assert abs(errors[size // 2 :].mean() - 0.15) < 0.007
 
 
 def test_the_kl_of_each_change_is_the_analytic_one() -> None:
