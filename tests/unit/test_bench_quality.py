@@ -228,12 +228,17 @@ def test_pinned_delays_of_todays_detectors(name: str) -> None:
     assert result.set_delay == min(PINNED[name].values())
 
 
-def test_a_labelled_run_goes_through_the_label_join_and_sees_the_rise() -> None:
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_labelled_run_through_the_label_join_detects_where_the_error_stream_alone_does(seed: int) -> None:
+    scenario, change = BY_NAME["error"], 2_000
     dset = quality.detector_set(["error_rate"])
-    result = quality.run_labelled(BY_NAME["error"], 1, dset, change=2_000)
-    assert result.early == 0
-    assert set(result.delays) == {"error_rate"}
-    assert 0 < result.delays["error_rate"] < 2_000
+    result = quality.run_labelled(scenario, seed, dset, change=change)
+    assert result.early == 0 and set(result.delays) == {"error_rate"}
+    errors = scenario.generate(seed, change + scenario.horizon, change).errors
+    position, early = quality.first_detection(dset.build("error", dset.specs["error"][0]), errors, change,
+                                              change + scenario.horizon)
+    assert early == 0 and position is not None
+    assert result.delays["error_rate"] == position - change + 1
 
 
 def test_false_alarms_count_every_value_of_every_signal() -> None:
