@@ -22,8 +22,9 @@ any signal the change affects (the changed feature and the prediction that
 depends on it). Per detector, and for the set (the first of its detectors).
 Each cell is the median [min-max] over seeds; a seed with no detection within
 the horizon is counted as missed (a miss sorts after every delay, so a
-median that is a miss prints as ``>horizon``). Detections before the change
-are false alarms and are counted apart.
+median that is a miss prints as ``>horizon``); ``.`` where the detector
+watches none of the changed signals. Detections before the change are false
+alarms and are counted apart.
 
 The bound is h / KL: ``h = log(DEFAULT_ARL * family_tests)`` nats (a CUSUM
 that knows both distributions needs a threshold about that high to raise one
@@ -36,7 +37,7 @@ False alarms: the set runs over stationary streams of the model (every
 signal, the error stream included) and the alarms are counted per 10^8
 signal-values (features and prediction): 10^8 by default (about a minute),
 10^9 with ``--full``, 10^6 with ``--quick`` (the figure printed says how
-many). The default run takes about 2 minutes on 2 cores.
+many). The default run takes one to two minutes.
 """
 
 from __future__ import annotations
