@@ -87,7 +87,10 @@ def shifted(seed: int, shift: float, after: int = 3000) -> np.ndarray:
     return np.concatenate([rng.normal(0.0, 1.0, CHANGE), rng.normal(shift, 1.0, after)])
 
 
-@pytest.mark.parametrize(("shift", "bound"), [(1.0, 40), (-1.0, 40), (0.5, 130), (-0.5, 130)])
+# the bound for half a standard deviation moved from 130 to 135 when the default numeric set
+# grew to three detectors (a larger family_tests, so higher thresholds) and page_hinkley to
+# three charts a direction (the rate split six ways): 131 on these seeds
+@pytest.mark.parametrize(("shift", "bound"), [(1.0, 40), (-1.0, 40), (0.5, 135), (-0.5, 135)])
 def test_median_delay_of_a_mean_shift(shift, bound):
     delays = [delay_after(shifted(seed, shift), CHANGE, numeric_family()) for seed in SEEDS]
     assert np.median(delays) <= bound, sorted(delays)

@@ -191,7 +191,7 @@ def test_direct_detection_positions_equal_the_monitors_on_the_same_events() -> N
 
     change = 3_000
     streams = BY_NAME["mean+1sd"].generate(4, change + 400, change)
-    dset = quality.detector_set(["page_hinkley", "ks"])
+    dset = quality.detector_set()  # the default set: the one Monitor(Settings()) runs
     direct = {}
     for spec in dset.specs["numeric"]:
         position, early = quality.first_detection(dset.build("numeric", spec), streams.numeric["feature:f00"],
@@ -210,18 +210,22 @@ def test_direct_detection_positions_equal_the_monitors_on_the_same_events() -> N
     assert seen == direct
 
 
-# today's detectors, named (a change of the default sets leaves these as they are):
+# the default detectors, named (a change of the default sets leaves these as they are):
 # exact delays on seed 1 (delay 1 = detected on the first changed value)
 # (the category change reaches the prediction too, where the numeric detectors watch it)
+DEFAULT_SET = ["page_hinkley", "quantile_chi2", "scale", "chi_square", "category_cusum", "error_rate"]
 PINNED = {
-    "mean+1sd": {"page_hinkley": 35, "ks": 125},
-    "category": {"chi_square": 325, "page_hinkley": 14_785, "ks": quality.MISSED},
+    "mean+1sd": {"page_hinkley": 36, "quantile_chi2": 100, "scale": 286},
+    "category": {"chi_square": 325, "category_cusum": 222, "page_hinkley": 3_507,
+                 "quantile_chi2": quality.MISSED, "scale": quality.MISSED},
+    "sd*2.5": {"page_hinkley": 292, "quantile_chi2": 125, "scale": 17},
+    "bimodal": {"page_hinkley": quality.MISSED, "quantile_chi2": 200, "scale": quality.MISSED},
 }
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
-def test_pinned_delays_of_todays_detectors(name: str) -> None:
-    dset = quality.detector_set(["page_hinkley", "ks", "chi_square", "error_rate"])
+def test_pinned_delays_of_the_default_detectors(name: str) -> None:
+    dset = quality.detector_set(DEFAULT_SET)
     result = quality.run(BY_NAME[name], 1, dset)
     assert result.early == 0
     assert result.delays == PINNED[name]
@@ -259,9 +263,10 @@ def test_a_quick_run_prints_the_table() -> None:
     with contextlib.redirect_stdout(buffer):
         assert quality.main(["--seeds", "2", "--scenarios", "mean+1sd,widen", "--false-alarm-values", "0"]) == 0
     output = buffer.getvalue()
-    assert re.search(r"^change +\| bound +\| page_hinkley +\| ks +\|", output, re.MULTILINE), output
+    assert re.search(r"^change +\| bound +\| page_hinkley +\| quantile_chi2 +\| scale +\|", output,
+                     re.MULTILINE), output
     assert "mean +1 sd" in output and "prediction widens" in output
-    assert f"| {quality.bound(BY_NAME['mean+1sd'], math.log(1e7 * 44)):.0f} " in output
+    assert f"| {quality.bound(BY_NAME['mean+1sd'], math.log(1e7 * 66)):.0f} " in output
 
 
 def test_summaries_sort_misses_last() -> None:
