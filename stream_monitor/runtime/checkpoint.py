@@ -44,6 +44,8 @@ CALL_TIMEOUT_S = 15.0
 #: librdkafka can miss that timeout when the group coordinator goes away and comes
 #: back (confluentinc/librdkafka#5456, #5511); the service then stops with exit 1
 STUCK_GRACE_S = 10.0
+#: how often the producer's callbacks are served while a transactional call blocks
+SERVE_EVERY_S = 0.2
 
 
 def snapshot_due(settings: Settings, state: PartitionState, now: float) -> bool:
@@ -249,12 +251,17 @@ class TransactionalCheckpoint:
         self._begin()
         return True
 
+    def _serve(self) -> None:
+        """While a transactional call blocks: the producer's callbacks (errors, deliveries) run,
+        so an outage shows in ``kafka_errors_total`` at once, not after the call returns."""
+        self._producer().poll(0)
+
     def _retry(self, name: str, call: Callable[[float], Any]) -> None:
         """``call(timeout)`` until it succeeds, a non-retriable error, or ``RETRY_S``."""
         deadline = time.monotonic() + self.RETRY_S
         while True:
             try:
-                _bounded(name, call, CALL_TIMEOUT_S)
+                _bounded(name, call, CALL_TIMEOUT_S, self._serve)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -279,7 +286,7 @@ class TransactionalCheckpoint:
         """Abort the open transaction (its output never becomes visible); then open the next."""
         self._offsets.clear()
         try:
-            _bounded("abort_transaction", self._producer().abort_transaction, self.RETRY_S)
+            _bounded("abort_transaction", self._producer().abort_transaction, self.RETRY_S, self._serve)
         except KafkaException as exc:
             self._broken = True
             self._fail(exc.args[0])
@@ -295,15 +302,17 @@ class TransactionalCheckpoint:
         """Abort what is left open (shutdown after a failure: nothing of it may become visible)."""
         if self._open and not self._broken:
             try:
-                _bounded("abort_transaction", self._producer().abort_transaction, 10.0)
+                _bounded("abort_transaction", self._producer().abort_transaction, 10.0, self._serve)
             except KafkaException:
                 pass
         self._open = False
 
 
-def _bounded(name: str, call: Callable[[float], Any], timeout: float) -> None:
-    """``call(timeout)`` in a worker thread; a fatal ``_TIMED_OUT`` error when it outlives the
-    timeout by ``STUCK_GRACE_S`` (the call is left blocked; the producer must not be used again)."""
+def _bounded(name: str, call: Callable[[float], Any], timeout: float,
+             serve: Callable[[], None] = lambda: None) -> None:
+    """``call(timeout)`` in a worker thread, ``serve()`` every ``SERVE_EVERY_S`` while it runs; a
+    fatal ``_TIMED_OUT`` error when it outlives the timeout by ``STUCK_GRACE_S`` (the call is left
+    blocked; the producer must not be used again)."""
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -314,7 +323,11 @@ def _bounded(name: str, call: Callable[[float], Any], timeout: float) -> None:
 
     worker = threading.Thread(target=target, name=f"kafka-{name}", daemon=True)
     worker.start()
-    worker.join(timeout + STUCK_GRACE_S)
+    deadline = time.monotonic() + timeout + STUCK_GRACE_S
+    worker.join(min(SERVE_EVERY_S, timeout + STUCK_GRACE_S))
+    while worker.is_alive() and time.monotonic() < deadline:
+        serve()
+        worker.join(min(SERVE_EVERY_S, max(0.0, deadline - time.monotonic())))
     if worker.is_alive():
         raise KafkaException(KafkaError(
             KafkaError._TIMED_OUT, f"{name} did not return {timeout + STUCK_GRACE_S:.0f} s after it "

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from stream_monitor.alerts import ALERT_SCHEMA
 from stream_monitor.config import load_settings
 from stream_monitor.events import REJECT_REASONS
+from stream_monitor.detectors import default_specs
 from stream_monitor.replay import replay
 from stream_monitor.simulate import Scenario, generate, parse_drift
 
@@ -148,7 +149,7 @@ def test_bad_input_is_dead_lettered_once_and_metrics_shutdown_and_restart_hold(
         assert max(metric_values(text, "stream_monitor_drift_active", **labels)) == 1
         # the quiet signals have every detector's drift_active at 0
         assert set(metric_values(text, "stream_monitor_drift_active", signal="feature:f00")) == {0.0}
-        for detector in ("page_hinkley", "ks"):
+        for detector in [spec.name for spec in default_specs("numeric")]:
             statistic = metric_value(text, "stream_monitor_detector_statistic",
                                      signal="feature:f00", detector=detector)
             threshold = metric_value(text, "stream_monitor_detector_threshold",

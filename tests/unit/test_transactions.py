@@ -42,6 +42,12 @@ class FakeProducer:
     def abort_transaction(self, timeout):
         self.calls.append("abort")
 
+    polls = 0
+
+    def poll(self, timeout=0):
+        self.polls += 1
+        return 0
+
 
 class FakeConsumer:
     def __init__(self):
@@ -143,13 +149,15 @@ class StuckProducer(FakeProducer):
 
 def test_a_transaction_call_that_never_returns_fails_the_service(monkeypatch):
     monkeypatch.setattr("stream_monitor.runtime.checkpoint.CALL_TIMEOUT_S", 0.05)
-    monkeypatch.setattr("stream_monitor.runtime.checkpoint.STUCK_GRACE_S", 0.05)
+    monkeypatch.setattr("stream_monitor.runtime.checkpoint.STUCK_GRACE_S", 0.5)
+    monkeypatch.setattr("stream_monitor.runtime.checkpoint.SERVE_EVERY_S", 0.01)
     producer, events = StuckProducer(), []
     checkpoint, consumer, _, _ = _checkpoint(producer, events)
     checkpoint.after_batch([], [TopicPartition("in", 0, 7)])
     try:
         assert not checkpoint.snapshot([])
         assert events == ["fail _TIMED_OUT"]
+        assert producer.polls > 0  # its error callbacks were served while the call blocked
         assert consumer.stored == []
         calls = len(producer.calls)
         checkpoint.close()  # the stuck producer is not called again (its call still blocks)
