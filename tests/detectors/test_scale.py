@@ -167,3 +167,40 @@ def test_bad_parameters_name_the_field(params, field):
 def test_non_finite_values_are_refused():
     with pytest.raises(ValueError):
         build(DetectorSpec("scale")).update(np.array([1.0, np.nan]))
+
+
+def _widening_scores(seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = np.concatenate([rng.normal(-1.0, 1.2, 3000), rng.normal(-1.0, 1.8, 3000)])
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def test_scores_in_0_1_are_compared_on_the_logit_scale_by_default():
+    scores = _widening_scores()
+    found = {transform: [d.index for d in build(DetectorSpec("scale", {"transform": transform}),
+                                                family_tests=66).update(scores)]
+             for transform in ("auto", "logit", "none")}
+    assert found == {"auto": [3063], "logit": [3063], "none": [3107]}
+    # a reference with a value outside [0, 1] stays on the raw scale
+    shifted = scores.copy()
+    shifted[10] = 1.5
+    auto = build(DetectorSpec("scale"), family_tests=66)
+    auto.update(shifted[:2000])
+    assert auto.state_dict()["design"]["logit"] is False
+
+
+def test_a_logit_design_survives_a_state_round_trip():
+    scores = _widening_scores()
+    first = build(DetectorSpec("scale"), family_tests=66)
+    first.update(scores[:2500])
+    state = first.state_dict()
+    assert state["design"]["logit"] is True
+    second = build(DetectorSpec("scale"), family_tests=66)
+    second.load_state_dict(state)
+    assert [d.index for d in second.update(scores[2500:])] == [d.index for d in first.update(scores[2500:])] == [563]
+
+
+def test_an_unknown_transform_is_a_spec_error_naming_it():
+    with pytest.raises(SpecError) as raised:
+        build(DetectorSpec("scale", {"transform": "log"}))
+    assert raised.value.field == "transform"
