@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
+from stream_monitor.batch_decode import BatchDecoder
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
@@ -42,6 +43,11 @@ class Decoder:
         self.limits = Limits(limits.max_message_bytes, limits.max_string_length, limits.max_features,
                              settings.input.strict)
         self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
+        self._batch = BatchDecoder(self.limits, self.prediction, self.allowed)
+
+    def predictions(self, raws: Sequence[bytes | None]) -> list[PredictionEvent | BadMessage]:
+        """Decode a batch: one event or one :class:`BadMessage` per message, as :meth:`prediction` gives."""
+        return self._batch.predictions(raws)
 
     def prediction(self, raw: bytes | None) -> PredictionEvent:
         event = decode_prediction(raw, self.limits)
