@@ -347,6 +347,9 @@ class Service:
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
         replayed: dict[str, int] = {}
+        #: messages of owned partitions, in order, with a label already decoded (None: a prediction)
+        accepted: list[tuple[Message, int, float | None, bool, LabelRecord | BadMessage | None]] = []
+        raws: list[bytes | None] = []
         for message in messages:
             error = message.error()
             if error is not None:
@@ -372,17 +375,28 @@ class Service:
                 next_offsets[(topic, partition)] = offset + 1
             timestamp_kind, milliseconds = message.timestamp()
             timestamp = milliseconds / 1000.0 if timestamp_kind else None
-            items = by_partition.setdefault(partition, [])
-            try:
-                if kind == "labels":
-                    items.append(LabelRecord(decoder.label(message.value()), partition, timestamp, silent))
-                    continue
-                event = decoder.prediction(message.value())
-            except BadMessage as bad:
+            if partition not in by_partition:
+                by_partition[partition] = []
+            if kind == "labels":
+                try:
+                    label: LabelRecord | BadMessage = LabelRecord(
+                        decoder.label(message.value()), partition, timestamp, silent)
+                except BadMessage as bad:
+                    label = bad
+                accepted.append((message, partition, timestamp, silent, label))
+            else:
+                accepted.append((message, partition, timestamp, silent, None))
+                raws.append(message.value())
+        # predictions are decoded in one go; each keeps its place among the labels
+        decoded = iter(decoder.predictions(raws))
+        for message, partition, timestamp, silent, label in accepted:
+            outcome = label if label is not None else next(decoded)
+            if isinstance(outcome, BadMessage):
                 if not silent:  # a silent one went to the dead letters before the restart
-                    self._dead_letter(message, bad)
+                    self._dead_letter(message, outcome)
                 continue
-            items.append(Record(event, partition, timestamp, silent))
+            item = outcome if isinstance(outcome, LabelRecord) else Record(outcome, partition, timestamp, silent)
+            by_partition[partition].append(item)
         for topic, count in consumed.items():
             metrics.events_consumed.labels(topic).inc(count)
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
