@@ -126,13 +126,16 @@ class Pipeline:
 
     def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
+        skew = self._skew
         for item in items:
-            if isinstance(item, Record):
-                item.event.ts = self.clamp_event_time(item.event.ts, item.timestamp, "predictions")
-                self._check_fields(item.event.unknown_fields, "predictions")
-            else:
-                item.label.ts = self.clamp_event_time(item.label.ts, item.timestamp, "labels")
-                self._check_fields(item.label.unknown_fields, "labels")
+            event = item.event if item.__class__ is Record else item.label  # type: ignore[union-attr]
+            ts, kafka_ts = event.ts, item.timestamp
+            topic_kind = "predictions" if item.__class__ is Record else "labels"
+            # the usual event is within the skew and has no unknown field: no call for it
+            if ts is not None and kafka_ts is not None and ts - kafka_ts > skew:
+                event.ts = self.clamp_event_time(ts, kafka_ts, topic_kind)
+            if event.unknown_fields:
+                self._check_fields(event.unknown_fields, topic_kind)
         if not self.join_labels:
             return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
         records: list[Record] = []
