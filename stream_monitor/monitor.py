@@ -732,7 +732,7 @@ class Monitor:
                 return state
         else:
             return self._route_values(version, state, column, positions, records, batch, absent_is_missing)
-        state.values = np.array(values, dtype=np.float64) if numeric else values
+        state.values = np.fromiter(values, dtype=np.float64, count=len(values)) if numeric else values
         state.positions = taken
         batch.touched[id(state)] = state
         return state
