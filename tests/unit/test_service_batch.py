@@ -116,3 +116,16 @@ def test_run_by_run_bookkeeping_equals_the_message_by_message_rules() -> None:
         assert replayed == sum(1 for m in messages if m.partition() == 0 and m.topic() == PREDICTIONS
                                and m.offset() < silent_until)
         service.consumer.close()
+
+
+def test_a_batch_of_one_run_reaches_the_pipeline_whole() -> None:
+    service = _service(0)
+    seen: list = []
+    service.owned[1].pipeline.process = lambda items: seen.extend(items) or []  # type: ignore[method-assign]
+    service.checkpoint.after_batch = lambda states, offsets: True  # type: ignore[method-assign]
+    messages = [m for m in _batch() if m.partition() == 1 and m.offset() % 4 != 3][:5]
+    assert len({(m.topic(), m.partition()) for m in messages}) == 1
+    service._process(messages)  # type: ignore[arg-type]
+    assert [item.event.event_id for item in seen] == [f"1-{m.offset()}" for m in messages]
+    assert service.owned[1].positions == {"predictions": messages[-1].offset() + 1}
+    service.consumer.close()
