@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
-from stream_monitor.batch_decode import BatchDecoder
+from stream_monitor.events.batch import BatchDecoder
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
