@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
-from stream_monitor.events.batch import BatchDecoder
+from stream_monitor.events.batch import BatchDecoder, LabelBatchDecoder
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
@@ -44,6 +44,7 @@ class Decoder:
                              settings.input.strict)
         self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
         self._batch = BatchDecoder(self.limits, self.prediction, self.allowed)
+        self._label_batch = LabelBatchDecoder(self.limits, self.label)
 
     def predictions(self, raws: Sequence[bytes | None]) -> list[PredictionEvent | BadMessage]:
         """Decode a batch: one event or one :class:`BadMessage` per message, as :meth:`prediction` gives."""
@@ -54,6 +55,10 @@ class Decoder:
         if self.allowed is not None and event.model not in self.allowed:
             raise BadMessage("unknown_model", f"model {event.model!r} is not in allowed_models", raw)
         return event
+
+    def labels(self, raws: Sequence[bytes | None]) -> list[LabelEvent | BadMessage]:
+        """Decode a batch of labels: one label event or one :class:`BadMessage` each, as :meth:`label` gives."""
+        return self._label_batch.labels(raws)
 
     def label(self, raw: bytes | None) -> LabelEvent:
         return decode_label(raw, self.limits)

@@ -25,7 +25,6 @@ from typing import BinaryIO
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
-from stream_monitor.events import LabelEvent
 from stream_monitor.join import EventClock
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Record
@@ -72,7 +71,7 @@ def _read(path: Path, kind: int, pipeline: Pipeline, summary: ReplaySummary,
         for lines in iter(lambda: list(itertools.islice(handle, chunk)), []):
             summary.lines += len(lines)
             raws = [line.rstrip(b"\r\n") for line in lines]
-            decoded = decoder.predictions(raws) if kind == 0 else [_label(decoder, raw) for raw in raws]
+            decoded = decoder.predictions(raws) if kind == 0 else decoder.labels(raws)
             for outcome in decoded:
                 number += 1
                 if isinstance(outcome, BadMessage):
@@ -93,13 +92,6 @@ def _read(path: Path, kind: int, pipeline: Pipeline, summary: ReplaySummary,
                         outcome.ts = used
                     last_ts = used
                 yield last_ts, kind, number, item
-
-
-def _label(decoder: Decoder, raw: bytes) -> LabelEvent | BadMessage:
-    try:
-        return decoder.label(raw)
-    except BadMessage as bad:
-        return bad
 
 
 def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,

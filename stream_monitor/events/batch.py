@@ -23,9 +23,9 @@ from typing import Annotated, Any
 import msgspec
 
 from stream_monitor.errors import BadMessage
-from stream_monitor.events import _LATEST_TS, Limits, PredictionEvent, _timestamp
+from stream_monitor.events import _LATEST_TS, LabelEvent, Limits, PredictionEvent, _timestamp
 
-__all__ = ["BatchDecoder"]
+__all__ = ["BatchDecoder", "LabelBatchDecoder"]
 
 #: integers orjson (the oracle's parser) keeps as int (up to 2**64 - 1); the few above int64 go to the oracle
 _INT_RANGE = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
@@ -185,3 +185,55 @@ def _category(value: Any) -> Any:
     if value is False:
         return "false"
     return value
+
+
+class LabelBatchDecoder:
+    """Label message bytes to label events, in bulk, with the oracle's verdicts (as :class:`BatchDecoder`).
+
+    >>> from stream_monitor.events import decode_label
+    >>> decoder = LabelBatchDecoder(Limits(), decode_label)
+    >>> [getattr(o, "label", None) or o.reason for o in decoder.labels(
+    ...     [b'{"event_id": "e1", "model": "m", "label": true}', b'{"event_id": "e2", "model": "m"}'])]
+    [1.0, 'missing_field']
+    """
+
+    def __init__(self, limits: Limits, oracle: Callable[[bytes | None], LabelEvent]) -> None:
+        self.limits = limits
+        self._oracle = oracle
+        name = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
+        text = Annotated[str, msgspec.Meta(max_length=limits.max_string_length)]
+        wire = msgspec.defstruct("WireLabel", [("event_id", name), ("model", name), ("label", float | text | bool),
+                                               ("ts", float | None, None)], forbid_unknown_fields=True)
+        self._decode = msgspec.json.Decoder(wire).decode
+
+    def labels(self, raws: Sequence[bytes | None]) -> list[LabelEvent | BadMessage]:
+        """One label event or one :class:`BadMessage` per message, in order."""
+        decode = self._decode
+        max_bytes = self.limits.max_message_bytes
+        errors = (msgspec.ValidationError, msgspec.DecodeError)
+        out: list[LabelEvent | BadMessage] = []
+        for raw in raws:
+            if raw is None or not 0 < len(raw) <= max_bytes:
+                out.append(self._slow(raw))
+                continue
+            try:
+                wire = decode(raw)
+            except errors:
+                # an RFC 3339 time, an unknown field, a bad message...: the oracle decides
+                out.append(self._slow(raw))
+                continue
+            ts = wire.ts
+            if ts is not None and not 0.0 <= ts <= _LATEST_TS:
+                out.append(self._slow(raw))
+                continue
+            label = wire.label
+            if label.__class__ is bool:
+                label = float(label)  # a boolean label is the class 1/0
+            out.append(LabelEvent(wire.event_id, wire.model, label, ts))
+        return out
+
+    def _slow(self, raw: bytes | None) -> LabelEvent | BadMessage:
+        try:
+            return self._oracle(raw)
+        except BadMessage as bad:
+            return bad

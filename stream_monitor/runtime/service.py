@@ -414,14 +414,10 @@ class Service:
         times = [milliseconds / 1000.0 if timestamp_kind else None
                  for timestamp_kind, milliseconds in map(_TIMESTAMP, run)]
         values = list(map(_VALUE, run))
+        make: Any
         if kind == "labels":
-            outcomes: list[Any] = []
-            for raw in values:
-                try:
-                    outcomes.append(self._decoder.label(raw))
-                except BadMessage as bad:
-                    outcomes.append(bad)
-            make: Any = LabelRecord
+            outcomes: list[Any] = self._decoder.labels(values)
+            make = LabelRecord
         else:
             outcomes = self._decoder.predictions(values)
             make = Record

@@ -182,3 +182,52 @@ def test_simulated_messages_take_the_fast_path_and_equal_the_oracle() -> None:
     batch = decoder.predictions(corpus)
     assert [_outcome(got) for got in batch] == [_oracle(decoder, raw) for raw in corpus]
     assert slow_calls == []
+
+
+LABEL_BASE = {"event_id": "e1", "model": "m", "label": 1, "ts": 1764000000.25}
+
+
+def _label_corpus() -> list[bytes]:
+    cases = []
+    for field, value in itertools.product(["event_id", "model", "label", "ts", "unknown"], VALUES):
+        document = dict(LABEL_BASE)
+        document[field] = "\x00MARK\x00"
+        text = value if isinstance(value, bytes) else value.encode()
+        cases.append(orjson.dumps(document).replace(orjson.dumps("\x00MARK\x00"), text))
+    base = orjson.dumps(LABEL_BASE)
+    cases += [base, b"", b"null", b"[]", base[:-1], base + b"x", b'{"event_id": "e", "model": "m"}',
+              b'{"event_id": "e", "model": "m", "label": null}', b'{"event_id": "e", "label": 1}',
+              b'{"event_id": "e", "model": "m", "label": 1, "label": "x"}',
+              b'{"event_id": "e", "model": "m", "label": "x", "label": 0}',
+              b'{"event_id": "e", "model": "m", "label": "' + b"z" * 3000 + b'"}']
+    return cases
+
+
+def _label_oracle(decoder: Decoder, raw: bytes | None) -> tuple:
+    try:
+        label = decoder.label(raw)
+    except BadMessage as bad:
+        return _outcome(bad)
+    return ("label", repr(label), type(label.label), type(label.ts))
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["small-limits", "strict", "allowlist", "defaults"])
+def test_every_edge_label_gets_the_oracles_label_or_reject(settings: Settings) -> None:
+    decoder = Decoder(settings)
+    corpus = _label_corpus() + [None] + _fuzzed_labels(7, 500)  # type: ignore[list-item]
+    got = [_outcome(o) if isinstance(o, BadMessage) else ("label", repr(o), type(o.label), type(o.ts))
+           for o in decoder.labels(corpus)]
+    assert got == [_label_oracle(decoder, raw) for raw in corpus]
+    assert sum(g[0] == "label" for g in got) >= 40 and len({g[1] for g in got if g[0] == "reject"}) >= 6
+
+
+def _fuzzed_labels(seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for number in range(count):
+        data = bytearray(orjson.dumps({"event_id": f"e{number}", "model": "m", "label": rng.choice([0, 1, True, "a"]),
+                                       "ts": 1764000000 + number}))
+        where = rng.randrange(len(data))
+        data[where] = rng.choice(b'{}[]",:0123456789.eE-+ntrufalsNI\\\xff')
+        out.append(bytes(data))
+    return out
