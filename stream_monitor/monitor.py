@@ -595,7 +595,7 @@ class Monitor:
         """Feed a batch of events in order; return the alerts they caused.
 
         Batches whose (model, version)s are all known go column by column
-        (:meth:`_route_columns`); a batch that starts monitoring a new one goes
+        (:meth:`_route_block`); a batch that starts monitoring a new one goes
         value by value (:meth:`_route_rows`), which admits and evicts in event
         order. Both give the same detector inputs, so the same alerts.
         """
