@@ -18,7 +18,9 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -66,6 +68,34 @@ class Record:
     #: re-read after a restore to bring the detectors up to the committed offset: it
     #: updates them as before, but its alerts went out before the restart and are not repeated
     silent: bool = False
+
+
+class _Absent:
+    """The type of :data:`_ABSENT`: a feature the event does not carry (None is a missing value)."""
+
+
+_ABSENT = _Absent()
+_EVENT = attrgetter("event")
+_VERSION_KEY = attrgetter("model", "model_version")
+_FEATURES = attrgetter("features")
+_PREDICTION = attrgetter("prediction")
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What routing one batch gathers: the signals to update, alerts, and counts per model."""
+
+    touched: dict[int, _SignalState] = field(default_factory=dict)
+    alerts: list[tuple[int, str, str, Alert]] = field(default_factory=list)
+    missing: dict[str, int] = field(default_factory=dict)
+    mismatched: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    last_ts: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def count(counts: dict[str, int], model: str, number: int) -> None:
+        if number:
+            counts[model] = counts.get(model, 0) + number
 
 
 class _SignalState:
@@ -142,9 +172,11 @@ class Monitor:
     feature:amount scale e3168 3168
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, columnar: bool = True) -> None:
         self._settings = settings
         self._metrics = metrics
+        #: route whole columns per (model, version) block; False: value by value (the oracle)
+        self._columnar = columnar
         self._versions: dict[tuple[str, str], _VersionState] = {}
         self._signals_per_model: dict[str, set[str]] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
@@ -561,17 +593,188 @@ class Monitor:
     # -- the per-batch path ---------------------------------------------
 
     def process(self, records: Sequence[Record]) -> list[Alert]:
-        """Feed a batch of events in order; return the alerts they caused."""
+        """Feed a batch of events in order; return the alerts they caused.
+
+        Batches whose (model, version)s are all known go column by column
+        (:meth:`_route_block`); a batch that starts monitoring a new one goes
+        value by value (:meth:`_route_rows`), which admits and evicts in event
+        order. Both give the same detector inputs, so the same alerts.
+        """
+        batch = _Batch()
+        blocks = self._blocks(records) if self._columnar else None
+        if blocks is None:
+            self._route_rows(records, range(len(records)), batch)
+        else:
+            for key, positions in blocks.items():
+                self._route_block(records, self._versions[key], positions, batch)
+            self._last_times(records, blocks, batch)
+        self._events_seen += len(records)
+        alerts = batch.alerts
+        for state in batch.touched.values():
+            self._detect(state, records, alerts)
         metrics = self._metrics
+        if metrics:
+            for model, count in batch.missing.items():
+                metrics.values_skipped.labels(model, "missing").inc(count)
+            for model, count in batch.mismatched.items():
+                metrics.values_skipped.labels(model, "kind_mismatch").inc(count)
+            for model, count in batch.dropped.items():
+                metrics.signals_dropped.labels(model, "signal_cap").inc(count)
+            for model, ts in batch.last_ts.items():
+                metrics.last_event_timestamp.labels(model).set(ts)
+        alerts.sort(key=lambda item: item[:3])
+        return [alert for *_, alert in alerts]
+
+    def _blocks(self, records: Sequence[Record]) -> dict[tuple[str, str], list[int]] | None:
+        """Batch positions per (model, version), in order; None when one is not monitored yet."""
+        keys = list(map(_VERSION_KEY, map(_EVENT, records)))
+        if not keys:
+            return {}
         versions = self._versions
-        touched: dict[int, _SignalState] = {}
-        missing: dict[str, int] = {}
-        mismatched: dict[str, int] = {}
-        dropped: dict[str, int] = {}
-        last_ts: dict[str, float] = {}
+        first = keys[0]
+        if keys.count(first) == len(keys):  # the usual batch: one model version
+            return {first: list(range(len(keys)))} if first in versions else None
+        blocks: dict[tuple[str, str], list[int]] = {}
+        for position, key in enumerate(keys):
+            block = blocks.get(key)
+            if block is None:
+                if key not in versions:
+                    return None
+                block = blocks[key] = []
+            block.append(position)
+        return blocks
+
+    def _last_times(self, records: Sequence[Record], blocks: dict[tuple[str, str], list[int]],
+                    batch: _Batch) -> None:
+        """Each model's last event time in the batch (its ``ts``, else its Kafka timestamp)."""
+        latest: dict[str, tuple[int, float]] = {}
+        for (model, _), positions in blocks.items():
+            for position in reversed(positions):
+                record = records[position]
+                ts = record.event.ts if record.event.ts is not None else record.timestamp
+                if ts is not None:
+                    if position > latest.get(model, (-1, 0.0))[0]:
+                        latest[model] = (position, ts)
+                    break
+        batch.last_ts.update({model: ts for model, (_, ts) in latest.items()})
+
+    def _route_block(self, records: Sequence[Record], version: _VersionState, positions: list[int],
+                     batch: _Batch) -> None:
+        """One (model, version)'s events of the batch, one column per signal.
+
+        A signal not seen before, or a version with far more signals than its
+        events carry, goes value by value: new signals must be made in event order.
+        """
+        model = version.model
+        version.last_seen = self._events_seen + positions[-1]
+        self._dirty.add((model, version.model_version))
+        events = [records[position].event for position in positions]
+        features = list(map(_FEATURES, events))
+        carried = sum(map(len, features))
+        by_feature = version.by_feature
+        count = len(events)
+        predictions = list(map(_PREDICTION, events))
+        if (len(by_feature) * count > 4 * carried + 64 or
+                (version.prediction is False and predictions.count(None) != count)):
+            self._route_rows(records, positions, batch)
+            return
+        columns: list[tuple[str, _SignalState | None, list[Any]]] = []
+        for name, state in by_feature.items():
+            column = list(map(dict.get, features, repeat(name), repeat(_ABSENT)))
+            present = count - column.count(_ABSENT)
+            if present:
+                columns.append((name, state, column))
+                carried -= present
+        if carried:  # a feature without a signal state yet
+            self._route_rows(records, positions, batch)
+            return
+        where = np.array(positions, dtype=np.intp)
+        for name, state, column in columns:
+            if state is None:
+                if not (version.unselected and "feature:" + name in version.unselected):
+                    batch.count(batch.dropped, model, count - column.count(_ABSENT))
+                continue
+            new = self._route_column(version, state, column, positions, where, records, batch)
+            if new is not state:
+                by_feature[name] = new
+        prediction = version.prediction
+        if prediction is None:
+            if "prediction" not in version.unselected:
+                batch.count(batch.dropped, model, count - predictions.count(None))
+        elif isinstance(prediction, _SignalState):
+            new = self._route_column(version, prediction, predictions, positions, where, records, batch,
+                                     absent_is_missing=False)
+            if new is not prediction:
+                version.prediction = new
+
+    def _route_column(self, version: _VersionState, state: _SignalState, column: list[Any],
+                      positions: list[int], where: np.ndarray, records: Sequence[Record], batch: _Batch,
+                      absent_is_missing: bool = True) -> _SignalState | None:
+        """Hand one signal's column to its state: whole when its values are all of the signal's kind.
+
+        Missing values (None) are skipped and counted (a missing prediction is not
+        counted); a value of the other kind goes through :meth:`_other_kind` in order.
+        Returns the signal's state afterwards (a new one when the kind changed).
+        """
+        kinds = set(map(type, column))
+        numeric = state.kind == "numeric"
+        wanted = float if numeric else str
+        if kinds == {wanted} and not state.values:
+            values = column
+            taken = where
+        elif kinds <= {wanted, type(None), _Absent} and not state.values:
+            types = np.array(list(map(type, column)), dtype=object)
+            keep = types == wanted
+            if absent_is_missing:
+                batch.count(batch.missing, version.model, int(np.count_nonzero(types == type(None))))
+            values = [value for value in column if value.__class__ is wanted]
+            taken = where[keep]
+            if not values:
+                return state
+        else:
+            return self._route_values(version, state, column, positions, records, batch, absent_is_missing)
+        state.values = np.fromiter(values, dtype=np.float64, count=len(values)) if numeric else values
+        state.positions = taken
+        batch.touched[id(state)] = state
+        return state
+
+    def _route_values(self, version: _VersionState, state: _SignalState, column: list[Any],
+                      positions: list[int], records: Sequence[Record], batch: _Batch,
+                      absent_is_missing: bool) -> _SignalState | None:
+        """One signal's column value by value (the row path's rules for one signal)."""
+        model = version.model
+        for position, value in zip(positions, column):
+            if value is _ABSENT or (value is None and not absent_is_missing):
+                continue
+            if value is None:
+                batch.count(batch.missing, model, 1)
+                continue
+            if (state.kind == "numeric") is not isinstance(value, float):
+                new = self._other_kind(version, state, value, position, records, batch.alerts, batch.touched)
+                if new is None:
+                    batch.count(batch.mismatched, model, 1)
+                    continue
+                state = new
+            if isinstance(state.values, np.ndarray):
+                state.values = state.values.tolist()
+                state.positions = list(state.positions)
+            state.values.append(value)
+            state.positions.append(position)
+            batch.touched[id(state)] = state
+        return state
+
+    def _route_rows(self, records: Sequence[Record], positions: Iterable[int], batch: _Batch) -> None:
+        """Events value by value, in order, admitting new (model, version)s (the oracle path)."""
+        versions = self._versions
+        touched = batch.touched
+        missing = batch.missing
+        mismatched = batch.mismatched
+        dropped = batch.dropped
+        last_ts = batch.last_ts
+        alerts = batch.alerts
         events_seen = self._events_seen
-        alerts: list[tuple[int, str, str, Alert]] = []
-        for position, record in enumerate(records):
+        for position in positions:
+            record = records[position]
             event = record.event
             version = versions.get(state_key(event.model, event.model_version))
             if version is None:
@@ -631,21 +834,6 @@ class Monitor:
                     state.positions.append(position)
                     touched[id(state)] = state
 
-        self._events_seen = events_seen + len(records)
-        for state in touched.values():
-            self._detect(state, records, alerts)
-        if metrics:
-            for model, count in missing.items():
-                metrics.values_skipped.labels(model, "missing").inc(count)
-            for model, count in mismatched.items():
-                metrics.values_skipped.labels(model, "kind_mismatch").inc(count)
-            for model, count in dropped.items():
-                metrics.signals_dropped.labels(model, "signal_cap").inc(count)
-            for model, ts in last_ts.items():
-                metrics.last_event_timestamp.labels(model).set(ts)
-        alerts.sort(key=lambda item: item[:3])
-        return [alert for *_, alert in alerts]
-
     def feed_signal(self, model: str, model_version: str, signal: str,
                     values: Iterable[tuple[Any, Record]]) -> list[Alert]:
         """Feed values of a derived signal (e.g. ``performance:error_rate``) in order."""
@@ -692,7 +880,7 @@ class Monitor:
                 self._detector_failed(state.model, state.signal, detector.name)
                 continue
             for detection in detections:
-                position = positions[detection.index]
+                position = int(positions[detection.index])
                 record = records[position]
                 event = record.event
                 n_seen = base + detection.index

@@ -16,6 +16,7 @@ reported, never fatal.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,34 +65,33 @@ def _read(path: Path, kind: int, pipeline: Pipeline, summary: ReplaySummary,
     clock = EventClock(settings.limits.max_event_time_skew_s)
     topic_kind = "predictions" if kind == 0 else "labels"
     last_ts = float("-inf")
+    chunk = max(1, settings.consumer.batch_size)
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle):
-            summary.lines += 1
-            raw = line.rstrip(b"\r\n")
-            try:
+        number = -1
+        for lines in iter(lambda: list(itertools.islice(handle, chunk)), []):
+            summary.lines += len(lines)
+            raws = [line.rstrip(b"\r\n") for line in lines]
+            decoded = decoder.predictions(raws) if kind == 0 else decoder.labels(raws)
+            for outcome in decoded:
+                number += 1
+                if isinstance(outcome, BadMessage):
+                    summary.rejected[outcome.reason] += 1
+                    continue
                 item: Record | LabelRecord
                 if kind == 0:
-                    event = decoder.prediction(raw)
-                    ts, item = event.ts, Record(event, 0, None)
+                    ts, item = outcome.ts, Record(outcome, 0, None)  # type: ignore[arg-type]
                     summary.events += 1
                 else:
-                    label = decoder.label(raw)
-                    ts, item = label.ts, LabelRecord(label, 0, None)
+                    ts, item = outcome.ts, LabelRecord(outcome, 0, None)  # type: ignore[arg-type]
                     summary.labels += 1
-            except BadMessage as bad:
-                summary.rejected[bad.reason] += 1
-                continue
-            if ts is not None:
-                used, clamped = clock.observe(ts)
-                if clamped:
-                    summary.clamped[topic_kind] += 1
-                    pipeline.count_clamped(topic_kind, ts, used)
-                    if kind == 0:
-                        item.event.ts = used  # type: ignore[union-attr]
-                    else:
-                        item.label.ts = used  # type: ignore[union-attr]
-                last_ts = used
-            yield last_ts, kind, number, item
+                if ts is not None:
+                    used, clamped = clock.observe(ts)
+                    if clamped:
+                        summary.clamped[topic_kind] += 1
+                        pipeline.count_clamped(topic_kind, ts, used)
+                        outcome.ts = used
+                    last_ts = used
+                yield last_ts, kind, number, item
 
 
 def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,

@@ -27,6 +27,7 @@ are committed, the consumer closes and :meth:`Service.run` returns 0.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import faulthandler
 import logging
@@ -35,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from operator import methodcaller
 from typing import Any
 
 import orjson
@@ -60,6 +62,10 @@ from stream_monitor.state.recovery import PartitionState, recover
 __all__ = ["Service", "consumer_config", "producer_config"]
 
 log = logging.getLogger("stream_monitor.runtime")
+
+#: a message's fields, read for a whole batch at a time (C calls, no Python loop)
+_ERROR, _TOPIC, _PARTITION = methodcaller("error"), methodcaller("topic"), methodcaller("partition")
+_OFFSET, _TIMESTAMP, _VALUE = methodcaller("offset"), methodcaller("timestamp"), methodcaller("value")
 
 #: SIGTERM to exit: time left to deliver what is pending before giving up on it
 STOP_GRACE_S = 7.0
@@ -344,53 +350,46 @@ class Service:
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         metrics = self.metrics
-        decoder = self._decoder
-        labels_topic = self._labels_topic
         owned = self.owned
         by_partition: dict[int, list[Record | LabelRecord]] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
         replayed: dict[str, int] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+        batch_size = len(messages)
+        errors = list(map(_ERROR, messages))
+        if errors.count(None) != len(errors):
+            for error in errors:
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     self._on_kafka_error(error)
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            messages = [message for message, error in zip(messages, errors) if error is None]
+        # the bookkeeping goes run by run: consume() returns long runs of one topic-partition
+        for topic, partition, run in _runs(messages):
             state = owned.get(partition)
             if state is None or (topic, partition) not in self._assigned:
                 continue  # not ours (any more): its owner reads it from the committed offset
-            kind = "labels" if topic == labels_topic else "predictions"
-            state.positions[kind] = offset + 1
-            state.since_snapshot += 1
-            consumed[topic] = consumed.get(topic, 0) + 1
-            silent = state.is_silent(kind, offset)
-            if silent:
-                # below the committed offset: storing it would move the commit backwards;
-                # the last one stores the committed offset itself (so the lag is known)
-                replayed[topic] = replayed.get(topic, 0) + 1
-                if offset + 1 == state.silent_until[kind]:
-                    next_offsets[(topic, partition)] = offset + 1
-            else:
-                next_offsets[(topic, partition)] = offset + 1
-            timestamp_kind, milliseconds = message.timestamp()
-            timestamp = milliseconds / 1000.0 if timestamp_kind else None
+            kind = "labels" if topic == self._labels_topic else "predictions"
+            offsets = list(map(_OFFSET, run))
+            count = len(run)
+            state.positions[kind] = offsets[-1] + 1
+            state.since_snapshot += count
+            consumed[topic] = consumed.get(topic, 0) + count
+            # messages below the committed offset are silent: the first ``quiet`` of the run
+            until = state.silent_until.get(kind)
+            quiet = 0 if until is None or offsets[0] >= until else bisect.bisect_left(offsets, until)
+            if quiet:
+                # storing a silent offset would move the commit backwards; the last one stores
+                # the committed offset itself (so the lag is known)
+                replayed[topic] = replayed.get(topic, 0) + quiet
+                if until - 1 in offsets[:quiet]:
+                    next_offsets[(topic, partition)] = until
+            if quiet < count:
+                next_offsets[(topic, partition)] = offsets[-1] + 1
             items = by_partition.setdefault(partition, [])
-            try:
-                if kind == "labels":
-                    items.append(LabelRecord(decoder.label(message.value()), partition, timestamp, silent))
-                    continue
-                event = decoder.prediction(message.value())
-            except BadMessage as bad:
-                if not silent:  # a silent one went to the dead letters before the restart
-                    self._dead_letter(message, bad)
-                continue
-            items.append(Record(event, partition, timestamp, silent))
+            self._decode_run(run, kind, partition, quiet, items)
         for topic, count in consumed.items():
-            metrics.events_consumed.labels(topic).inc(count)
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
             self._uncommitted_reads[topic] = self._uncommitted_reads.get(topic, 0) + count
+            metrics.events_consumed.labels(topic).inc(count)
         for topic, count in replayed.items():
             metrics.state_replayed.labels(topic).inc(count)
         if len(owned) > 1:
@@ -407,8 +406,32 @@ class Service:
         if not self.checkpoint.after_batch(touched, offsets):
             return  # stopping with undelivered output: the batch stays uncommitted
         self._export_join_gauges()
-        metrics.batch_size.observe(len(messages))
+        metrics.batch_size.observe(batch_size)
         metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _decode_run(self, run: list[Message], kind: str, partition: int, quiet: int,
+                    items: list[Record | LabelRecord]) -> None:
+        """Decode one run of messages into ``items`` in order; bad ones go to the dead letters.
+
+        The first ``quiet`` messages are silent: they went to the dead letters before the restart.
+        """
+        times = [milliseconds / 1000.0 if timestamp_kind else None
+                 for timestamp_kind, milliseconds in map(_TIMESTAMP, run)]
+        values = list(map(_VALUE, run))
+        make: Any
+        if kind == "labels":
+            outcomes: list[Any] = self._decoder.labels(values)
+            make = LabelRecord
+        else:
+            outcomes = self._decoder.predictions(values)
+            make = Record
+        for index, outcome in enumerate(outcomes):
+            silent = index < quiet
+            if outcome.__class__ is BadMessage:
+                if not silent:
+                    self._dead_letter(run[index], outcome)
+                continue
+            items.append(make(outcome, partition, times[index], silent))
 
     def _warn_spread_models(self) -> None:
         """Say once per model when its events arrive on several partitions this member owns.
@@ -854,3 +877,19 @@ def _partition_lag(stats: dict[str, Any]) -> int | None:
     if high >= 0 and high == low:
         return 0
     return None
+
+
+def _runs(messages: list[Message]) -> list[tuple[str, int, list[Message]]]:
+    """Consecutive messages of one topic-partition, in order: ``(topic, partition, messages)``."""
+    if not messages:
+        return []
+    keys = list(zip(map(_TOPIC, messages), map(_PARTITION, messages)))
+    if keys.count(keys[0]) == len(keys):
+        return [(*keys[0], messages)]
+    runs = []
+    start = 0
+    for index in range(1, len(keys) + 1):
+        if index == len(keys) or keys[index] != keys[start]:
+            runs.append((*keys[start], messages[start:index]))
+            start = index
+    return runs

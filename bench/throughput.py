@@ -1,0 +1,254 @@
+"""Per-core throughput: ``replay`` and ``run`` beside their baselines, in one run (issue 13).
+
+    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000]
+
+Figures are CPU seconds of this process (all threads), medians of the repeats:
+
+- ``replay`` events/s over the 22-signal simulated model (20 numeric features,
+  1 categorical, a score prediction), the batch path beside today's path
+  (one-message decode, value-by-value routing) on the same file;
+- per stage, us/event: decode+validate, route (``Pipeline.process`` less the
+  detectors), detect (detector updates and alert building), rest (reading
+  lines, records, the merge, writing alerts);
+- with KAFKA_BOOTSTRAP set: ``run`` (the service, in this process) from the real
+  broker until caught up, in events per CPU-second, beside a plain
+  ``consume(1000)`` loop touching every message value; the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stream_monitor.config import Settings  # noqa: E402
+from stream_monitor.errors import BadMessage  # noqa: E402
+from stream_monitor.monitor import Monitor, Record  # noqa: E402
+from stream_monitor.pipeline import Decoder, Pipeline  # noqa: E402
+from stream_monitor.replay import replay  # noqa: E402
+from stream_monitor.simulate import Scenario, generate  # noqa: E402
+
+
+def write_events(path: Path, events: int) -> None:
+    with open(path, "wb") as handle:
+        for event, _ in generate(Scenario(n_events=events, seed=1)):
+            handle.write(orjson.dumps(event) + b"\n")
+
+
+def cpu(function: Callable[[], object]) -> float:
+    started = time.process_time()
+    function()
+    return time.process_time() - started
+
+
+def replay_today(settings: Settings, path: Path) -> None:
+    """Today's path: one-message decode, value-by-value routing (the same batches as replay)."""
+    pipeline = Pipeline(settings, None, join_labels=False)
+    pipeline.monitor = Monitor(settings, columnar=False)
+    decoder = Decoder(settings)
+    out = io.BytesIO()
+    batch: list[Record] = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                batch.append(Record(decoder.prediction(line.rstrip(b"\r\n")), 0, None))
+            except BadMessage:
+                continue
+            if len(batch) >= settings.consumer.batch_size:
+                for alert in pipeline.process(batch):
+                    out.write(alert.to_json() + b"\n")
+                batch = []
+    for alert in pipeline.process(batch):
+        out.write(alert.to_json() + b"\n")
+
+
+def replay_batch(settings: Settings, path: Path) -> None:
+    replay(settings, path, io.BytesIO())
+
+
+@contextmanager
+def detect_timer() -> Iterator[list[float]]:
+    """CPU seconds spent in Monitor._detect (the detector updates and their alerts)."""
+    spent = [0.0]
+    original = Monitor._detect
+
+    def timed(self, state, records, out):  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        try:
+            return original(self, state, records, out)
+        finally:
+            spent[0] += time.process_time() - started
+
+    Monitor._detect = timed  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        Monitor._detect = original  # type: ignore[method-assign]
+
+
+def stages(settings: Settings, path: Path, columnar: bool) -> dict[str, float]:
+    """CPU seconds of decode+validate, route and detect, each run on its own."""
+    lines = [line.rstrip(b"\r\n") for line in path.read_bytes().splitlines()]
+    decoder = Decoder(settings)
+    size = settings.consumer.batch_size
+    chunks = [lines[start:start + size] for start in range(0, len(lines), size)]
+    decoded: list[list[object]] = []
+
+    def decode() -> None:
+        decoded.clear()
+        for chunk in chunks:
+            if columnar:
+                decoded.append(decoder.predictions(chunk))
+            else:
+                out: list[object] = []
+                for raw in chunk:
+                    try:
+                        out.append(decoder.prediction(raw))
+                    except BadMessage as bad:
+                        out.append(bad)
+                decoded.append(out)
+
+    decode_s = cpu(decode)
+    batches = [[Record(e, 0, None) for e in chunk if not isinstance(e, BadMessage)] for chunk in decoded]
+    pipeline = Pipeline(settings, None, join_labels=False)
+    pipeline.monitor = Monitor(settings, columnar=columnar)
+    with detect_timer() as spent:
+        process_s = cpu(lambda: [pipeline.process(batch) for batch in batches])
+    return {"decode": decode_s, "route": process_s - spent[0], "detect": spent[0]}
+
+
+def bench_replay(events: int, repeats: int) -> None:
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        write_events(path, events)
+        totals: dict[str, list[float]] = {"today": [], "batch": []}
+        profile: dict[str, list[dict[str, float]]] = {"today": [], "batch": []}
+        for _ in range(repeats):
+            totals["today"].append(cpu(lambda: replay_today(settings, path)))
+            totals["batch"].append(cpu(lambda: replay_batch(settings, path)))
+            profile["today"].append(stages(settings, path, columnar=False))
+            profile["batch"].append(stages(settings, path, columnar=True))
+    print(f"replay, {events} events of the 22-signal model, CPU s, median of {repeats}:")
+    print(f"{'path':<8}{'events/s':>11}{'decode+validate':>17}{'route':>9}{'detect':>9}{'rest':>8}  us/event")
+    for name in ("today", "batch"):
+        total = statistics.median(totals[name])
+        parts = {key: statistics.median(p[key] for p in profile[name]) for key in ("decode", "route", "detect")}
+        rest = max(0.0, total - sum(parts.values()))
+        per = {key: value / events * 1e6 for key, value in {**parts, "rest": rest}.items()}
+        print(f"{name:<8}{events / total:>11,.0f}{per['decode']:>17.2f}{per['route']:>9.2f}"
+              f"{per['detect']:>9.2f}{per['rest']:>8.2f}")
+    print(f"replay speed-up: {statistics.median(totals['today']) / statistics.median(totals['batch']):.2f}x")
+
+
+def preload(servers: str, topic: str, events: int) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": servers})
+    for future in admin.create_topics([NewTopic(name, 1, 1) for name in
+                                       (topic, f"{topic}.alerts", f"{topic}.dlq")]).values():
+        future.result(30)
+    producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
+                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
+    for count, (event, _) in enumerate(generate(Scenario(n_events=events, seed=1))):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(event), key=b"fraud")
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if count % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+
+
+def consume_only(servers: str, topic: str, events: int) -> float:
+    """CPU seconds of a plain consume(1000) loop touching every value, until all are read."""
+    from confluent_kafka import Consumer
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": f"bench-plain-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen = 0
+    total = 0
+    started = None
+    while seen < events:
+        messages = consumer.consume(1000, 1.0)
+        if messages and started is None:
+            started = time.process_time()
+        for message in messages:
+            if message.error() is None:
+                total += len(message.value())
+                seen += 1
+    spent = time.process_time() - (started or time.process_time())
+    consumer.close()
+    return spent
+
+
+def run_service(servers: str, topic: str, events: int) -> float:
+    """CPU seconds of the service (in this process) from its start until caught up."""
+    from prometheus_client import CollectorRegistry
+
+    from stream_monitor.metrics import Health, Metrics
+    from stream_monitor.runtime.service import Service
+    settings = Settings(kafka={"bootstrap_servers": servers, "group_id": f"bench-run-{uuid.uuid4().hex[:8]}"},
+                        topics={"predictions": topic, "alerts": f"{topic}.alerts",
+                                "dead_letter": f"{topic}.dlq", "labels": None},
+                        log_level="WARNING")
+    metrics = Metrics(CollectorRegistry())
+    service = Service(settings, metrics, Health())
+    started = time.process_time()
+    idle = 2.0
+    service.run(max_idle_s=idle)
+    spent = time.process_time() - started
+    consumed = metrics.registry.get_sample_value("stream_monitor_events_consumed_total", {"topic": topic})
+    assert consumed == events, f"the service read {consumed} of {events} events"
+    return spent
+
+
+def bench_run(servers: str, events: int, repeats: int) -> None:
+    from confluent_kafka.admin import AdminClient
+    topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
+    preload(servers, topic, events)
+    plain, ours = [], []
+    try:
+        for _ in range(repeats):
+            plain.append(events / consume_only(servers, topic, events))
+            ours.append(events / run_service(servers, topic, events))
+    finally:
+        AdminClient({"bootstrap.servers": servers}).delete_topics([topic, f"{topic}.alerts", f"{topic}.dlq"])
+    print(f"run from the broker, {events} events, events per CPU-second, median of {repeats}:")
+    print(f"  consume-only loop  {statistics.median(plain):>10,.0f}")
+    print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  "
+          f"(ratio {statistics.median(ours) / statistics.median(plain):.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--run-events", type=int, default=200_000)
+    args = parser.parse_args()
+    bench_replay(args.events, args.repeats)
+    servers = os.environ.get("KAFKA_BOOTSTRAP")
+    if servers:
+        bench_run(servers, args.run_events, args.repeats)
+    else:
+        print("run: set KAFKA_BOOTSTRAP to measure the service from a real broker")
+
+
+if __name__ == "__main__":
+    main()
