@@ -386,9 +386,11 @@ class Service:
                 next_offsets[(topic, partition)] = offsets[-1] + 1
             items = by_partition.setdefault(partition, [])
             self._decode_run(run, kind, partition, quiet, items)
+        transactional = isinstance(self.checkpoint, TransactionalCheckpoint)
         for topic, count in consumed.items():
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
-            self._uncommitted_reads[topic] = self._uncommitted_reads.get(topic, 0) + count
+            if transactional:  # at-least-once never rolls a read back
+                self._uncommitted_reads[topic] = self._uncommitted_reads.get(topic, 0) + count
             metrics.events_consumed.labels(topic).inc(count)
         for topic, count in replayed.items():
             metrics.state_replayed.labels(topic).inc(count)
