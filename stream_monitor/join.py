@@ -322,6 +322,9 @@ class LabelJoin:
         self._waiting_total = 0
         #: predictions given up by the global bound, per reason, since the last take_dropped()
         self._dropped: Counter[str] = Counter()
+        #: labels a prediction read after them resolved, over the join's life in this process
+        #: (the service's evidence that reading predictions helps waiting labels)
+        self.resolved_by_predictions = 0
 
     def size(self) -> int:
         """Entries held in memory (for the bound): pending, queued and remembered ids."""
@@ -392,6 +395,7 @@ class LabelJoin:
         waiting = state.waiting_by_id.pop(event.event_id, None)
         if waiting:
             state.unresolved -= len(waiting)
+            self.resolved_by_predictions += len(waiting)
             first, *others = waiting
             self._resolve(first, event.model, event.model_version, event.prediction, ts, partition)
             for entry in waiting:
@@ -572,20 +576,24 @@ class LabelJoin:
         """
         return max((len(m.pending) for m in self._models.values()), default=0)
 
-    def joinable_waiting(self) -> int:
-        """Unresolved labels of models whose predictions have been seen.
+    def unresolved_labels(self) -> int:
+        """Labels still waiting for their prediction, over all models.
 
         The service pauses the labels topic while this is above half of
-        ``early_label_events``. It is exact after every input: a label counts
-        from its arrival until it is joined, or given up (stale in event time,
-        more than ``early_label_events`` unresolved, or
-        :meth:`JoinLimits.head_wait` labels queued behind it at the head).
-        Per model it never exceeds ``min(early_label_events, head_wait()) + 1``.
-        It changes only on input: a caller that pauses the labels on it must
-        keep feeding predictions, and resume the labels when the predictions
-        have nothing unread (nothing else would ever lower it).
+        ``early_label_events`` and predictions are unread. Labels of a model
+        none of whose predictions has been read count too: after a restore
+        from a snapshot taken when only labels had been read, every label of
+        the model is such a label until its first prediction arrives. It is
+        exact after every input: a label counts from its arrival until it is
+        joined, or given up (stale in event time, more than
+        ``early_label_events`` unresolved, or :meth:`JoinLimits.head_wait`
+        labels queued behind it at the head). Per model it never exceeds
+        ``min(early_label_events, head_wait()) + 1``. It changes only on
+        input: a caller that pauses the labels on it must keep feeding
+        predictions, and resume the labels when the predictions have nothing
+        unread (nothing else would ever lower it).
         """
-        return sum(m.unresolved for m in self._models.values() if m.stream_ts is not None)
+        return sum(m.unresolved for m in self._models.values())
 
     def waiting_labels(self) -> int:
         """Labels queued, resolved or not (resolved ones wait behind an unresolved head)."""

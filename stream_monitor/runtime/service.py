@@ -186,7 +186,7 @@ class Service:
         self._spread_warned: set[str] = set()
         self._labels_topic = settings.topics.labels
         self._paused = {"labels": False, "predictions": False}
-        #: predictions read and labels waiting when the current pacing window began,
+        #: predictions read and labels they resolved when the current pacing window began,
         #: and whether pausing the labels is allowed in it (see _labels_pause_helps)
         self._pause_window: tuple[int, int, bool] | None = None
         self._on_alert = on_alert
@@ -558,8 +558,9 @@ class Service:
 
         - Labels far ahead of their predictions would crowd the join's waiting
           room: pause the labels topic while more than half the room is taken
-          by labels that can still join (models whose predictions flow) and
-          the predictions topic still has unread messages. Once every
+          by unresolved labels and the predictions topic still has unread
+          messages (or was not fetched yet), as long as the predictions read
+          resolve waiting labels (see :meth:`_labels_pause_helps`). Once every
           prediction has been read, waiting cannot resolve a label: the
           labels topic is resumed, and the join gives up on what cannot join
           (counted as ``unmatched``) instead of stalling.
@@ -585,9 +586,12 @@ class Service:
         join = _Joins(self.owned)
         room = self.settings.labels.early_label_events
         retention = self.settings.labels.retention_events
-        labels_ahead = (join.joinable_waiting() > room // 2 or (
-            self._paused["labels"] and join.joinable_waiting() > room // 4)) \
-            and self._unread(predictions) and self._labels_pause_helps(room)
+        waiting = join.unresolved_labels()
+        # an assigned predictions partition not fetched yet (its watermark unknown) may well hold
+        # the predictions those labels wait for: after a restore the labels, read from a known
+        # offset, can arrive first, while the predictions' first fetch waits on an offset lookup
+        labels_ahead = (waiting > room // 2 or (self._paused["labels"] and waiting > room // 4)) \
+            and self._unread(predictions, unknown=True) and self._labels_pause_helps(room)
         # thresholds leave room for the batches already on their way
         batch = self.settings.consumer.batch_size
         high = max(retention // 2, retention - 2 * batch)
@@ -607,7 +611,7 @@ class Service:
                 self.consumer.resume(partitions)
             if ahead != self._paused[name]:
                 log.info("pausing input" if ahead else "resuming input",
-                         extra={"topic_kind": name, "labels_waiting": join.joinable_waiting(),
+                         extra={"topic_kind": name, "labels_waiting": waiting,
                                 "fullest_pending": fullest})
             self._paused[name] = ahead
 
@@ -616,34 +620,40 @@ class Service:
 
         Labels whose predictions were read before a restart (or never sent) wait
         for good: pausing the labels for them only lets the predictions run
-        ahead of their own labels. A pause lasts while the waiting labels go
-        down; after ``room`` predictions read without that, the labels flow
-        for the next ``room`` predictions before a pause is tried again.
+        ahead of their own labels. A pause lasts while the predictions read
+        resolve waiting labels; after ``room`` predictions read that resolved
+        none, the labels flow for the next ``room`` predictions before a pause
+        is tried again. (How many labels wait at the two ends of a window says
+        nothing: labels arrive in batches between the pauses.)
         """
+        joins = _Joins(self.owned)
         read = self._consumed_total.get(self.settings.topics.predictions, 0)
-        waiting = _Joins(self.owned).joinable_waiting()
+        resolved = joins.resolved_by_predictions()
         if self._pause_window is None:
-            self._pause_window = (read, waiting, True)
-        since, waiting_then, pausing = self._pause_window
+            self._pause_window = (read, resolved, True)
+        since, resolved_then, pausing = self._pause_window
         if read - since < max(room, 1):
             return pausing
         # a window is over: pause (again) only when the last one saw labels resolve
-        helped = waiting < waiting_then
-        self._pause_window = (read, waiting, pausing and helped or not pausing)
+        helped = resolved != resolved_then
+        self._pause_window = (read, resolved, pausing and helped or not pausing)
         if pausing and not helped:
             log.info("labels waiting for predictions already read: the labels topic flows",
-                     extra={"labels_waiting": waiting})
+                     extra={"labels_waiting": joins.unresolved_labels()})
         return self._pause_window[2]
 
-    def _unread(self, partitions: list[TopicPartition]) -> bool:
+    def _unread(self, partitions: list[TopicPartition], unknown: bool = False) -> bool:
         """Whether any of these partitions has messages this member has not read yet.
 
         Uses the client's cached watermarks (updated by every fetch): no request
-        to the broker. An unknown watermark is no evidence of unread messages.
+        to the broker. A partition not fetched yet (its watermark unknown)
+        counts as ``unknown``.
         """
         for position in self.consumer.position(partitions):
             low, high = self.consumer.get_watermark_offsets(position, cached=True)
             if high < 0:
+                if unknown:
+                    return True
                 continue
             if high > (position.offset if position.offset >= 0 else max(low, 0)):
                 return True
@@ -857,8 +867,11 @@ class _Joins:
     def __init__(self, owned: dict[int, PartitionState]) -> None:
         self._joins = [state.pipeline.join for state in owned.values()]
 
-    def joinable_waiting(self) -> int:
-        return sum(join.joinable_waiting() for join in self._joins)
+    def unresolved_labels(self) -> int:
+        return sum(join.unresolved_labels() for join in self._joins)
+
+    def resolved_by_predictions(self) -> int:
+        return sum(join.resolved_by_predictions for join in self._joins)
 
     def fullest_pending(self) -> int:
         return max((join.fullest_pending() for join in self._joins), default=0)

@@ -201,18 +201,7 @@ def test_broker_hard_bounce_twice_during_the_stream_changes_no_alert(private_bro
 # -- late labels --------------------------------------------------------------
 
 
-# Known defect, at-least-once only: now and then the restored label join counts one label
-# `unmatched` that the uninterrupted run joins (a restart whose first snapshot follows a
-# batch of labels only), and the error stream, hence one performance alert, differs from
-# replay's (1 spurious in about 1 of 4 runs). Exactly-once restores the join from the same
-# transaction as the offsets and has not shown it. Open in issue 11's note; the case still
-# runs and reports XPASS when it holds.
-_ALO_LABELS_DEFECT = pytest.mark.xfail(reason="known: at-least-once restart after a labels-only batch can "
-                                              "count a label unmatched (issue 11 note)", strict=False)
-
-
-@pytest.mark.parametrize("delivery, instance_id", [pytest.param("at_least_once", None, marks=_ALO_LABELS_DEFECT),
-                                                   ("exactly_once", "labels-kill-member")])
+@pytest.mark.parametrize("delivery, instance_id", [("at_least_once", None), ("exactly_once", "labels-kill-member")])
 def test_labels_500_events_late_kill_9_four_times_joins_every_label_and_keeps_the_performance_alert(
         kafka_bootstrap, topic_factory, group_id, tmp_path, state_topics, delivery, instance_id):
     topics = fault_topics(topic_factory, labels=True)

@@ -172,17 +172,17 @@ def test_an_unresolvable_head_label_blocks_at_most_head_wait_labels_behind_it():
     # the head was given up once 20 labels waited behind it; none is lost, order kept
     assert [p.event_id for p in pairs] == [f"e{n}" for n in range(1, 40)]
     assert outcomes(join) == {"joined": 39, "unmatched": 1}
-    assert join.waiting_labels() == 0 and join.joinable_waiting() == 0
+    assert join.waiting_labels() == 0 and join.unresolved_labels() == 0
 
 
-def test_joinable_waiting_never_exceeds_the_head_wait_per_model():
+def test_unresolved_labels_never_exceeds_the_head_wait_per_model():
     join = LabelJoin(JoinLimits(early_label_events=10_000, head_wait_labels=300))
     join.add_prediction(prediction(10_000_000))
     for n in range(1000):
         join.add_label(label(n, ts=10_000_000.0))
-        assert join.joinable_waiting() <= 301
+        assert join.unresolved_labels() <= 301
     assert join.totals == {"unmatched": 700}
-    assert join.waiting_labels() == join.joinable_waiting() == 300
+    assert join.waiting_labels() == join.unresolved_labels() == 300
 
 
 def test_the_global_bound_expires_the_oldest_waiting_prediction_across_models():
