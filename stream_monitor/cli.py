@@ -1,4 +1,4 @@
-"""The ``stream-monitor`` command line: run, replay, simulate, check-config, alerts."""
+"""The ``stream-monitor`` command line: run, replay, simulate, reference, check-config, alerts."""
 
 from __future__ import annotations
 
@@ -82,6 +82,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
                          labels_path=Path(args.labels) if args.labels else None)
     print(summary.render())
     print(f"replay: {time.perf_counter() - started:.2f} s, alerts written to {args.alerts_out}")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from stream_monitor.snapshot import build_snapshot, summary_lines, write_snapshot
+
+    out = Path(args.out)
+    built = build_snapshot(Path(args.input), args.id, model=args.model, columns=args.columns,
+                           categorical=args.categorical or (), max_values=args.max_values)
+    write_snapshot(built.snapshot, out)
+    for line in summary_lines(built, out):
+        print(f"reference: {line}")
     return 0
 
 
@@ -264,6 +276,29 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--topic", default="ml.predictions")
     simulate.add_argument("--labels-topic", help="with --bootstrap: produce labels to this topic")
     simulate.set_defaults(handler=cmd_simulate)
+
+    reference = commands.add_parser(
+        "reference", help="build a reference snapshot from training data (CSV, JSON lines, Parquet)",
+        description="Write a reference snapshot for a model rule's 'reference: {snapshot: PATH}': per column, "
+                    "a sample of its values (numeric) or its category counts (categorical), stamped with "
+                    "--id and a content hash. Alerts then name the id in 'reference' (snapshot:ID).",
+        epilog="example: stream-monitor reference --input train.csv --id fraud-train-2026-11 "
+               "--out config/fraud-reference.json")
+    reference.add_argument("--input", required=True, metavar="TRAIN.csv|.jsonl|.parquet",
+                           help="training data: CSV with a header, JSON lines (events or flat objects), "
+                                "or Parquet (needs the 'parquet' extra)")
+    reference.add_argument("--id", required=True, help="the snapshot's id, e.g. the training run's name")
+    reference.add_argument("--out", required=True, metavar="SNAPSHOT.json", help="the snapshot file to write")
+    reference.add_argument("--model", help="JSON-lines events: only this model's; recorded in the snapshot")
+    reference.add_argument("--columns", nargs="+", metavar="COLUMN",
+                           help="only these columns (default: every column but event_id, model, "
+                                "model_version, ts and label)")
+    reference.add_argument("--categorical", nargs="+", metavar="COLUMN",
+                           help="columns that are categorical although their values are numbers (codes)")
+    reference.add_argument("--max-values", type=int, default=100_000, metavar="N",
+                           help="most values kept per numeric column; longer columns are sampled "
+                                "(seeded, so the same data gives the same snapshot; default: %(default)s)")
+    reference.set_defaults(handler=cmd_reference)
 
     check = commands.add_parser("check-config", help="validate a config file and print it (secrets masked)",
                                 description="Validate the settings; exit 2 listing every bad field.")

@@ -38,7 +38,7 @@ from pydantic_settings import (
 )
 
 from stream_monitor import detectors
-from stream_monitor.detectors.reference import WARMUP_BOUNDS, SnapshotError, load_snapshot
+from stream_monitor.detectors.reference import WARMUP_BOUNDS, SnapshotError, load_snapshot, snapshot_id
 from stream_monitor.errors import ConfigError
 
 __all__ = ["ConfigError", "ModelRule", "Settings", "load_settings"]
@@ -108,15 +108,19 @@ class ReferenceRule(_Frozen):
     default); when set it must lie in ``WARMUP_BOUNDS`` (500 to 100,000), the
     sizes every warm-up detector accepts. ``snapshot``: a JSON file mapping
     signal name to a list of values (numeric) or to ``{category: count}``
-    (categorical), identified by ``id``; a relative path is relative to the
-    config file's folder. The snapshot is read and validated when the config
-    loads, so a corrupt one fails ``check-config``.
+    (categorical), as ``stream-monitor reference`` writes it from training
+    data; a relative path is relative to the config file's folder. ``id``
+    names it in alerts; a snapshot written by ``stream-monitor reference``
+    carries its own id, so ``id`` may be left out (if given, it must agree).
+    The snapshot is read and validated when the config loads (a stamped one
+    against its content hash), so a corrupt one fails ``check-config``.
     """
 
     warmup: int = 0
     snapshot: Path | None = None
     id: str | None = None
     _snapshot_data: dict[str, Any] | None = PrivateAttr(default=None)
+    _stamped_id: str | None = PrivateAttr(default=None)
 
     @field_validator("warmup")
     @classmethod
@@ -141,9 +145,24 @@ class ReferenceRule(_Frozen):
 
     @model_validator(mode="after")
     def _snapshot_needs_id(self) -> ReferenceRule:
-        if self.snapshot is not None and not self.id:
-            raise ValueError("a reference snapshot needs an 'id'")
+        if self.snapshot is None:
+            return self
+        try:
+            stamped = snapshot_id(self.snapshot)
+        except SnapshotError as exc:
+            raise ValueError(f"bad reference snapshot: {exc}") from None
+        if stamped is None and not self.id:
+            raise ValueError("a reference snapshot needs an 'id' (or write it with 'stream-monitor reference', "
+                             "which stamps one)")
+        if stamped is not None and self.id and self.id != stamped:
+            raise ValueError(f"'id' is {self.id!r} but the snapshot is stamped {stamped!r}: leave 'id' out "
+                             f"or make them agree")
+        self._stamped_id = stamped
         return self
+
+    def reference_id(self) -> str | None:
+        """The snapshot's id as alerts name it: the rule's ``id``, else the one stamped in the file."""
+        return self.id or self._stamped_id
 
     def snapshot_data(self) -> dict[str, Any] | None:
         """The validated snapshot (signal -> values or counts), or None without one."""

@@ -442,7 +442,7 @@ class Monitor:
         reference = rule.reference
         snapshot = None if reference.snapshot is None else self._load_snapshot(rule)
         return reference_params(detectors.REGISTRY.get(name), kind, warmup=reference.warmup,
-                                snapshot=snapshot, snapshot_id=reference.id, signal=signal)
+                                snapshot=snapshot, snapshot_id=reference.reference_id(), signal=signal)
 
     def _load_snapshot(self, rule: ModelRule) -> dict[str, Any]:
         """The rule's snapshot, validated when the config loaded; read once per path."""

@@ -3,9 +3,13 @@
 A snapshot is a JSON file mapping a signal name to its reference: a list of
 numbers for a numeric signal (``"feature:amount": [12.5, 3.0, ...]``) or an
 object of category counts for a categorical one
-(``"feature:country": {"FR": 120, "DE": 80}``). :func:`load_snapshot` reads and
-validates one, so a bad snapshot is refused when the config loads, naming what
-is wrong, instead of when the first event arrives.
+(``"feature:country": {"FR": 120, "DE": 80}``). ``stream-monitor reference``
+writes it *stamped*: that mapping under ``signals``, beside its ``id``, the
+SHA-256 of the mapping (``content_sha256``) and where it came from (see
+:mod:`stream_monitor.snapshot`); a plain mapping is read too.
+:func:`load_snapshot` reads and validates one (a stamped snapshot whose content
+no longer matches its hash is refused), so a bad snapshot is refused when the
+config loads, naming what is wrong, instead of when the first event arrives.
 
 :func:`reference_params` turns a rule's ``reference`` setting into the
 parameters of one detector: the snapshot's values or counts (with its id) for
@@ -16,6 +20,7 @@ re-learns its reference from post-change data).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -24,7 +29,11 @@ from typing import Any
 
 from stream_monitor.detectors.base import Detector
 
-__all__ = ["MAX_SNAPSHOT_VALUES", "SnapshotError", "WARMUP_BOUNDS", "load_snapshot", "reference_params"]
+__all__ = ["MAX_SNAPSHOT_VALUES", "SNAPSHOT_FORMAT", "SnapshotError", "WARMUP_BOUNDS", "content_hash",
+           "load_snapshot", "reference_params", "snapshot_id"]
+
+#: the ``format`` of a stamped snapshot
+SNAPSHOT_FORMAT = "stream-monitor.reference/1"
 
 #: most values a numeric snapshot entry may hold (the KS test's largest reference)
 MAX_SNAPSHOT_VALUES = 100_000
@@ -46,23 +55,61 @@ class SnapshotError(ValueError):
     """A reference snapshot cannot be read or holds a value of the wrong type."""
 
 
-def load_snapshot(path: str | Path) -> Snapshot:
-    """Read and validate a snapshot file; :class:`SnapshotError` says what is wrong."""
+def content_hash(signals: Mapping[str, Any]) -> str:
+    """The SHA-256 of a snapshot's signals, as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(signals, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            return json.load(handle)
     except FileNotFoundError:
         raise SnapshotError(f"file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SnapshotError(f"cannot read {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _stamped(path: str | Path, data: dict[str, Any]) -> bool:
+    """Whether ``data`` is a stamped snapshot (checked: id, format and content hash)."""
+    if "format" not in data:
+        return False
+    if data["format"] != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{path}: snapshot format {data['format']!r}, this version reads {SNAPSHOT_FORMAT!r}")
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise SnapshotError(f"{path}: a stamped snapshot needs a non-empty 'id'")
+    if not isinstance(data.get("signals"), dict):
+        raise SnapshotError(f"{path}: 'signals' must be a JSON object of signal name -> reference")
+    try:
+        digest = content_hash(data["signals"])
+    except ValueError as exc:
+        raise SnapshotError(f"{path}: {exc}") from None
+    if digest != data.get("content_sha256"):
+        raise SnapshotError(f"{path}: its signals do not match its content_sha256 (edited after "
+                            f"'stream-monitor reference' wrote it?): write it again")
+    return True
+
+
+def load_snapshot(path: str | Path) -> Snapshot:
+    """Read and validate a snapshot file; :class:`SnapshotError` says what is wrong."""
+    data = _read(path)
     if not isinstance(data, dict):
         raise SnapshotError(f"{path} must hold a JSON object of signal name -> reference, "
                             f"not {type(data).__name__}")
+    if _stamped(path, data):
+        data = data["signals"]
     if not data:
         raise SnapshotError(f"{path} holds no signal")
     return {str(signal): _check_entry(signal, value) for signal, value in data.items()}
+
+
+def snapshot_id(path: str | Path) -> str | None:
+    """The id a stamped snapshot carries (None for a plain mapping)."""
+    data = _read(path)
+    return data["id"] if isinstance(data, dict) and _stamped(path, data) else None
 
 
 def _check_entry(signal: str, value: Any) -> list[float] | dict[str, int]:
