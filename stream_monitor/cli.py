@@ -76,6 +76,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).is_file():
             print(f"replay: input file not found: {path}", file=sys.stderr)
             return EXIT_CONFIG
+    folder = Path(args.alerts_out).resolve().parent
+    if not folder.is_dir():
+        print(f"replay: --alerts-out: the folder {folder} does not exist", file=sys.stderr)
+        return EXIT_CONFIG
     started = time.perf_counter()
     with open(args.alerts_out, "wb") as out:
         summary = replay(settings, Path(args.input), out,
@@ -98,7 +102,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream_monitor.simulate import Scenario, parse_drift, stream
+    from stream_monitor.simulate import Scenario, check_drift, parse_drift, stream
 
     try:
         drifts = tuple(parse_drift(text) for text in args.drift)
@@ -109,6 +113,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                         n_categorical=args.categorical, drifts=drifts, seed=args.seed,
                         error_rate=args.error_rate, model_version=args.model_version,
                         label_delay_events=args.label_delay)
+    problems = [(text, check_drift(scenario, drift)) for text, drift in zip(args.drift, drifts)]
+    for text, problem in problems:
+        if problem:
+            print(f"simulate: --drift {text}: {problem}", file=sys.stderr)
+    if any(problem for _, problem in problems):
+        return EXIT_CONFIG
+    for path, option in ((args.out, "--out"), (args.labels_out, "--labels-out")):
+        if path and not Path(path).resolve().parent.is_dir():
+            print(f"simulate: {option}: the folder {Path(path).resolve().parent} does not exist", file=sys.stderr)
+            return EXIT_CONFIG
     if args.out:
         labels = open(args.labels_out, "wb") if args.labels_out else None
         count = 0

@@ -10,6 +10,8 @@ The registry is injected so that tests build a fresh ``CollectorRegistry``.
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from socketserver import ThreadingMixIn
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from stream_monitor import __version__
+from stream_monitor.errors import StreamMonitorError
 
 __all__ = ["Health", "Metrics", "MetricsServer"]
 
@@ -227,6 +230,19 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line on why the metrics port cannot be served, naming the settings that move it."""
+    moves = "set metrics.port (or STREAM_MONITOR_METRICS__PORT; 0 picks a free port)"
+    if exc.errno == errno.EADDRINUSE:
+        return f"metrics port {host}:{port} is already in use: {moves}"
+    if exc.errno == errno.EACCES:
+        return f"metrics port {host}:{port} needs privileges: {moves}"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): set metrics.host " \
+               f"(or STREAM_MONITOR_METRICS__HOST)"
+    return f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; {moves}"
+
+
 class MetricsServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a thread."""
 
@@ -245,7 +261,10 @@ class MetricsServer:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: try /metrics, /healthz or /readyz\n"]
 
-        self._server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        try:
+            self._server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        except OSError as exc:
+            raise StreamMonitorError(_bind_error(host, port, exc)) from None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
                                         daemon=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DriftSpec", "Scenario", "generate", "parse_drift", "stream"]
+__all__ = ["DriftSpec", "Scenario", "check_drift", "generate", "parse_drift", "stream"]
 
 _DRIFT = re.compile(
     r"^(?:(?P<model>[^:@]+):(?=feature:|prediction|performance:))?"
@@ -84,6 +84,45 @@ class Scenario:
     label_delay_events: int = 500
     chunk: int = 4096
     models_interleaved: bool = field(default=True)
+
+
+def _names(prefix: str, count: int) -> str:
+    if count == 0:
+        return ""
+    return f"{prefix}00" if count == 1 else f"{prefix}00-{prefix}{count - 1:02d}"
+
+
+def check_drift(scenario: Scenario, drift: DriftSpec) -> str | None:
+    """Why ``drift`` would not change the simulated stream (None: it applies).
+
+    >>> check_drift(Scenario(n_numeric=2, n_categorical=1), parse_drift("feature:f05@10:shift=1"))
+    'feature:f05: no such feature (the simulated ones are f00-f01, c00)'
+    """
+    if drift.model is not None and drift.model not in scenario.models:
+        return f"model {drift.model!r} is not simulated (--model: {', '.join(scenario.models)})"
+    if drift.at >= scenario.n_events:
+        return f"event {drift.at} is beyond the {scenario.n_events} simulated events"
+    numeric = {f"feature:f{j:02d}" for j in range(scenario.n_numeric)}
+    categorical = {f"feature:c{j:02d}" for j in range(scenario.n_categorical)}
+    if drift.signal in numeric:
+        kinds, what = ("shift", "scale"), "numeric: use shift= or scale="
+    elif drift.signal in categorical:
+        kinds, what = ("share",), "categorical: use share="
+    elif drift.signal == "prediction":
+        kinds, what = ("shift",), "a score: use shift= (in units of its logit's spread)"
+    elif drift.signal == "performance:error_rate":
+        kinds, what = ("error",), "the error rate: use error="
+    else:
+        names = ", ".join(part for part in (_names("f", scenario.n_numeric), _names("c", scenario.n_categorical))
+                          if part)
+        return f"{drift.signal}: no such feature (the simulated ones are {names or 'none'})"
+    if drift.kind not in kinds:
+        return f"{drift.signal} is {what}"
+    if drift.kind in ("share", "error") and not 0.0 <= drift.value <= 1.0:
+        return f"{drift.kind}={drift.value:g} must be between 0 and 1"
+    if drift.kind == "scale" and drift.value <= 0:
+        return f"scale={drift.value:g} must be above 0"
+    return None
 
 
 def _model_params(seed: int, model_index: int, n_numeric: int) -> tuple[np.ndarray, np.ndarray]:
