@@ -226,3 +226,12 @@ def test_no_false_alarm_on_long_stationary_streams_at_a_models_target():
         for _ in range(10):
             alarms += len(detector.update((rng.random(100_000) < rate).astype(float)))
     assert alarms == 0
+
+
+def test_a_version_1_checkpoint_loads_with_its_reference():
+    # version 1: one chart, the reference the warm-up; its counts are kept and the sums start at 0
+    detector = build(DetectorSpec("error_rate"))
+    detector.load_state_dict({"version": 1, "n_seen": 1500, "warmup_seen": 1000, "warmup_errors": 48,
+                              "reference_errors": 48, "reference_start": 0, "sum": 123456})
+    assert detector.n_seen == 1500 and detector.reference_rate == 0.048 and detector.statistic == 0.0
+    assert detector.reference_size == 1000
