@@ -26,12 +26,12 @@ on ``bench/quality.py``'s rise to 15%, 200 seeds).
 
 ``h`` is set from the false-alarm target ``arl`` (values between false
 alarms; default ``DEFAULT_ARL * family_tests``), split equally between the
-charts (Bonferroni). The true rate is known only
-through the warm-up, so the false-alarm rate is averaged over the posterior
-of the true rate given the warm-up counts, with the exponential-tilt (Wald)
-approximation of the ARL (conservative: it ignores the overshoot); see
-:mod:`stream_monitor.detectors.calibration`. The threshold depends only on
-the warm-up counts and the parameters, and is cached.
+charts (Bonferroni). The true rate is known only through the reference, so
+the false-alarm rate is averaged over the posterior of the true rate given
+the reference's counts, with the exponential-tilt (Wald) approximation of
+the ARL (conservative: it ignores the overshoot); see
+:mod:`stream_monitor.detectors.calibration`. The thresholds depend only on
+the reference's counts and the parameters, and are cached.
 
 Falls in the error rate are improvements, not alarms, so the chart is
 one-sided. After a detection the chart restarts and the next ``warmup``
@@ -113,7 +113,7 @@ _FALLBACK_QUANTILES = (1 - 1e-6, 1 - 1e-9, 1 - 1e-12)
 
 @register
 class ErrorRate(Detector):
-    """One-sided Bernoulli CUSUM on a 0/1 error stream, calibrated from ``arl``.
+    """One-sided Bernoulli CUSUM charts on a 0/1 error stream, calibrated from ``arl``.
 
     Parameters
     ----------
@@ -264,10 +264,14 @@ class ErrorRate(Detector):
             # more errors than the reference predicts: a rise, perhaps under way; keep the reference clean
             self._grow_seen = self._grow_errors = 0
             return
+        errors, size = self._reference_errors + self._grow_errors, self._reference_size + self._grow_seen
+        try:
+            self._designs(errors, size)
+        except ValueError:  # no chart reaches the target from these counts: keep the reference
+            self._grow_seen = self._grow_errors = 0
+            return
         old_thresholds = self._fixed_thresholds
-        self._calibrate(
-            self._reference_errors + self._grow_errors, self._reference_size + self._grow_seen
-        )
+        self._calibrate(errors, size)
         # each sum keeps its fraction of its threshold, rounded down (exact integers in fixed point)
         self._sums = np.array([
             float(int(total) * int(new) // int(old))
