@@ -122,3 +122,33 @@ def test_spec_round_trip():
 def test_non_finite_values_are_refused():
     with pytest.raises(ValueError):
         Adwin().update(np.array([1.0, np.nan]))
+
+
+def _port() -> Adwin:
+    """An Adwin that runs the port (as when river's compiled window is missing or changed its layout)."""
+    detector = Adwin()
+    detector._river, detector._helper = False, None
+    return detector
+
+
+def test_runs_in_rivers_window_when_its_layout_is_known():
+    from stream_monitor.detectors.adwin import _river_layout_ok
+
+    assert _river_layout_ok() and Adwin()._helper is not None
+
+
+def test_the_port_and_rivers_window_give_the_same_detections_and_states():
+    values = regimes(2)
+    strip = lambda found: [(d.index, d.statistic, d.threshold, dict(d.window)) for d in found]  # noqa: E731
+    fast, port = Adwin(), _port()
+    assert strip(fast.update(values[:3500])) == strip(port.update(values[:3500]))
+    assert fast.statistic == port.statistic and fast.threshold == port.threshold
+    assert fast.state_dict() == port.state_dict()
+    # checkpoints cross over: the port's state loads into river's window and the other way round
+    from_port, from_fast = Adwin(), _port()
+    from_port.load_state_dict(port.state_dict())
+    from_fast.load_state_dict(fast.state_dict())
+    rest = values[3500:]
+    expected = strip(port.update(rest))
+    assert len(expected) >= 2
+    assert strip(fast.update(rest)) == strip(from_port.update(rest)) == strip(from_fast.update(rest)) == expected

@@ -150,6 +150,17 @@ def test_the_bound_is_h_over_kl_and_for_the_ramp_where_the_summed_kl_reaches_h()
     assert total[math.floor(ramp) - 1] < h <= total[math.ceil(ramp) - 1]
 
 
+def test_an_oracle_knowing_the_ramp_needs_about_the_bound_and_more_than_3000_values() -> None:
+    h = math.log(1e7 * 66)  # the default numeric set's threshold
+    ramp = BY_NAME["ramp"]
+    assert quality.bound(ramp, h) == pytest.approx((6 * h * 20_000**2) ** (1 / 3), rel=1e-3)  # 3,652
+    median, low, high = quality.mean_path_oracle(ramp, h)
+    assert (median, low, high) == (3549.5, pytest.approx(3192.1), pytest.approx(4114.4))
+    assert 3000 < low < median < high
+    # for a constant shift the oracle is the h / KL bound
+    assert quality.mean_path_oracle(BY_NAME["mean+1sd"], h)[0] == pytest.approx(h / 0.5, abs=2)
+
+
 def test_the_detector_set_is_the_default_one_and_an_override_replaces_only_its_kinds() -> None:
     from stream_monitor.detectors import default_specs
 
@@ -220,6 +231,8 @@ PINNED = {
                  "quantile_chi2": quality.MISSED, "scale": quality.MISSED},
     "sd*2.5": {"page_hinkley": 292, "quantile_chi2": 125, "scale": 17},
     "bimodal": {"page_hinkley": quality.MISSED, "quantile_chi2": 200, "scale": quality.MISSED},
+    # through the label join (labels 500 events late); one chart on the warm-up's reference: 403
+    "error": {"error_rate": 219},
 }
 
 
