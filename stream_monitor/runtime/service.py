@@ -53,7 +53,7 @@ from confluent_kafka import (
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
-from stream_monitor.monitor import Record
+from stream_monitor.monitor import Record, RecordBlock
 from stream_monitor.pipeline import Decoder, LabelRecord
 from stream_monitor.runtime.checkpoint import Checkpoint, TransactionalCheckpoint
 from stream_monitor.state.changelog import ChangelogError, ChangelogReader, ensure_changelog
@@ -351,7 +351,7 @@ class Service:
         started = time.perf_counter()
         metrics = self.metrics
         owned = self.owned
-        by_partition: dict[int, list[Record | LabelRecord]] = {}
+        by_partition: dict[int, list[Record | LabelRecord | RecordBlock]] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
         replayed: dict[str, int] = {}
@@ -385,7 +385,7 @@ class Service:
             if quiet < count:
                 next_offsets[(topic, partition)] = offsets[-1] + 1
             items = by_partition.setdefault(partition, [])
-            self._decode_run(run, kind, partition, quiet, items)
+            self._decode_run(run, kind, state, quiet, items)
         transactional = isinstance(self.checkpoint, TransactionalCheckpoint)
         for topic, count in consumed.items():
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
@@ -411,15 +411,34 @@ class Service:
         metrics.batch_size.observe(batch_size)
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _decode_run(self, run: list[Message], kind: str, partition: int, quiet: int,
-                    items: list[Record | LabelRecord]) -> None:
+    def _decode_run(self, run: list[Message], kind: str, state: PartitionState, quiet: int,
+                    items: list[Record | LabelRecord | RecordBlock]) -> None:
         """Decode one run of messages into ``items`` in order; bad ones go to the dead letters.
 
-        The first ``quiet`` messages are silent: they went to the dead letters before the restart.
+        A run of predictions of the partition's usual shape becomes one
+        :class:`RecordBlock` (no object per message). The first ``quiet``
+        messages are silent: they went to the dead letters before the restart.
         """
+        partition = state.number
         times = [milliseconds / 1000.0 if timestamp_kind else None
                  for timestamp_kind, milliseconds in map(_TIMESTAMP, run)]
         values = list(map(_VALUE, run))
+        if kind == "predictions":
+            for start, stop, block in self._decoder.spans(values, state.pipeline.block_schema()):
+                if block is not None:
+                    items.append(RecordBlock(block, partition, times[start:stop], max(0, quiet - start)))
+                elif start == 0 and stop == len(run):
+                    self._decode_records(run, values, times, kind, partition, quiet, items)
+                else:
+                    self._decode_records(run[start:stop], values[start:stop], times[start:stop], kind,
+                                         partition, max(0, quiet - start), items)
+            return
+        self._decode_records(run, values, times, kind, partition, quiet, items)
+
+    def _decode_records(self, run: list[Message], values: list[bytes | None], times: list[float | None],
+                        kind: str, partition: int, quiet: int,
+                        items: list[Record | LabelRecord | RecordBlock]) -> None:
+        """Decode messages one by one into records; bad ones go to the dead letters (unless silent)."""
         make: Any
         if kind == "labels":
             outcomes: list[Any] = self._decoder.labels(values)
