@@ -103,12 +103,18 @@ class RecordBlock:
         return [Record(event, self.partition, timestamps[index], index < quiet)
                 for index, event in enumerate(self.block.events())]
 
-    def event_times(self) -> list[float | None]:
-        """Each record's event time as the monitor uses it: its ``ts``, else its Kafka timestamp."""
+    def last_time(self) -> float | None:
+        """The last event time of the block as the monitor uses it (an event's ``ts``, else its Kafka
+        timestamp), or None when no event has one."""
         times = self.block.times()
-        if self.timestamps is None:
-            return times
-        return [kafka if ts is None else ts for ts, kafka in zip(times, self.timestamps)]
+        kafka = self.timestamps
+        for index in range(len(times) - 1, -1, -1):
+            ts = times[index]
+            if ts is None and kafka is not None:
+                ts = kafka[index]
+            if ts is not None:
+                return ts
+        return None
 
 
 class _Absent:
@@ -728,10 +734,9 @@ class Monitor:
         version.last_seen = self._events_seen + count - 1
         self._dirty.add((model, version.model_version))
         self._last_version = (model, version.model_version)
-        for ts in reversed(records.event_times()):
-            if ts is not None:
-                batch.last_ts[model] = ts
-                break
+        last = records.last_time()
+        if last is not None:
+            batch.last_ts[model] = last
         positions = _arange(count)
         by_feature = version.by_feature
         for name, column in zip((*schema.numeric, *schema.categorical), block.columns()):

@@ -368,22 +368,24 @@ class Service:
             if state is None or (topic, partition) not in self._assigned:
                 continue  # not ours (any more): its owner reads it from the committed offset
             kind = "labels" if topic == self._labels_topic else "predictions"
-            offsets = list(map(_OFFSET, run))
             count = len(run)
-            state.positions[kind] = offsets[-1] + 1
+            last = run[-1].offset()
+            state.positions[kind] = last + 1
             state.since_snapshot += count
             consumed[topic] = consumed.get(topic, 0) + count
             # messages below the committed offset are silent: the first ``quiet`` of the run
             until = state.silent_until.get(kind)
-            quiet = 0 if until is None or offsets[0] >= until else bisect.bisect_left(offsets, until)
-            if quiet:
+            quiet = 0
+            if until is not None and run[0].offset() < until:
+                offsets = list(map(_OFFSET, run))
+                quiet = bisect.bisect_left(offsets, until)
                 # storing a silent offset would move the commit backwards; the last one stores
                 # the committed offset itself (so the lag is known)
                 replayed[topic] = replayed.get(topic, 0) + quiet
                 if until - 1 in offsets[:quiet]:
                     next_offsets[(topic, partition)] = until
             if quiet < count:
-                next_offsets[(topic, partition)] = offsets[-1] + 1
+                next_offsets[(topic, partition)] = last + 1
             items = by_partition.setdefault(partition, [])
             self._decode_run(run, kind, state, quiet, items)
         transactional = isinstance(self.checkpoint, TransactionalCheckpoint)
@@ -904,9 +906,12 @@ def _runs(messages: list[Message]) -> list[tuple[str, int, list[Message]]]:
     """Consecutive messages of one topic-partition, in order: ``(topic, partition, messages)``."""
     if not messages:
         return []
-    keys = list(zip(map(_TOPIC, messages), map(_PARTITION, messages)))
-    if keys.count(keys[0]) == len(keys):
-        return [(*keys[0], messages)]
+    partitions = list(map(_PARTITION, messages))
+    if partitions.count(partitions[0]) == len(partitions):
+        topics = list(map(_TOPIC, messages))
+        if topics.count(topics[0]) == len(topics):  # the usual batch: one run
+            return [(topics[0], partitions[0], messages)]
+    keys = list(zip(map(_TOPIC, messages), partitions))
     runs = []
     start = 0
     for index in range(1, len(keys) + 1):

@@ -285,3 +285,17 @@ def test_the_clock_observes_a_list_of_times_as_one_by_one() -> None:
             assert whole.state() == one.state()
         else:
             assert whole.state() == EventClock(100.0).state() or whole.now == start
+
+
+def test_replay_reads_the_lines_iterating_the_file_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_monitor import replay as replay_module
+
+    monkeypatch.setattr(replay_module, "_READ_BYTES", 7)  # lines and line ends cut across reads
+    rng = random.Random(2)
+    for _ in range(3000):
+        data = bytes(rng.choice(b"ab\r\n") for _ in range(rng.randrange(40)))
+        expected = [line.rstrip(b"\r\n") for line in io.BytesIO(data)]
+        size = rng.randrange(1, 5)
+        chunks = list(replay_module._chunks(io.BytesIO(data), size))
+        assert [line for chunk in chunks for line in chunk] == expected
+        assert all(len(chunk) == size for chunk in chunks[:-1]) and all(chunks)
