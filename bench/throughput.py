@@ -1,6 +1,6 @@
 """Per-core throughput: ``replay`` and ``run`` beside their baselines, in one run (issue 13).
 
-    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000]
+    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000] [--detectors]
 
 Figures are CPU seconds of this process (all threads), medians of the repeats:
 
@@ -12,7 +12,13 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
   lines, records, the merge, writing alerts);
 - with KAFKA_BOOTSTRAP set: ``run`` (the service, in this process) from the real
   broker until caught up, in events per CPU-second, beside a plain
-  ``consume(1000)`` loop touching every message value; the ratio of the two.
+  ``consume(1000)`` loop touching every message value; the ratio of the two;
+  and where the run's CPU goes, us/event: decode (``_decode_run``), route
+  (``Pipeline.process`` less the detectors), detect, service (the rest of the
+  batch: offsets, metrics, alerts, checkpoint), consume+loop (the rest of the
+  main thread), other threads (librdkafka's);
+- with ``--detectors``: each detector class's CPU in a replay, per event and
+  per value, its calls per batch and the fixed cost of one call.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from stream_monitor.config import Settings  # noqa: E402
 from stream_monitor.errors import BadMessage  # noqa: E402
-from stream_monitor.monitor import Monitor, Record  # noqa: E402
+from stream_monitor.monitor import Monitor, Record, RecordBlock  # noqa: E402
 from stream_monitor.pipeline import Decoder, Pipeline  # noqa: E402
 from stream_monitor.replay import replay  # noqa: E402
 from stream_monitor.simulate import Scenario, generate  # noqa: E402
@@ -81,54 +88,74 @@ def replay_batch(settings: Settings, path: Path) -> None:
 
 
 @contextmanager
-def detect_timer() -> Iterator[list[float]]:
-    """CPU seconds spent in Monitor._detect (the detector updates and their alerts)."""
-    spent = [0.0]
-    original = Monitor._detect
+def stage_timers(targets: dict[str, tuple[type, str]],
+                 clock: Callable[[], float] = time.process_time) -> Iterator[dict[str, float]]:
+    """CPU seconds spent in each ``(class, method)`` of ``targets`` while the context is open."""
+    spent = dict.fromkeys(targets, 0.0)
+    originals = {name: getattr(cls, method) for name, (cls, method) in targets.items()}
 
-    def timed(self, state, records, out):  # type: ignore[no-untyped-def]
-        started = time.process_time()
-        try:
-            return original(self, state, records, out)
-        finally:
-            spent[0] += time.process_time() - started
+    def timed(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[name] += clock() - started
+        return wrapper
 
-    Monitor._detect = timed  # type: ignore[method-assign]
+    for name, (cls, method) in targets.items():
+        setattr(cls, method, timed(name, originals[name]))
     try:
         yield spent
     finally:
-        Monitor._detect = original  # type: ignore[method-assign]
+        for name, (cls, method) in targets.items():
+            setattr(cls, method, originals[name])
 
 
 def stages(settings: Settings, path: Path, columnar: bool) -> dict[str, float]:
-    """CPU seconds of decode+validate, route and detect, each run on its own."""
+    """CPU seconds of decode+validate, route and detect, each run on its own.
+
+    Today's path decodes message by message and routes value by value; the
+    batch path decodes each chunk as one block of the schema the first chunk
+    taught (that chunk is routed first, outside the timing, and the figures
+    are scaled to the whole file) and routes it column-wise.
+    """
     lines = [line.rstrip(b"\r\n") for line in path.read_bytes().splitlines()]
     decoder = Decoder(settings)
     size = settings.consumer.batch_size
     chunks = [lines[start:start + size] for start in range(0, len(lines), size)]
-    decoded: list[list[object]] = []
-
-    def decode() -> None:
-        decoded.clear()
-        for chunk in chunks:
-            if columnar:
-                decoded.append(decoder.predictions(chunk))
-            else:
-                out: list[object] = []
-                for raw in chunk:
-                    try:
-                        out.append(decoder.prediction(raw))
-                    except BadMessage as bad:
-                        out.append(bad)
-                decoded.append(out)
-
-    decode_s = cpu(decode)
-    batches = [[Record(e, 0, None) for e in chunk if not isinstance(e, BadMessage)] for chunk in decoded]
     pipeline = Pipeline(settings, None, join_labels=False)
     pipeline.monitor = Monitor(settings, columnar=columnar)
-    with detect_timer() as spent:
+    batches: list[list[Any]] = []
+
+    def decode_today() -> None:
+        batches.clear()
+        for chunk in chunks:
+            out: list[Any] = []
+            for raw in chunk:
+                try:
+                    out.append(Record(decoder.prediction(raw), 0, None))
+                except BadMessage:
+                    continue
+            batches.append(out)
+
+    def decode_blocks() -> None:
+        batches.clear()
+        for chunk in chunks:
+            block = decoder.block(chunk, schema)
+            assert block is not None, "a chunk of the simulated stream left the block path"
+            batches.append([RecordBlock(block)])
+
+    if columnar:
+        first = [Record(e, 0, None) for e in decoder.predictions(chunks.pop(0)) if not isinstance(e, BadMessage)]
+        pipeline.process(first)
+        schema = pipeline.block_schema()
+    decode_s = cpu(decode_blocks if columnar else decode_today)
+    with stage_timers({"detect": (Monitor, "_detect")}) as spent:
         process_s = cpu(lambda: [pipeline.process(batch) for batch in batches])
-    return {"decode": decode_s, "route": process_s - spent[0], "detect": spent[0]}
+    share = len(lines) / sum(map(len, chunks))
+    detect_s = spent["detect"]
+    return {"decode": decode_s * share, "route": (process_s - detect_s) * share, "detect": detect_s * share}
 
 
 def bench_replay(events: int, repeats: int) -> None:
@@ -153,6 +180,75 @@ def bench_replay(events: int, repeats: int) -> None:
         print(f"{name:<8}{events / total:>11,.0f}{per['decode']:>17.2f}{per['route']:>9.2f}"
               f"{per['detect']:>9.2f}{per['rest']:>8.2f}")
     print(f"replay speed-up: {statistics.median(totals['today']) / statistics.median(totals['batch']):.2f}x")
+
+
+def detector_classes() -> list[type]:
+    """The detector classes of the default set and the registry (each has its own ``update``)."""
+    from stream_monitor import detectors
+    classes = {type(detectors.build(spec, family_tests=1))
+               for kind in detectors.SIGNAL_KINDS for spec in detectors.default_specs(kind)}
+    return sorted(classes, key=lambda cls: cls.__name__)
+
+
+def bench_detectors(events: int) -> None:
+    """Per detector class during a replay: CPU us per event and ns per value, calls per batch, and
+    the fixed cost of one call (an update with one value, on a copy of a warmed detector)."""
+    import copy
+
+    import numpy as np
+    settings = Settings()
+    classes = detector_classes()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        write_events(path, events)
+        pipeline = Pipeline(settings, None, join_labels=False)
+        values_seen = dict.fromkeys(classes, 0)
+        calls = dict.fromkeys(classes, 0)
+        originals = {cls: cls.update for cls in classes}
+
+        def counting(cls: type) -> Callable[..., Any]:
+            def update(self: Any, values: Any) -> Any:
+                values_seen[cls] += len(values)
+                calls[cls] += 1
+                return originals[cls](self, values)
+            return update
+
+        for cls in classes:
+            cls.update = counting(cls)  # type: ignore[method-assign]
+        try:
+            with stage_timers({cls.__name__: (cls, "update") for cls in classes}) as spent:
+                lines = path.read_bytes().splitlines()
+                decoder = Decoder(settings)
+                for start in range(0, len(lines), settings.consumer.batch_size):
+                    chunk = lines[start:start + settings.consumer.batch_size]
+                    block = decoder.block(chunk, pipeline.block_schema())
+                    pipeline.process([RecordBlock(block)] if block is not None else
+                                     [Record(e, 0, None) for e in decoder.predictions(chunk)])
+        finally:
+            for cls in classes:
+                cls.update = originals[cls]  # type: ignore[method-assign]
+    # the fixed cost of one call: a warmed detector (a copy) updated with one value, many times
+    fixed: dict[type, float] = {}
+    for version in pipeline.monitor._versions.values():
+        for state in (*version.by_feature.values(), version.prediction):
+            for detector in getattr(state, "detectors", ()):
+                if detector is None or type(detector) in fixed:
+                    continue
+                one: Any = (np.array([1.0]) if state.kind != "categorical" else ["a"])
+                copies = [copy.deepcopy(detector) for _ in range(200)]
+                started = time.process_time()
+                for twin in copies:
+                    twin.update(one)
+                fixed[type(detector)] = (time.process_time() - started) / len(copies)
+    batches = -(-events // settings.consumer.batch_size)
+    print(f"detectors in replay, {events} events (per-call overhead: one update of 1 value on a warmed copy):")
+    print(f"{'detector':<20}{'us/event':>10}{'ns/value':>10}{'calls/batch':>13}{'us/call fixed':>15}")
+    for cls in classes:
+        if not calls[cls]:
+            continue
+        seconds = spent[cls.__name__]
+        print(f"{cls.__name__:<20}{seconds / events * 1e6:>10.2f}{seconds / values_seen[cls] * 1e9:>10.0f}"
+              f"{calls[cls] / batches:>13.1f}{fixed.get(cls, float('nan')) * 1e6:>15.1f}")
 
 
 def preload(servers: str, topic: str, events: int) -> None:
@@ -198,8 +294,9 @@ def consume_only(servers: str, topic: str, events: int) -> float:
     return spent
 
 
-def run_service(servers: str, topic: str, events: int) -> float:
-    """CPU seconds of the service (in this process) from its start until caught up."""
+def run_service(servers: str, topic: str, events: int) -> tuple[float, dict[str, float]]:
+    """CPU seconds of the service (in this process) from its start until caught up, and where the
+    main thread's CPU went (seconds by stage; "other threads" is librdkafka's)."""
     from prometheus_client import CollectorRegistry
 
     from stream_monitor.metrics import Health, Metrics
@@ -210,13 +307,18 @@ def run_service(servers: str, topic: str, events: int) -> float:
                         log_level="WARNING")
     metrics = Metrics(CollectorRegistry())
     service = Service(settings, metrics, Health())
-    started = time.process_time()
-    idle = 2.0
-    service.run(max_idle_s=idle)
-    spent = time.process_time() - started
+    targets = {"batch": (Service, "_process"), "decode": (Service, "_decode_run"),
+               "pipeline": (Pipeline, "process"), "detect": (Monitor, "_detect")}
+    with stage_timers(targets, time.thread_time) as spent:
+        started, main_started = time.process_time(), time.thread_time()
+        service.run(max_idle_s=2.0)
+        spent_s, main_s = time.process_time() - started, time.thread_time() - main_started
     consumed = metrics.registry.get_sample_value("stream_monitor_events_consumed_total", {"topic": topic})
     assert consumed == events, f"the service read {consumed} of {events} events"
-    return spent
+    stages = {"decode": spent["decode"], "route": spent["pipeline"] - spent["detect"], "detect": spent["detect"],
+              "service": spent["batch"] - spent["decode"] - spent["pipeline"],
+              "consume+loop": main_s - spent["batch"], "other threads": spent_s - main_s}
+    return spent_s, stages
 
 
 def bench_run(servers: str, events: int, repeats: int) -> None:
@@ -224,16 +326,21 @@ def bench_run(servers: str, events: int, repeats: int) -> None:
     topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
     preload(servers, topic, events)
     plain, ours = [], []
+    profile: list[dict[str, float]] = []
     try:
         for _ in range(repeats):
             plain.append(events / consume_only(servers, topic, events))
-            ours.append(events / run_service(servers, topic, events))
+            spent, stages_s = run_service(servers, topic, events)
+            ours.append(events / spent)
+            profile.append(stages_s)
     finally:
         AdminClient({"bootstrap.servers": servers}).delete_topics([topic, f"{topic}.alerts", f"{topic}.dlq"])
-    print(f"run from the broker, {events} events, events per CPU-second, median of {repeats}:")
-    print(f"  consume-only loop  {statistics.median(plain):>10,.0f}")
-    print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  "
+    print(f"run from the broker, {events} events, events per CPU-second, median of {repeats} [min-max]:")
+    print(f"  consume-only loop  {statistics.median(plain):>10,.0f}  [{min(plain):,.0f}-{max(plain):,.0f}]")
+    print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  [{min(ours):,.0f}-{max(ours):,.0f}]  "
           f"(ratio {statistics.median(ours) / statistics.median(plain):.3f})")
+    print("  where run's CPU goes, us/event (median): " + ", ".join(
+        f"{name} {statistics.median(p[name] for p in profile) / events * 1e6:.2f}" for name in profile[0]))
 
 
 def main() -> None:
@@ -241,8 +348,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-events", type=int, default=200_000)
+    parser.add_argument("--detectors", action="store_true", help="also each detector's cost in a replay")
     args = parser.parse_args()
     bench_replay(args.events, args.repeats)
+    if args.detectors:
+        bench_detectors(args.events)
     servers = os.environ.get("KAFKA_BOOTSTRAP")
     if servers:
         bench_run(servers, args.run_events, args.repeats)

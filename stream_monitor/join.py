@@ -40,9 +40,11 @@ from __future__ import annotations
 import math
 import struct
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from stream_monitor.events import LabelEvent, PredictionEvent
 
@@ -119,6 +121,39 @@ class EventClock:
             self.now = ts
             return ts, False
         return now, True
+
+    def observe_all(self, times: Sequence[float | None]) -> bool:
+        """Observe ``times`` (None: no time) at once, when none is more than ``skew`` from the clock.
+
+        That is the usual stream, for which :meth:`observe` would clamp nothing
+        and only move the clock to the latest time: True, and the clock is where
+        observing them one by one leaves it. False: nothing observed (do it one by one).
+
+        >>> clock = EventClock(100.0)
+        >>> clock.observe_all([1.0, None, 3.0, 2.0]), clock.now
+        (True, 3.0)
+        >>> clock.observe_all([4.0, 9e9]), clock.now
+        (False, 3.0)
+        """
+        present = times if None not in times else [ts for ts in times if ts is not None]
+        if not present:
+            return True
+        values = np.array(present, dtype=np.float64)
+        now = self.now
+        if now is None:
+            first, values = values[:1], values[1:]
+            if not len(values):
+                self.now = float(first[0])
+                return True
+            before = np.maximum.accumulate(np.concatenate([first, values[:-1]]))
+        else:
+            before = np.maximum.accumulate(np.concatenate([[now], values[:-1]]))
+        skew = self.skew
+        if not (np.all(values - before <= skew) and np.all(before - values <= skew)):
+            return False
+        self.now = float(max(before[-1], values[-1]))
+        self._agreeing = 0
+        return True
 
     def _confirms(self, ts: float) -> bool:
         if self._agreeing and self._outlier is not None and abs(ts - self._outlier) <= self.skew:

@@ -31,10 +31,11 @@ from stream_monitor.alerts import Alert, alert_id, rfc3339
 from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
+from stream_monitor.events.batch import BlockSchema, PredictionBlock
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
 
-__all__ = ["Monitor", "Record", "state_key"]
+__all__ = ["Monitor", "Record", "RecordBlock", "state_key"]
 
 #: Drift on these signals is about the model's quality, so it is always critical.
 _PERFORMANCE_PREFIX = "performance:"
@@ -68,6 +69,52 @@ class Record:
     #: re-read after a restore to bring the detectors up to the committed offset: it
     #: updates them as before, but its alerts went out before the restart and are not repeated
     silent: bool = False
+
+
+class RecordBlock:
+    """Consecutive records of one partition whose events are one :class:`PredictionBlock`.
+
+    Behaves as the sequence of those records (built one at a time, when an
+    alert or a fallback needs one); ``timestamps`` are the Kafka message times
+    (None: none), and the first ``quiet`` records are silent.
+    """
+
+    __slots__ = ("block", "partition", "timestamps", "quiet")
+
+    def __init__(self, block: PredictionBlock, partition: int = 0,
+                 timestamps: Sequence[float | None] | None = None, quiet: int = 0) -> None:
+        self.block = block
+        self.partition = partition
+        self.timestamps = timestamps
+        self.quiet = quiet
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __getitem__(self, index: int) -> Record:
+        timestamps = self.timestamps
+        return Record(self.block.event(index), self.partition,
+                      None if timestamps is None else timestamps[index], index < self.quiet)
+
+    def records(self) -> list[Record]:
+        """Every record, with its event as the one-message decoder gives it."""
+        timestamps = self.timestamps or [None] * len(self.block)
+        quiet = self.quiet
+        return [Record(event, self.partition, timestamps[index], index < quiet)
+                for index, event in enumerate(self.block.events())]
+
+    def last_time(self) -> float | None:
+        """The last event time of the block as the monitor uses it (an event's ``ts``, else its Kafka
+        timestamp), or None when no event has one."""
+        times = self.block.times()
+        kafka = self.timestamps
+        for index in range(len(times) - 1, -1, -1):
+            ts = times[index]
+            if ts is None and kafka is not None:
+                ts = kafka[index]
+            if ts is not None:
+                return ts
+        return None
 
 
 class _Absent:
@@ -188,6 +235,8 @@ class Monitor:
         #: versions changed and versions evicted since the last take_changes() (for snapshots)
         self._dirty: set[tuple[str, str]] = set()
         self._evicted: set[tuple[str, str]] = set()
+        #: the (model, version) of the last event seen (the likely schema of the next batch)
+        self._last_version: tuple[str, str] | None = None
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -601,6 +650,9 @@ class Monitor:
         order. Both give the same detector inputs, so the same alerts.
         """
         batch = _Batch()
+        if records:
+            last = records[-1].event
+            self._last_version = (last.model, last.model_version)
         blocks = self._blocks(records) if self._columnar else None
         if blocks is None:
             self._route_rows(records, range(len(records)), batch)
@@ -609,6 +661,10 @@ class Monitor:
                 self._route_block(records, self._versions[key], positions, batch)
             self._last_times(records, blocks, batch)
         self._events_seen += len(records)
+        return self._finish(records, batch)
+
+    def _finish(self, records: Sequence[Record], batch: _Batch) -> list[Alert]:
+        """The detectors of the signals the batch touched, the batch's counts, its alerts in order."""
         alerts = batch.alerts
         for state in batch.touched.values():
             self._detect(state, records, alerts)
@@ -624,6 +680,107 @@ class Monitor:
                 metrics.last_event_timestamp.labels(model).set(ts)
         alerts.sort(key=lambda item: item[:3])
         return [alert for *_, alert in alerts]
+
+    def block_schema(self, model: str, model_version: str) -> BlockSchema | None:
+        """The shape of a (model, version)'s usual message, to decode a batch as one block.
+
+        None when the version is not monitored yet or the monitor routes value
+        by value; a block of this schema is routed column by column with
+        nothing to decide per value (every signal exists, of its kind).
+        """
+        version = self._versions.get(state_key(model, model_version))
+        if version is None or not self._columnar:
+            return None
+        numeric: list[str] = []
+        categorical: list[str] = []
+        ignored: list[str] = []
+        for name, state in version.by_feature.items():
+            if state is None:
+                ignored.append(name)
+            elif state.kind == "numeric":
+                numeric.append(name)
+            elif state.kind == "categorical":
+                categorical.append(name)
+            else:
+                return None
+        prediction = version.prediction
+        kind = ("absent" if prediction is False else "ignored" if prediction is None
+                else prediction.kind)  # type: ignore[union-attr]
+        if kind not in ("absent", "ignored", "numeric", "categorical"):
+            return None
+        return BlockSchema(model, model_version, tuple(numeric), tuple(categorical), tuple(ignored), kind)
+
+    def last_version(self) -> tuple[str, str] | None:
+        """The (model, version) of the last event processed, or None."""
+        return self._last_version
+
+    def process_block(self, records: RecordBlock) -> list[Alert]:
+        """Feed a block of one (model, version)'s events (as :meth:`process` would); return the alerts.
+
+        The block's schema says every value is of its signal's kind or null,
+        so each column goes to its detectors whole. A block whose schema no
+        longer matches the monitor's goes through :meth:`process` record by record.
+        """
+        block = records.block
+        schema = block.schema
+        if self.block_schema(schema.model, schema.model_version) != schema:
+            return self.process(records.records())
+        count = len(block)
+        if not count:
+            return []
+        version = self._versions[state_key(schema.model, schema.model_version)]
+        model = version.model
+        batch = _Batch()
+        version.last_seen = self._events_seen + count - 1
+        self._dirty.add((model, version.model_version))
+        self._last_version = (model, version.model_version)
+        last = records.last_time()
+        if last is not None:
+            batch.last_ts[model] = last
+        positions = _arange(count)
+        by_feature = version.by_feature
+        for name, column in zip((*schema.numeric, *schema.categorical), block.columns()):
+            state = by_feature[name]
+            assert state is not None
+            self._take_column(version, state, column, positions, batch, True)
+        for name in schema.ignored:
+            if not (version.unselected and "feature:" + name in version.unselected):
+                batch.count(batch.dropped, model, count)
+        prediction = version.prediction
+        if schema.prediction == "ignored":
+            if "prediction" not in version.unselected:
+                predictions = block.predictions()
+                batch.count(batch.dropped, model, count - predictions.count(None))
+        elif isinstance(prediction, _SignalState):
+            self._take_column(version, prediction, block.predictions(), positions, batch, False)
+        self._events_seen += count
+        return self._finish(records, batch)
+
+    def _take_column(self, version: _VersionState, state: _SignalState, column: Sequence[Any],
+                     positions: np.ndarray, batch: _Batch, null_is_missing: bool) -> None:
+        """One signal's column of a block: its values (nulls skipped, counted when ``null_is_missing``)."""
+        if state.kind == "numeric":
+            try:  # the usual column has no null: one C pass (a null stops it with a TypeError)
+                state.values = np.fromiter(column, dtype=np.float64, count=len(column))
+            except TypeError:
+                pass
+            else:
+                state.positions = positions
+                batch.touched[id(state)] = state
+                return
+        nulls = column.count(None)
+        if nulls:
+            if null_is_missing:
+                batch.count(batch.missing, version.model, nulls)
+            if nulls == len(column):
+                return
+            keep = [value is not None for value in column]
+            column = [value for value in column if value is not None]
+            positions = positions[np.array(keep, dtype=bool)]
+        state.values = (np.fromiter(column, dtype=np.float64, count=len(column)) if state.kind == "numeric"
+                        else list(column))
+        state.positions = positions
+        batch.touched[id(state)] = state
 
     def _blocks(self, records: Sequence[Record]) -> dict[tuple[str, str], list[int]] | None:
         """Batch positions per (model, version), in order; None when one is not monitored yet."""
@@ -913,6 +1070,20 @@ class Monitor:
                     state.last_detection[index] = None
         state.values = []
         state.positions = []
+
+
+#: positions 0..n-1, shared by the blocks of a size (read-only)
+_ARANGES: dict[int, np.ndarray] = {}
+
+
+def _arange(count: int) -> np.ndarray:
+    positions = _ARANGES.get(count)
+    if positions is None:
+        if len(_ARANGES) > 64:
+            _ARANGES.clear()
+        positions = _ARANGES[count] = np.arange(count, dtype=np.intp)
+        positions.flags.writeable = False
+    return positions
 
 
 def _specs(rule: ModelRule, kind: str) -> list[detectors.DetectorSpec]:

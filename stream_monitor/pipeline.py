@@ -15,14 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
-from stream_monitor.events.batch import BatchDecoder, LabelBatchDecoder
+import numpy as np
+
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
+from stream_monitor.events.batch import BatchDecoder, BlockDecoder, BlockSchema, LabelBatchDecoder, PredictionBlock
 from stream_monitor.join import JoinLimits, LabelJoin, Pair
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
-from stream_monitor.monitor import Monitor, Record
+from stream_monitor.monitor import Monitor, Record, RecordBlock
 
 __all__ = ["Decoder", "LabelRecord", "Pipeline"]
 
@@ -45,6 +47,20 @@ class Decoder:
         self.allowed = frozenset(settings.allowed_models) if settings.allowed_models is not None else None
         self._batch = BatchDecoder(self.limits, self.prediction, self.allowed)
         self._label_batch = LabelBatchDecoder(self.limits, self.label)
+        self._block = BlockDecoder(self.limits, self.prediction, self.allowed)
+
+    def block(self, raws: Sequence[bytes | None], schema: BlockSchema | None) -> PredictionBlock | None:
+        """The batch as one block of ``schema`` (see :class:`BlockDecoder`), or None: decode it with
+        :meth:`predictions` instead."""
+        return None if schema is None else self._block.block(raws, schema)
+
+    def spans(self, raws: Sequence[bytes | None],
+              schema: BlockSchema | None) -> list[tuple[int, int, PredictionBlock | None]]:
+        """The batch cut into ``(start, stop, block)`` spans (see :meth:`BlockDecoder.spans`); a span
+        without a block is to be decoded with :meth:`predictions`."""
+        if schema is None:
+            return [(0, len(raws), None)]
+        return self._block.spans(raws, schema)
 
     def predictions(self, raws: Sequence[bytes | None]) -> list[PredictionEvent | BadMessage]:
         """Decode a batch: one event or one :class:`BadMessage` per message, as :meth:`prediction` gives."""
@@ -129,7 +145,59 @@ class Pipeline:
                            f"{topic_kind}: an event ts more than {self._skew:.0f} s ahead of the "
                            f"Kafka or stream time was replaced by it", topic_kind=topic_kind, ts=ts, used=used)
 
-    def process(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
+    def block_schema(self) -> BlockSchema | None:
+        """The schema the next batch of predictions most likely has, to decode it as one block.
+
+        That of the last (model, version) seen; None while none is monitored, or
+        with labels (the join takes each prediction as an event).
+        """
+        if self.join_labels:
+            return None
+        last = self.monitor.last_version()
+        return None if last is None else self.monitor.block_schema(*last)
+
+    def process(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> list[Alert]:
+        """Feed a batch in arrival order; return its alerts.
+
+        Without labels, each :class:`RecordBlock` whose event times need no
+        clamping goes to the monitor column-wise, and the records between
+        blocks go record by record; with labels (the join takes each
+        prediction as an event) a block is taken apart into its records.
+        """
+        if not any(item.__class__ is RecordBlock for item in items):
+            return self._process_records(items)  # type: ignore[arg-type]
+        if self.join_labels:
+            return self._process_records([record for item in items for record in (
+                item.records() if item.__class__ is RecordBlock else (item,))])  # type: ignore[union-attr]
+        # predictions only: blocks and runs of records in turn (the alerts do not depend on the cuts)
+        alerts: list[Alert] = []
+        pending: list[Record | LabelRecord] = []
+        for item in items:
+            if item.__class__ is not RecordBlock:
+                pending.append(item)  # type: ignore[arg-type]
+            elif self._needs_clamping(item):  # type: ignore[arg-type]
+                pending.extend(item.records())  # type: ignore[union-attr]
+            else:
+                if pending:
+                    alerts += self._process_records(pending)
+                    pending = []
+                alerts += self.monitor.process_block(item)  # type: ignore[arg-type]
+        if pending:
+            alerts += self._process_records(pending)
+        return alerts
+
+    def _needs_clamping(self, records: RecordBlock) -> bool:
+        """Whether any event of the block has a ``ts`` beyond the skew ahead of its Kafka time."""
+        kafka = records.timestamps
+        if kafka is None:
+            return False
+        times = records.block.times()
+        skew = self._skew
+        if None in times or None in kafka:
+            return any(ts is not None and k is not None and ts - k > skew for ts, k in zip(times, kafka))
+        return bool(np.any(np.array(times, dtype=np.float64) - np.array(kafka, dtype=np.float64) > skew))
+
+    def _process_records(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
         join = self.join
         skew = self._skew
         for item in items:

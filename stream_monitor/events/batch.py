@@ -17,15 +17,19 @@ module accepts decodes to exactly the event the oracle gives (checked by
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec.structs import astuple
 
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import _LATEST_TS, LabelEvent, Limits, PredictionEvent, _timestamp
 
-__all__ = ["BatchDecoder", "LabelBatchDecoder"]
+__all__ = ["BatchDecoder", "BlockDecoder", "BlockSchema", "LabelBatchDecoder", "PredictionBlock"]
 
 #: integers orjson (the oracle's parser) keeps as int (up to 2**64 - 1); the few above int64 go to the oracle
 _INT_RANGE = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
@@ -237,3 +241,217 @@ class LabelBatchDecoder:
             return self._oracle(raw)
         except BadMessage as bad:
             return bad
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSchema:
+    """The shape one (model, model_version)'s usual message has, as its signals were learned.
+
+    ``numeric`` and ``categorical`` are the features monitored with that kind,
+    ``ignored`` those carried but not monitored (the cap, the rule's selection);
+    ``prediction`` is the prediction signal's kind, "ignored", or "absent" (none
+    seen yet: a message with a prediction must start its signal, value by value).
+    """
+
+    model: str
+    model_version: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    prediction: str = "absent"
+
+    @property
+    def width(self) -> int:
+        """The number of features a message of this schema carries."""
+        return len(self.numeric) + len(self.categorical) + len(self.ignored)
+
+
+class PredictionBlock:
+    """A batch of plainly valid messages of one schema, kept column-wise (no event objects).
+
+    :meth:`columns` gives each feature's values in message order (a float or
+    None for a numeric feature, a string or None for a categorical one), all
+    at once; :meth:`event` builds one message's :class:`PredictionEvent` when
+    it is needed (an alert's event, the label join, a fallback).
+    """
+
+    __slots__ = ("schema", "raws", "_wires", "_oracle")
+
+    def __init__(self, schema: BlockSchema, raws: Sequence[bytes], wires: list[Any],
+                 oracle: Callable[[bytes | None], PredictionEvent]) -> None:
+        self.schema = schema
+        self.raws = raws
+        self._wires = wires
+        self._oracle = oracle
+
+    def __len__(self) -> int:
+        return len(self._wires)
+
+    def columns(self) -> list[tuple[Any, ...]]:
+        """One tuple of values per feature, in the schema's order (numeric, categorical, ignored)."""
+        if not self._wires:
+            return [() for _ in range(self.schema.width)]
+        return list(zip(*map(astuple, map(_FEATURES, self._wires))))
+
+    def predictions(self) -> list[Any]:
+        return list(map(_PREDICTION, self._wires))
+
+    def times(self) -> list[float | None]:
+        """Each message's ``ts`` (None: the Kafka timestamp is used)."""
+        return list(map(_TS, self._wires))
+
+    def event(self, index: int) -> PredictionEvent:
+        """The message's event, as the one-message decoder gives it (its own decode of the bytes)."""
+        return self._oracle(self.raws[index])
+
+    def events(self) -> list[PredictionEvent]:
+        return [self._oracle(raw) for raw in self.raws]
+
+
+_FEATURES, _PREDICTION, _TS = attrgetter("features"), attrgetter("prediction"), attrgetter("ts")
+#: the schema decoders kept (one per (model, version, signal set) in use)
+_MAX_BLOCK_DECODERS = 64
+
+
+class BlockDecoder:
+    """Messages of one known schema decoded in one msgspec call into a :class:`PredictionBlock`.
+
+    The typed shape is stricter than the input contract: every feature of the
+    schema present (a number or null for a numeric one, a string or null for a
+    categorical one), no other feature or field, the model and version the
+    schema's, ``ts`` a number in range or absent. A message not of that shape
+    is decoded on its own by :class:`BatchDecoder` (whose verdicts are the
+    oracle's): so a block only ever holds messages the oracle accepts, with
+    the values it gives.
+    """
+
+    def __init__(self, limits: Limits, oracle: Callable[[bytes | None], PredictionEvent],
+                 allowed_models: frozenset[str] | None = None) -> None:
+        self.limits = limits
+        self._oracle = oracle
+        self._allowed = allowed_models
+        #: schema -> (decode a JSON array of messages, decode one message)
+        self._decoders: dict[BlockSchema, tuple[Any, Any]] = {}
+        #: schema -> batches left to skip: its last split found nothing to make a block of
+        self._backoff: dict[BlockSchema, int] = {}
+
+    def block(self, raws: Sequence[bytes | None], schema: BlockSchema) -> PredictionBlock | None:
+        """The messages as one block of ``schema``, or None when any is not plainly of it."""
+        if not raws or None in raws or (self._allowed is not None and schema.model not in self._allowed):
+            return None
+        lengths = list(map(len, raws))  # type: ignore[arg-type]
+        if min(lengths) == 0 or max(lengths) > self.limits.max_message_bytes:
+            return None  # an empty value, or one too long: the oracle says which
+        decode = self._decoders.get(schema) or self._decoder(schema)
+        try:
+            wires = decode[0](b"[" + b",".join(raws) + b"]")  # type: ignore[arg-type]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        if len(wires) != len(raws):
+            return None  # a message that was itself several values joined by commas
+        if not _times_valid(wires):
+            return None
+        return PredictionBlock(schema, raws, wires, self._oracle)  # type: ignore[arg-type]
+
+    def spans(self, raws: Sequence[bytes | None], schema: BlockSchema,
+              shortest: int | None = None) -> list[tuple[int, int, PredictionBlock | None]]:
+        """The messages cut into consecutive ``(start, stop, block)`` spans, in order.
+
+        A span with a block holds at least ``shortest`` messages of the schema
+        (by default a quarter of the batch, and 64: each span costs one call of
+        every detector); a span without one (None) is to be decoded message by message. A batch
+        of the schema is one span; a batch with a few other messages is cut
+        around them. A schema whose last cut found no span of it is not tried
+        for the next batches (a partition whose messages mix models, say).
+        """
+        count = len(raws)
+        skip = self._backoff.get(schema, 0)
+        if skip:
+            self._backoff[schema] = skip - 1
+            return [(0, count, None)]
+        block = self.block(raws, schema)
+        if block is not None:
+            return [(0, count, block)]
+        if not raws or (self._allowed is not None and schema.model not in self._allowed):
+            return [(0, count, None)]
+        shortest = max(64, count // 4) if shortest is None else shortest
+        one = (self._decoders.get(schema) or self._decoder(schema))[1]
+        wires = [self._one(one, raw) for raw in raws]
+        spans: list[tuple[int, int, PredictionBlock | None]] = []
+        start = 0
+        for fits, group in itertools.groupby(range(count), key=lambda index: wires[index] is not None):
+            indices = list(group)
+            stop = indices[-1] + 1
+            if fits and len(indices) >= shortest:
+                if start < indices[0]:
+                    spans.append((start, indices[0], None))
+                spans.append((indices[0], stop, PredictionBlock(
+                    schema, raws[indices[0]:stop], wires[indices[0]:stop], self._oracle)))  # type: ignore[arg-type]
+                start = stop
+        if start < count:
+            spans.append((start, count, None))
+        if len(spans) == 1:
+            self._backoff[schema] = _BACKOFF_BATCHES
+            if len(self._backoff) > _MAX_BLOCK_DECODERS:
+                self._backoff = {schema: _BACKOFF_BATCHES}
+        return spans
+
+    def _one(self, decode: Any, raw: bytes | None) -> Any:
+        """One message decoded with the schema's shape, or None if it is not plainly of it."""
+        if raw is None or not 0 < len(raw) <= self.limits.max_message_bytes:
+            return None
+        try:
+            wire = decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return wire if _times_valid((wire,)) else None
+
+    def _decoder(self, schema: BlockSchema) -> tuple[Any, Any]:
+        limits = self.limits
+        if len(self._decoders) >= _MAX_BLOCK_DECODERS:
+            self._decoders.clear()
+        names = (*schema.numeric, *schema.categorical, *schema.ignored)
+        plain = (len(names) <= limits.max_features and len(set(names)) == len(names)
+                 and all(0 < len(name) <= limits.max_string_length for name in names)
+                 and 0 < len(schema.model) <= limits.max_string_length
+                 and 0 < len(schema.model_version) <= limits.max_string_length)
+        if not plain:
+            self._decoders[schema] = (_refuse, _refuse)
+            return self._decoders[schema]
+        text = Annotated[str, msgspec.Meta(max_length=limits.max_string_length)]
+        name = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
+        kinds: dict[str, Any] = {"numeric": float | None, "categorical": text | None,
+                                 "ignored": float | text | None, "absent": None}
+        features = msgspec.defstruct(
+            "WireFeatures", [(n, float | None) for n in schema.numeric]
+            + [(n, text | None) for n in schema.categorical]
+            + [(n, float | text | None) for n in schema.ignored],
+            forbid_unknown_fields=True, gc=False)
+        fields: list[Any] = [
+            ("event_id", name),
+            ("model", Literal[schema.model]),  # type: ignore[valid-type]
+            # no version (or null) is "unknown" to the oracle, as is "unknown" itself
+            ("model_version", Literal[schema.model_version])  # type: ignore[valid-type]
+            if schema.model_version != "unknown" else ("model_version", Literal["unknown"] | None, None),
+            ("features", features),
+            ("ts", float | None, None),
+            ("prediction", kinds[schema.prediction], None),
+        ]
+        wire = msgspec.defstruct("WireBlockPrediction", fields, forbid_unknown_fields=True, gc=False,
+                                 kw_only=True)
+        self._decoders[schema] = (msgspec.json.Decoder(list[wire]).decode, msgspec.json.Decoder(wire).decode)
+        return self._decoders[schema]
+
+
+#: batches a schema is not tried for after a cut found no block in one
+_BACKOFF_BATCHES = 16
+
+
+def _times_valid(wires: Sequence[Any]) -> bool:
+    """Every ``ts`` given is epoch seconds within the contract's range."""
+    times = [ts for ts in map(_TS, wires) if ts is not None]
+    return not times or (0.0 <= min(times) and max(times) <= _LATEST_TS)
+
+
+def _refuse(_data: bytes) -> Any:
+    raise msgspec.ValidationError("not a schema the block path takes")

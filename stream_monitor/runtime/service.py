@@ -53,7 +53,7 @@ from confluent_kafka import (
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
-from stream_monitor.monitor import Record
+from stream_monitor.monitor import Record, RecordBlock
 from stream_monitor.pipeline import Decoder, LabelRecord
 from stream_monitor.runtime.checkpoint import Checkpoint, TransactionalCheckpoint
 from stream_monitor.state.changelog import ChangelogError, ChangelogReader, ensure_changelog
@@ -351,7 +351,7 @@ class Service:
         started = time.perf_counter()
         metrics = self.metrics
         owned = self.owned
-        by_partition: dict[int, list[Record | LabelRecord]] = {}
+        by_partition: dict[int, list[Record | LabelRecord | RecordBlock]] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}
         replayed: dict[str, int] = {}
@@ -368,24 +368,26 @@ class Service:
             if state is None or (topic, partition) not in self._assigned:
                 continue  # not ours (any more): its owner reads it from the committed offset
             kind = "labels" if topic == self._labels_topic else "predictions"
-            offsets = list(map(_OFFSET, run))
             count = len(run)
-            state.positions[kind] = offsets[-1] + 1
+            last = run[-1].offset()
+            state.positions[kind] = last + 1
             state.since_snapshot += count
             consumed[topic] = consumed.get(topic, 0) + count
             # messages below the committed offset are silent: the first ``quiet`` of the run
             until = state.silent_until.get(kind)
-            quiet = 0 if until is None or offsets[0] >= until else bisect.bisect_left(offsets, until)
-            if quiet:
+            quiet = 0
+            if until is not None and run[0].offset() < until:
+                offsets = list(map(_OFFSET, run))
+                quiet = bisect.bisect_left(offsets, until)
                 # storing a silent offset would move the commit backwards; the last one stores
                 # the committed offset itself (so the lag is known)
                 replayed[topic] = replayed.get(topic, 0) + quiet
                 if until - 1 in offsets[:quiet]:
                     next_offsets[(topic, partition)] = until
             if quiet < count:
-                next_offsets[(topic, partition)] = offsets[-1] + 1
+                next_offsets[(topic, partition)] = last + 1
             items = by_partition.setdefault(partition, [])
-            self._decode_run(run, kind, partition, quiet, items)
+            self._decode_run(run, kind, state, quiet, items)
         transactional = isinstance(self.checkpoint, TransactionalCheckpoint)
         for topic, count in consumed.items():
             self._consumed_total[topic] = self._consumed_total.get(topic, 0) + count
@@ -411,15 +413,34 @@ class Service:
         metrics.batch_size.observe(batch_size)
         metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _decode_run(self, run: list[Message], kind: str, partition: int, quiet: int,
-                    items: list[Record | LabelRecord]) -> None:
+    def _decode_run(self, run: list[Message], kind: str, state: PartitionState, quiet: int,
+                    items: list[Record | LabelRecord | RecordBlock]) -> None:
         """Decode one run of messages into ``items`` in order; bad ones go to the dead letters.
 
-        The first ``quiet`` messages are silent: they went to the dead letters before the restart.
+        A run of predictions of the partition's usual shape becomes one
+        :class:`RecordBlock` (no object per message). The first ``quiet``
+        messages are silent: they went to the dead letters before the restart.
         """
+        partition = state.number
         times = [milliseconds / 1000.0 if timestamp_kind else None
                  for timestamp_kind, milliseconds in map(_TIMESTAMP, run)]
         values = list(map(_VALUE, run))
+        if kind == "predictions":
+            for start, stop, block in self._decoder.spans(values, state.pipeline.block_schema()):
+                if block is not None:
+                    items.append(RecordBlock(block, partition, times[start:stop], max(0, quiet - start)))
+                elif start == 0 and stop == len(run):
+                    self._decode_records(run, values, times, kind, partition, quiet, items)
+                else:
+                    self._decode_records(run[start:stop], values[start:stop], times[start:stop], kind,
+                                         partition, max(0, quiet - start), items)
+            return
+        self._decode_records(run, values, times, kind, partition, quiet, items)
+
+    def _decode_records(self, run: list[Message], values: list[bytes | None], times: list[float | None],
+                        kind: str, partition: int, quiet: int,
+                        items: list[Record | LabelRecord | RecordBlock]) -> None:
+        """Decode messages one by one into records; bad ones go to the dead letters (unless silent)."""
         make: Any
         if kind == "labels":
             outcomes: list[Any] = self._decoder.labels(values)
@@ -898,9 +919,12 @@ def _runs(messages: list[Message]) -> list[tuple[str, int, list[Message]]]:
     """Consecutive messages of one topic-partition, in order: ``(topic, partition, messages)``."""
     if not messages:
         return []
-    keys = list(zip(map(_TOPIC, messages), map(_PARTITION, messages)))
-    if keys.count(keys[0]) == len(keys):
-        return [(*keys[0], messages)]
+    partitions = list(map(_PARTITION, messages))
+    if partitions.count(partitions[0]) == len(partitions):
+        topics = list(map(_TOPIC, messages))
+        if topics.count(topics[0]) == len(topics):  # the usual batch: one run
+            return [(topics[0], partitions[0], messages)]
+    keys = list(zip(map(_TOPIC, messages), partitions))
     runs = []
     start = 0
     for index in range(1, len(keys) + 1):

@@ -16,6 +16,7 @@ import pytest
 
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
+from stream_monitor.events.batch import BlockSchema, PredictionBlock
 from stream_monitor.pipeline import Decoder
 from stream_monitor.simulate import Scenario, generate
 
@@ -231,3 +232,83 @@ def _fuzzed_labels(seed: int, count: int) -> list[bytes]:
         data[where] = rng.choice(b'{}[]",:0123456789.eE-+ntrufalsNI\\\xff')
         out.append(bytes(data))
     return out
+
+
+# -- the block path: a batch of one schema in one decode -------------------------------------------
+
+#: schemas BASE-like messages may be decoded under (the corpus's model "m", version "2")
+SCHEMAS = [
+    BlockSchema("m", "2", ("x",), ("c",), (), "numeric"),
+    BlockSchema("m", "2", ("x", "new"), ("c",), (), "numeric"),
+    BlockSchema("m", "2", (), ("c",), ("x",), "ignored"),
+    BlockSchema("m", "2", ("x",), (), ("c",), "categorical"),
+    BlockSchema("m", "2", ("x",), ("c",), (), "absent"),
+    BlockSchema("m", "unknown", ("x",), ("c",), (), "numeric"),
+]
+
+
+def _block_values(block: PredictionBlock, index: int) -> tuple:
+    """What the monitor takes from a block for one message: its features by name, prediction and ts."""
+    schema = block.schema
+    names = (*schema.numeric, *schema.categorical, *schema.ignored)
+    columns = block.columns()
+    features = {name: column[index] for name, column in zip(names, columns)}
+    return features, block.predictions()[index], block.times()[index]
+
+
+def _check_block(decoder: Decoder, raws: list[bytes | None], schema: BlockSchema) -> bool:
+    """A message the block path takes is one the oracle accepts, with the same values; True if taken."""
+    block = decoder.block(raws, schema)
+    if block is None:
+        return False
+    assert len(block) == len(raws)
+    for index, raw in enumerate(raws):
+        event = decoder.prediction(raw)  # raises if the oracle rejects what the block took
+        features, prediction, ts = _block_values(block, index)
+        assert (event.model, event.model_version) == (schema.model, schema.model_version)
+        assert set(event.features) == set(features)
+        for name, value in event.features.items():
+            assert type(features[name]) is type(value) and repr(features[name]) == repr(value), name
+        assert type(prediction) is type(event.prediction) and repr(prediction) == repr(event.prediction)
+        assert type(ts) is type(event.ts) and repr(ts) == repr(event.ts)
+        assert event.unknown_fields == ()
+        assert repr(block.event(index)) == repr(event)
+        # the schema's kinds: the monitor routes these columns whole
+        assert all(features[name] is None or type(features[name]) is float for name in schema.numeric)
+        assert all(features[name] is None or type(features[name]) is str for name in schema.categorical)
+        if schema.prediction == "absent":
+            assert prediction is None
+    return True
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["small-limits", "strict", "allowlist", "defaults"])
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: f"{s.prediction}-{len(s.numeric)}-{s.model_version}")
+def test_the_block_path_takes_only_messages_the_oracle_accepts_with_its_values(
+        settings: Settings, schema: BlockSchema) -> None:
+    decoder = Decoder(settings)
+    corpus = _corpus() + [None] + _fuzzed(11, 300)  # type: ignore[list-item]
+    corpus += [raw.replace(b'"model_version":"2",', b"") for raw in corpus if raw]
+    corpus += [raw.replace(b',"prediction":0.75', b"") for raw in corpus if raw and b',"prediction":0.75' in raw]
+    taken = sum(_check_block(decoder, [raw], schema) for raw in corpus)
+    # the usual message of the schema is taken; most of the corpus is not
+    assert 10 <= taken < len(corpus) // 4
+
+
+def test_a_batch_goes_the_block_path_only_when_every_message_fits() -> None:
+    decoder = Decoder(Settings())
+    events = [event for event, _ in generate(Scenario(n_events=400, n_numeric=3, n_categorical=1, seed=6))]
+    raws = [orjson.dumps(event) for event in events]
+    first = decoder.prediction(raws[0])
+    schema = BlockSchema(first.model, first.model_version, ("f00", "f01", "f02"), ("c00",), (), "numeric")
+    assert _check_block(decoder, raws, schema)
+    nulls = [orjson.dumps({**e, "features": {**e["features"], "f01": None}}) if i % 7 == 0 else raws[i]
+             for i, e in enumerate(events)]
+    assert _check_block(decoder, nulls, schema)  # missing values are values of the block
+    for bad in (b"", b"{}", b'{"event_id": "e", "model": "fraud", "prediction": NaN}', raws[1] + b"," + raws[2],
+                raws[1].replace(b'"f00"', b'"f09"'), raws[1].replace(b'"c00":"', b'"c00":1,"x":"'),
+                raws[1].replace(b'"model_version":"1"', b'"model_version":"2"'),
+                raws[1].replace(b'"ts":', b'"ts":"2025-11-24T16:00:00Z","t":')):
+        mixed = raws[:200] + [bad] + raws[200:]
+        assert decoder.block(mixed, schema) is None, bad
+    assert decoder.block(raws[:3] + [None] + raws[3:10], schema) is None  # type: ignore[list-item]
+    assert decoder.block([], schema) is None

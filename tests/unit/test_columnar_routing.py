@@ -8,6 +8,7 @@ pipeline), cut into the same batches; alerts must be equal field for field.
 
 from __future__ import annotations
 
+import io
 import random
 
 import orjson
@@ -17,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from stream_monitor.config import Settings
 from stream_monitor.events import PredictionEvent
 from stream_monitor.metrics import Metrics
-from stream_monitor.monitor import Monitor, Record
+from stream_monitor.monitor import Monitor, Record, RecordBlock
 from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
-from stream_monitor.simulate import Scenario, parse_drift, stream
+from stream_monitor.simulate import Scenario, generate, parse_drift, stream
 
 DRIFTS = tuple(parse_drift(text) for text in (
     "fraud:feature:f01@2500:shift=1.5", "fraud:feature:c00@3000:share=0.6",
@@ -140,3 +141,161 @@ def test_caps_and_evictions_match_value_by_value() -> None:
             alerts += [a.to_json() for a in monitor.process(chunk)]
         results.append((alerts, monitor.meta_state(), sorted(monitor.version_keys())))
     assert results[0] == results[1]
+
+
+# -- blocks: a batch decoded as one block of its schema, routed column by column ---------------------
+
+def _lines(items: list[tuple[str, dict]], seed: int) -> bytes:
+    """The predictions as JSON lines, with bad lines, unusual times and CRLF line ends here and there."""
+    rng = random.Random(seed)
+    out = []
+    for kind, item in items:
+        if kind != "prediction":
+            continue
+        roll = rng.random()
+        if roll < 0.002:
+            out.append(b'{"event_id": "bad", "model": "fraud", "prediction": NaN}')
+        elif roll < 0.003:
+            out.append(b"not json")
+        elif roll < 0.004:
+            item = {**item, "ts": item["ts"] + 10 * 86400.0}  # far ahead of the clock: clamped
+        elif roll < 0.005:
+            item = {**item, "ts": None}
+        out.append(orjson.dumps(item) + (b"\r" if roll > 0.995 else b""))
+    return b"\n".join(out) + b"\n"
+
+
+def _replay(path, columnar: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, dict, object]:
+    from stream_monitor import replay as replay_module
+
+    registry = CollectorRegistry()
+    made = []
+
+    def pipeline(settings: Settings, metrics: Metrics | None = None, join_labels: bool = True) -> Pipeline:
+        made.append(Pipeline(settings, metrics, join_labels))
+        made[-1].monitor = Monitor(settings, metrics, columnar=columnar)
+        return made[-1]
+
+    monkeypatch.setattr(replay_module, "Pipeline", pipeline)
+    out = io.BytesIO()
+    summary = replay_module.replay(Settings(), path, out, Metrics(registry))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for metric in registry.collect() for s in metric.samples
+               if not s.name.endswith("_created") and "seconds" not in s.name}
+    return out.getvalue(), samples, summary
+
+
+@pytest.mark.parametrize(("seed", "models", "rough"), [(5, ("fraud", "churn"), True), (6, ("fraud",), True),
+                                                     (7, ("fraud",), False)])
+def test_replay_in_blocks_gives_the_alerts_counts_and_summary_of_value_by_value(
+        seed: int, models: tuple[str, ...], rough: bool, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "events.jsonl"
+    items = _roughen(_events(seed), seed) if rough else _events(seed)
+    items = [(kind, item) for kind, item in items if item["model"] in models]
+    path.write_bytes(_lines(items, seed))
+    blocks = []
+    original = Monitor.process_block
+
+    def spy(self, records):  # type: ignore[no-untyped-def]
+        blocks.append(len(records))
+        return original(self, records)
+
+    monkeypatch.setattr(Monitor, "process_block", spy)
+    expected = _replay(path, False, monkeypatch)
+    assert blocks == []
+    got = _replay(path, True, monkeypatch)
+    assert got[0] == expected[0] and got[0].count(b"\n") >= 3
+    assert got[1] == expected[1]
+    assert got[2] == expected[2]
+    if not rough:
+        # the chunks go as blocks, cut around their few bad or clamped lines (mixed models never do)
+        assert len(blocks) > 3 and sum(blocks) > 1000
+
+
+def test_a_clean_replay_goes_in_blocks_after_its_first_chunk(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "events.jsonl"
+    scenario = Scenario(n_events=8000, n_numeric=3, n_categorical=1, seed=8,
+                        drifts=(parse_drift("fraud:feature:f01@4000:shift=1.5"),))
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event, _ in generate(scenario)))
+    rows = []
+    original = Monitor._route_rows
+
+    def spy(self, records, positions, batch):  # type: ignore[no-untyped-def]
+        rows.append(len(positions))
+        return original(self, records, positions, batch)
+
+    monkeypatch.setattr(Monitor, "_route_rows", spy)
+    got = _replay(path, True, monkeypatch)
+    assert rows == [1000]  # only the first chunk, which teaches the schema, goes value by value
+    monkeypatch.setattr(Monitor, "_route_rows", original)
+    assert got[0] == _replay(path, False, monkeypatch)[0] and b"feature:f01" in got[0]
+
+
+def test_a_block_with_kafka_times_and_silent_records_gives_the_alerts_of_its_records() -> None:
+    settings = Settings()
+    scenario = Scenario(n_events=6000, n_numeric=2, n_categorical=1, seed=3,
+                        drifts=(parse_drift("fraud:feature:f00@2500:shift=2"),
+                                parse_drift("fraud:prediction@3500:shift=1")))
+    raws = [orjson.dumps(event) for event, _ in generate(scenario)]
+    rng = random.Random(3)
+    results = []
+    for as_block in (False, True):
+        registry = CollectorRegistry()
+        pipeline = Pipeline(settings, Metrics(registry), join_labels=False)
+        decoder = Decoder(settings)
+        alerts = []
+        taken = 0
+        rng.seed(3)
+        for start in range(0, len(raws), 500):
+            chunk = raws[start:start + 500]
+            kafka = [None if rng.random() < 0.1 else 1_764_000_000.0 + (start + i) / 100 - rng.random() * 50
+                     for i in range(len(chunk))]
+            if start == 3000:
+                kafka[7] = 1_000_000.0  # a ts far ahead of its Kafka time: clamped, record by record
+            quiet = 100 if start in (2500, 3500) else 0
+            block = decoder.block(chunk, pipeline.block_schema()) if as_block else None
+            if block is not None:
+                taken += 1
+                items: list = [RecordBlock(block, 0, kafka, quiet)]
+            else:
+                items = [Record(decoder.prediction(raw), 0, kafka[i], i < quiet) for i, raw in enumerate(chunk)]
+            alerts += [a.to_json() for a in pipeline.process(items)]
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for metric in registry.collect()
+                   for s in metric.samples if not s.name.endswith("_created")}
+        results.append((alerts, samples, taken))
+    assert results[1][0] == results[0][0] and len(results[0][0]) >= 2
+    assert results[1][1] == results[0][1]
+    assert results[1][2] == len(raws) // 500 - 1
+
+
+def test_the_clock_observes_a_list_of_times_as_one_by_one() -> None:
+    from stream_monitor.join import EventClock
+
+    rng = random.Random(4)
+    for trial in range(300):
+        times = [None if rng.random() < 0.1 else 1000.0 + i + rng.uniform(-60, 60) for i in range(rng.randrange(6))]
+        if trial % 3 == 0 and times:
+            times[rng.randrange(len(times))] = 1e9  # a jump: the list is refused
+        start = rng.choice([None, 990.0, 2000.0])
+        one, whole = EventClock(100.0), EventClock(100.0)
+        one.now = whole.now = start
+        results = [one.observe(ts) for ts in times if ts is not None]
+        if whole.observe_all(times):
+            assert not any(clamped for _, clamped in results)
+            assert whole.state() == one.state()
+        else:
+            assert whole.state() == EventClock(100.0).state() or whole.now == start
+
+
+def test_replay_reads_the_lines_iterating_the_file_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_monitor import replay as replay_module
+
+    monkeypatch.setattr(replay_module, "_READ_BYTES", 7)  # lines and line ends cut across reads
+    rng = random.Random(2)
+    for _ in range(3000):
+        data = bytes(rng.choice(b"ab\r\n") for _ in range(rng.randrange(40)))
+        expected = [line.rstrip(b"\r\n") for line in io.BytesIO(data)]
+        size = rng.randrange(1, 5)
+        chunks = list(replay_module._chunks(io.BytesIO(data), size))
+        assert [line for chunk in chunks for line in chunk] == expected
+        assert all(len(chunk) == size for chunk in chunks[:-1]) and all(chunks)
