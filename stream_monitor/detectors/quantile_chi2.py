@@ -100,6 +100,7 @@ freedom).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -175,6 +176,44 @@ def _merge_small(edges: np.ndarray, counts: np.ndarray, min_count: int) -> tuple
     return np.array(edge_list, dtype=np.float64), np.array(count_list, dtype=np.int64)
 
 
+@functools.lru_cache(maxsize=64)
+def _critical_values(stride: int, arl: float, bins: int) -> Mapping[bool, tuple[float, ...]]:
+    """Critical values by degrees of freedom (index 0: one bin, no test, never alarms), without and with ties.
+
+    A pure function of the parameters: one table shared by the detectors that have them.
+    """
+    alpha = stride / arl
+    return MappingProxyType({
+        tied: (math.inf, *(float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)))
+        for tied, factor in ((False, 1), (True, TIED_FACTOR))
+    })
+
+
+#: (stride, cells) -> ``(i // stride) * cells`` for ``i`` below the table's size, read-only
+_OFFSET_TABLES: dict[tuple[int, int], np.ndarray] = {}
+#: most offset tables kept (the least recently grown is dropped first)
+_OFFSET_TABLES_KEPT = 64
+
+
+def _block_offsets(stride: int, cells: int, length: int) -> np.ndarray:
+    """``(i // stride) * cells`` for ``i < length`` at least: the (block, bin) cell of the ``i``-th value.
+
+    One read-only table per ``(stride, cells)``, shared by every detector
+    (a batch reads the slice of its alignment), grown to a power of two.
+    """
+    key = (stride, cells)
+    table = _OFFSET_TABLES.get(key)
+    if table is None or table.size < length:
+        size = 1 << max(10, (length - 1).bit_length())
+        table = (np.arange(size, dtype=np.intp) // stride) * cells
+        table.setflags(write=False)
+        _OFFSET_TABLES.pop(key, None)
+        if len(_OFFSET_TABLES) >= _OFFSET_TABLES_KEPT:
+            del _OFFSET_TABLES[next(iter(_OFFSET_TABLES))]
+        _OFFSET_TABLES[key] = table
+    return table
+
+
 @register
 class QuantileChiSquare(Detector):
     """Chi-square test of a sliding window's counts in the reference's quantile bins.
@@ -243,15 +282,8 @@ class QuantileChiSquare(Detector):
         self.snapshot = None if reference_values is None else np.asarray(reference_values, dtype=np.float64)
         self.snapshot_id = reference_id
         self._blocks_per_window = window // stride
-        self._offsets_key: tuple[int, int, int] | None = None
-        self._offsets = np.empty(0, dtype=np.intp)
-        # critical values by degrees of freedom (index 0: one bin, no test, never alarms),
-        # for references without and with ties
-        alpha = stride / arl
-        self._critical = {
-            tied: [math.inf] + [float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)]
-            for tied, factor in ((False, 1), (True, TIED_FACTOR))
-        }
+        # critical values by degrees of freedom, for references without and with ties (shared)
+        self._critical = _critical_values(stride, arl, bins)
         self._reset()
 
     # --- construction -----------------------------------------------------------------
@@ -446,11 +478,8 @@ class QuantileChiSquare(Detector):
             self._advance(values.size)
             return values.size, None
         # (block, bin) counts: row k is the k-th block this batch touches, the last one unfinished
-        key = (into_block, values.size, cells)
-        if self._offsets_key != key:  # batches usually repeat their size and alignment
-            self._offsets = (np.arange(into_block, into_block + values.size) // stride) * cells
-            self._offsets_key = key
-        counts = np.bincount(codes + self._offsets, minlength=(finished + 1) * cells).reshape(finished + 1, cells)
+        offsets = _block_offsets(stride, cells, into_block + values.size)[into_block : into_block + values.size]
+        counts = np.bincount(codes + offsets, minlength=(finished + 1) * cells).reshape(finished + 1, cells)
         if into_block:
             counts[0] += self._partial
         # the window after new block j holds the per_window blocks up to it: a difference of
@@ -462,8 +491,9 @@ class QuantileChiSquare(Detector):
         first_full = per_window - 1 - self._monitored // stride  # the first new block whose window is full
         hit = self._first_hit(window_counts if first_full <= 0 else window_counts[first_full:])
         if hit is None:
-            self._history = timeline[finished:]
-            self._partial = counts[finished]
+            # copies: views would keep this batch's whole timeline and counts alive
+            self._history = timeline[finished:].copy()
+            self._partial = counts[finished].copy()
             self._advance(values.size)
             return values.size, None
         consumed = (max(first_full, 0) + hit + 1) * stride - into_block

@@ -217,7 +217,8 @@ class Scale(Detector):
     def _reset(self) -> None:
         """Build all mutable state: a fresh detector that has seen nothing."""
         self._n_seen = 0
-        self._buffer = np.empty(self.warmup, dtype=np.float64)
+        # the warm-up values; allocated while a reference is collected, dropped once it is set
+        self._buffer: np.ndarray | None = None
         self._filled = 0
         self._reference_start = 0
         self._from_snapshot = False
@@ -276,7 +277,7 @@ class Scale(Detector):
         # one more bin, adding 0: the leading entry of each chunk's walk
         self._table = np.concatenate([increments, np.zeros((len(increments), 1), dtype=np.int64)], axis=1)
         self._fixed_thresholds = np.asarray(design["thresholds"], dtype=np.int64)
-        self._threshold_rows = np.repeat(self._fixed_thresholds[:, None], _CHUNK + 1, axis=1)
+        self._threshold_list = self._fixed_thresholds.tolist()
         self._from_snapshot = from_snapshot
         self._sums[:] = 0
 
@@ -315,11 +316,12 @@ class Scale(Detector):
         while position < size:
             if self._design is None:
                 take = min(self.warmup - self._filled, size - position)
-                self._buffer[self._filled : self._filled + take] = batch[position : position + take]
+                self._warmup_buffer()[self._filled : self._filled + take] = batch[position : position + take]
                 self._filled += take
                 position += take
                 if self._filled == self.warmup:
-                    self._use_design(self._designed(self._buffer, "warmup"), from_snapshot=False)
+                    self._use_design(self._designed(self._warmup_buffer(), "warmup"), from_snapshot=False)
+                    self._buffer = None  # never read again until the next re-arm
                 continue
             chunk = batch[position : position + _CHUNK]
             hit = self._run_charts(chunk)
@@ -347,6 +349,12 @@ class Scale(Detector):
         self._n_seen = start_seen + size
         return detections
 
+    def _warmup_buffer(self) -> np.ndarray:
+        """The buffer of warm-up values, allocated when a reference starts to be collected."""
+        if self._buffer is None:
+            self._buffer = np.empty(self.warmup, dtype=np.float64)
+        return self._buffer
+
     def _run_charts(self, chunk: np.ndarray) -> tuple[int, int, float] | None:
         """Advance every chart over ``chunk``; stop at the first crossing.
 
@@ -366,10 +374,11 @@ class Scale(Detector):
         walk[:, 1] += self._sums
         np.cumsum(walk, axis=1, out=walk)
         walk -= np.minimum.accumulate(walk, axis=1)
-        over = np.greater(walk, self._threshold_rows[:, : size + 1])
-        if not over.any():
+        # each chart's peak against its threshold: no array of thresholds as long as the chunk
+        if all(peak <= limit for peak, limit in zip(walk.max(axis=1).tolist(), self._threshold_list)):
             self._sums = walk[:, -1].copy()
             return None
+        over = walk > self._fixed_thresholds[:, None]
         end = int(np.argmax(over.any(axis=0)))
         ratios = walk[:, end] / self._fixed_thresholds
         chart = int(np.argmax(np.where(over[:, end], ratios, -np.inf)))
@@ -392,7 +401,7 @@ class Scale(Detector):
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "filled": self._filled,
-            "warmup_values": self._buffer[: self._filled].tolist() if filling else [],
+            "warmup_values": self._warmup_buffer()[: self._filled].tolist() if filling and self._filled else [],
             "reference_start": self._reference_start,
             "from_snapshot": self._from_snapshot,
             "design": None if filling else dict(self._design),
@@ -412,7 +421,8 @@ class Scale(Detector):
             self._filled = int(state["filled"])
             if self._filled != len(warmup_values):
                 raise ValueError("scale state: warm-up values and count disagree")
-            self._buffer[: self._filled] = warmup_values
+            if self._filled:
+                self._warmup_buffer()[: self._filled] = warmup_values
             self._design = None
             self._from_snapshot = False
         else:
