@@ -25,7 +25,10 @@ Three figures (issue 13's memory targets):
    has ``--rss-values`` values (past every warm-up); ``VmRSS`` and ``VmHWM``
    from ``/proc/self/status`` beside the 500 MiB target.
 3. **Checkpoint bytes per numeric signal**: ``json.dumps`` of every
-   detector's ``state_dict()`` at the end of (1), median and largest per signal.
+   detector's ``state_dict()`` at the end of (1), median and largest per
+   signal, and the median after 1,500 values, while the references fill (a
+   checkpoint then holds the values collected); with (2), the JSON of the
+   Monitor's ``version_state()`` per signal (what the changelog stores).
 
 ``--against REV`` measures (1) and (3), and (2) when it runs, on the code of
 git revision ``REV`` too (extracted to a temporary directory, in another
@@ -60,6 +63,8 @@ PER_SIGNAL_TARGET = 30 * 1024
 RSS_TARGET = 500 * 1024 * 1024
 BATCH = 1000
 FAMILY_TESTS = 44
+#: values after which the checkpoint of a signal still collecting its references is measured
+WARMING = 1_500
 SHAPES = ("gaussian", "lognormal", "poisson", "score")
 
 
@@ -111,12 +116,19 @@ def held_memory(names: list[str] | None, signals: int, values: int) -> dict[str,
     gc.collect()
     shared = tracemalloc.get_traced_memory()[0] - start
     tracemalloc.stop()
+    # a checkpoint while the references are collected holds their values
+    warming = _detector_sets(names, min(signals, 20))
+    for detectors, stream in zip(warming, streams):
+        for detector in detectors:
+            detector.update(stream[:WARMING])
+    warming_bytes = [sum(len(json.dumps(d.state_dict())) for d in detectors) for detectors in warming]
     return {
         "detectors": names_out,
         "per_signal": (total - shared) / signals,
         "shared": shared,
         "state_median": statistics.median(state_bytes),
         "state_max": max(state_bytes),
+        "state_warming": statistics.median(warming_bytes),
     }
 
 
@@ -163,6 +175,7 @@ def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
         del records, block
     cpu = time.process_time() - cpu
     gc.collect()
+    checkpoint = len(json.dumps(monitor.version_state(("wide", "1"))))
     return {
         "signals": signals,
         "values": values,
@@ -171,6 +184,7 @@ def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
         "hwm": _vm("VmHWM"),
         "alerts": alerts,
         "cpu_s": cpu,
+        "checkpoint": checkpoint,
     }
 
 
@@ -237,6 +251,8 @@ def _report(label: str, runs: dict[str, dict[str, Any]], args: argparse.Namespac
             row(f"  {name} alone: shared", [_kib(a["shared"]) for a in alone])
         row("state_dict() JSON per signal, median", [f"{s['state_median']:,.0f} B" for s in sets.values()])
         row("state_dict() JSON per signal, largest", [f"{s['state_max']:,.0f} B" for s in sets.values()])
+        row(f"  ... after {WARMING:,} values (references filling)",
+            [f"{s['state_warming']:,.0f} B" for s in sets.values()])
         last = list(sets.values())[-1]
         verdict = last["per_signal"] + last["shared"] / 10_000 <= PER_SIGNAL_TARGET
         print(f"  -> {'PASS' if verdict else 'FAIL'}: at most {PER_SIGNAL_TARGET // 1024} KiB per numeric "
@@ -252,6 +268,8 @@ def _report(label: str, runs: dict[str, dict[str, Any]], args: argparse.Namespac
         row("(RSS - after imports) per signal", [_kib((r["rss"] - r["rss_imported"]) / r["signals"])
                                                  for r in rss.values()])
         row("alerts", [str(r["alerts"]) for r in rss.values()])
+        row("Monitor.version_state() JSON per signal", [f"{r['checkpoint'] / r['signals']:,.0f} B"
+                                                       for r in rss.values()])
         row("CPU seconds feeding", [f"{r['cpu_s']:.1f} s" for r in rss.values()])
         last = list(rss.values())[-1]
         print(f"  -> {'PASS' if last['rss'] <= RSS_TARGET else 'FAIL'}: at most "

@@ -119,6 +119,8 @@ from stream_monitor.detectors.base import (
     check_integer,
     check_number,
     check_reference_values,
+    decode_values,
+    encode_values,
 )
 from stream_monitor.detectors.calibration import gaussian_cusum_threshold
 
@@ -144,7 +146,9 @@ _SCALE = float(2**20)
 _SCALAR_BELOW = 24
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+#: state versions :meth:`PageHinkley.load_state_dict` reads (3: warm-up values as a list of numbers)
+_READABLE_VERSIONS = (3, _STATE_VERSION)
 # Most reference values the tail correction reads (a larger snapshot: evenly spaced ranks of it).
 _TILT_SAMPLE = 20_000
 _TILT_STEPS = 12
@@ -686,7 +690,8 @@ class PageHinkley(Detector):
             filling = self._filled < self.warmup
             state.update(
                 filled=self._filled,
-                warmup_values=self._warmup_buffer()[: self._filled].tolist() if filling and self._filled else [],
+                warmup_values=encode_values(self._warmup_buffer()[: self._filled] if filling and self._filled
+                                            else np.empty(0)),
                 reference_start=self._reference_start,
                 from_snapshot=self._from_snapshot,
                 mean=self._mean,
@@ -708,12 +713,12 @@ class PageHinkley(Detector):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` of a detector with the same spec."""
-        if state.get("version") != _STATE_VERSION or state.get("variant") != self.variant:
+        if state.get("version") not in _READABLE_VERSIONS or state.get("variant") != self.variant:
             raise ValueError("state was saved by a different page_hinkley version or variant")
         self._reset()
         self._n_seen = int(state["n_seen"])
         if self.variant == "calibrated":
-            warmup_values = np.asarray(state["warmup_values"], dtype=np.float64)
+            warmup_values = decode_values(state["warmup_values"])
             if warmup_values.size:
                 self._warmup_buffer()[: len(warmup_values)] = warmup_values
             self._filled = int(state["filled"])

@@ -117,6 +117,8 @@ from stream_monitor.detectors.base import (
     check_integer,
     check_known,
     check_reference_values,
+    decode_values,
+    encode_values,
 )
 
 __all__ = ["QuantileChiSquare", "quantile_bins"]
@@ -132,6 +134,9 @@ TIED_FACTOR = 4
 MAX_SAMPLE = 100_000
 #: most bins
 MAX_BINS = 64
+#: the state's version; 1 held the reference values collected as a list of numbers
+_STATE_VERSION = 2
+_READABLE_VERSIONS = (1, _STATE_VERSION)
 #: values coded per pass: bounds the work (and the work wasted after a detection) per pass
 _CHUNK = 1 << 16
 
@@ -399,25 +404,25 @@ class QuantileChiSquare(Detector):
             partial = self._partial.tolist()
         warmup = np.concatenate(self._warmup) if self._warmup else np.empty(0)
         return {
-            "version": 1,
+            "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "statistic": self._statistic,
             "reference_id": self._reference_id,
             "reference": reference,
-            "warmup": warmup.tolist(),
+            "warmup": encode_values(warmup),
             "monitored": self._monitored,
             "blocks": blocks,
             "partial": partial,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != 1:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise ValueError(f"unsupported quantile_chi2 state version {state.get('version')!r}")
         self._n_seen = int(state["n_seen"])
         reference = state["reference"]
         if reference is None:
             self._start_warmup()
-            warmup = np.asarray(state["warmup"], dtype=np.float64)
+            warmup = decode_values(state["warmup"])
             self._warmup = [warmup] if warmup.size else []
             self._warmup_count = int(warmup.size)
         else:

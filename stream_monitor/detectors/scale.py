@@ -119,6 +119,8 @@ from stream_monitor.detectors.base import (
     check_known,
     check_number,
     check_reference_values,
+    decode_values,
+    encode_values,
 )
 from stream_monitor.detectors.calibration import multinomial_cusum_threshold
 
@@ -137,7 +139,9 @@ MAX_SNAPSHOT = 1_000_000
 _SCALE = float(2**20)
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+#: state versions :meth:`Scale.load_state_dict` reads (2: warm-up values as a list of numbers)
+_READABLE_VERSIONS = (2, _STATE_VERSION)
 _TRANSFORMS = ("auto", "none", "logit")
 #: scores are clipped this far inside [0, 1] before their logit
 LOGIT_EPSILON = 1e-6
@@ -401,7 +405,8 @@ class Scale(Detector):
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "filled": self._filled,
-            "warmup_values": self._warmup_buffer()[: self._filled].tolist() if filling and self._filled else [],
+            "warmup_values": encode_values(self._warmup_buffer()[: self._filled] if filling and self._filled
+                                           else np.empty(0)),
             "reference_start": self._reference_start,
             "from_snapshot": self._from_snapshot,
             "design": None if filling else dict(self._design),
@@ -410,14 +415,14 @@ class Scale(Detector):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` of a detector with the same spec."""
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise ValueError("state was saved by a different scale version")
         self._reset()
         self._n_seen = int(state["n_seen"])
         self._reference_start = int(state["reference_start"])
         design = state["design"]
         if design is None:
-            warmup_values = np.asarray(state["warmup_values"], dtype=np.float64)
+            warmup_values = decode_values(state["warmup_values"])
             self._filled = int(state["filled"])
             if self._filled != len(warmup_values):
                 raise ValueError("scale state: warm-up values and count disagree")

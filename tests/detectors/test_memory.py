@@ -9,11 +9,14 @@ parameters is one object shared by every detector that has those parameters.
 from __future__ import annotations
 
 import gc
+import json
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from stream_monitor.detectors import DetectorSpec, build, default_specs
+from stream_monitor.detectors.base import decode_values, encode_values
 from stream_monitor.detectors.page_hinkley import PageHinkley
 from stream_monitor.detectors.quantile_chi2 import _block_offsets
 
@@ -111,3 +114,51 @@ def test_quantile_chi2_block_offsets_are_one_table_per_stride_and_cells() -> Non
     assert grown.size >= 5_000 and np.array_equal(grown[:5_000], (np.arange(5_000) // 25) * 7)
     assert _block_offsets(25, 7, 1_000) is grown
     assert _block_offsets(25, 8, 1_000) is not grown
+
+
+# -- compact checkpoints ------------------------------------------------------------------
+
+#: detector -> (its state's key of the values being collected, the state version that held a list)
+_WARMUP_FIELDS = {"page_hinkley": ("warmup_values", 3), "scale": ("warmup_values", 2), "quantile_chi2": ("warmup", 1)}
+
+
+def test_a_checkpoint_while_references_fill_holds_about_11_characters_a_value() -> None:
+    stream = _signal(0, 1_500)
+    sizes = {}
+    for name in _WARMUP_FIELDS:
+        detector = build(DetectorSpec(name), family_tests=44)
+        detector.update(stream)
+        sizes[name] = len(json.dumps(detector.state_dict()))
+    # the values collected dominate: 1,500 for each (1,000 for quantile_chi2, then its window)
+    assert sizes["page_hinkley"] <= 11 * 1_500 + 600, sizes
+    assert sizes["scale"] <= 11 * 1_500 + 600, sizes
+    assert sizes["quantile_chi2"] <= 1_000, sizes  # its reference (1,000) is complete: counts only
+
+
+def test_values_encoding_round_trips_every_bit_and_refuses_garbage() -> None:
+    values = np.array([0.1, -0.0, 5e-324, 1.7976931348623157e308, -1e-300, 3.0, np.pi])
+    decoded = decode_values(encode_values(values))
+    assert decoded.dtype == np.float64 and decoded.tobytes() == values.tobytes()
+    assert decode_values(encode_values(np.empty(0))).size == 0
+    assert np.array_equal(decode_values([1.5, 2.0]), [1.5, 2.0])  # older states: a list
+    with pytest.raises(ValueError):
+        decode_values("not base64!")
+    with pytest.raises(ValueError):
+        decode_values(encode_values(values)[:-4])  # not a whole number of values
+
+
+@pytest.mark.parametrize("name", sorted(_WARMUP_FIELDS))
+@pytest.mark.parametrize("cut", [700, 2_900])
+def test_a_state_saved_with_a_list_of_values_still_restores_identically(name: str, cut: int) -> None:
+    field, old_version = _WARMUP_FIELDS[name]
+    stream = _signal(1, 6_000)  # shifts at 3,000: detections and a re-armed reference after the cut
+    original = build(DetectorSpec(name), family_tests=44)
+    original.update(stream[:cut])
+    state = json.loads(json.dumps(original.state_dict()))
+    state[field] = decode_values(state[field]).tolist()
+    state["version"] = old_version
+    restored = build(DetectorSpec(name), family_tests=44)
+    restored.load_state_dict(state)
+    assert restored.state_dict() == original.state_dict()
+    expected = [(d.index, d.statistic, d.reference) for d in original.update(stream[cut:])]
+    assert [(d.index, d.statistic, d.reference) for d in restored.update(stream[cut:])] == expected
