@@ -23,7 +23,10 @@ Three figures (issue 13's memory targets):
    metrics, as the service runs it) for one model whose events carry that
    many numeric features, and feeds it batches of events until every signal
    has ``--rss-values`` values (past every warm-up); ``VmRSS`` and ``VmHWM``
-   from ``/proc/self/status`` beside the 500 MiB target.
+   from ``/proc/self/status`` beside the 500 MiB target, and ``VmRSS`` once
+   glibc's ``malloc_trim(0)`` has returned the heap's free pages (memory
+   freed, mostly the warm-up buffers every signal holds at once at the
+   start, that the heap keeps because live allocations sit between the holes).
 3. **Checkpoint bytes per numeric signal**: ``json.dumps`` of every
    detector's ``state_dict()`` at the end of (1), median and largest per
    signal, and the median after 1,500 values, while the references fill (a
@@ -40,6 +43,7 @@ missed target is printed as FAIL.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -141,6 +145,16 @@ def _vm(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _trimmed_rss() -> int | None:
+    """VmRSS after glibc's ``malloc_trim(0)`` returns the heap's free pages (None without glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    return _vm("VmRSS")
+
+
 def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
     """RSS of a Monitor of one model with ``signals`` numeric features after ``values`` events."""
     from prometheus_client import CollectorRegistry
@@ -176,12 +190,14 @@ def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
     cpu = time.process_time() - cpu
     gc.collect()
     checkpoint = len(json.dumps(monitor.version_state(("wide", "1"))))
+    rss = _vm("VmRSS")
     return {
         "signals": signals,
         "values": values,
         "rss_imported": rss_imported,
-        "rss": _vm("VmRSS"),
+        "rss": rss,
         "hwm": _vm("VmHWM"),
+        "rss_trimmed": _trimmed_rss(),
         "alerts": alerts,
         "cpu_s": cpu,
         "checkpoint": checkpoint,
@@ -265,6 +281,8 @@ def _report(label: str, runs: dict[str, dict[str, Any]], args: argparse.Namespac
         row("RSS after imports", [_mib(r["rss_imported"]) for r in rss.values()])
         row("RSS at steady state (VmRSS)", [_mib(r["rss"]) for r in rss.values()])
         row("peak RSS (VmHWM)", [_mib(r["hwm"]) for r in rss.values()])
+        row("RSS after malloc_trim(0) (heap's free pages)",
+            [_mib(r["rss_trimmed"]) if r.get("rss_trimmed") else "n/a" for r in rss.values()])
         row("(RSS - after imports) per signal", [_kib((r["rss"] - r["rss_imported"]) / r["signals"])
                                                  for r in rss.values()])
         row("alerts", [str(r["alerts"]) for r in rss.values()])

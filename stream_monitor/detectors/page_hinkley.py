@@ -577,7 +577,7 @@ class PageHinkley(Detector):
                 if peak > thresholds[row]:
                     return self._run_all_charts(steps, ramp)
                 ends[row] = int(chart_walk[-1])
-        self._sums = np.array(ends, dtype=np.int64)
+        self._sums[:] = ends  # in place: no new long-lived allocation per batch
         return None
 
     def _chart_ends(self, walk: np.ndarray, rows: Sequence[int], sums: list[int], ends: list[int], size: int) -> None:
@@ -599,7 +599,7 @@ class PageHinkley(Detector):
         over = sums > self._fixed_thresholds[:, None]
         crossed = over.any(axis=0)
         if not crossed.any():
-            self._sums = sums[:, -1].copy()
+            self._sums[:] = sums[:, -1]
             return None
         end = int(np.argmax(crossed))
         ratios = sums[:, end] / self._fixed_thresholds
@@ -629,14 +629,14 @@ class PageHinkley(Detector):
                 sums[chart] = total if total > 0 else 0
                 crossed = crossed or total > thresholds[chart]
             if crossed:
-                self._sums = np.asarray(sums, dtype=np.int64)
+                self._sums[:] = sums
                 ratios = [
                     sums[chart] / thresholds[chart] if sums[chart] > thresholds[chart] else -math.inf
                     for chart in charts
                 ]
                 chart = ratios.index(max(ratios))
                 return index, chart, sums[chart] / _SCALE
-        self._sums = np.asarray(sums, dtype=np.int64)
+        self._sums[:] = sums
         return None
 
     def _drift_ramp(self, size: int) -> np.ndarray:

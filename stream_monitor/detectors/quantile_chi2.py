@@ -496,9 +496,10 @@ class QuantileChiSquare(Detector):
         first_full = per_window - 1 - self._monitored // stride  # the first new block whose window is full
         hit = self._first_hit(window_counts if first_full <= 0 else window_counts[first_full:])
         if hit is None:
-            # copies: views would keep this batch's whole timeline and counts alive
-            self._history = timeline[finished:].copy()
-            self._partial = counts[finished].copy()
+            # in place: views would keep this batch's whole timeline and counts alive, and
+            # new arrays would be long-lived allocations among each batch's temporaries
+            self._history[:] = timeline[finished:]
+            self._partial[:] = counts[finished]
             self._advance(values.size)
             return values.size, None
         consumed = (max(first_full, 0) + hit + 1) * stride - into_block

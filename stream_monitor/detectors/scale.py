@@ -366,7 +366,9 @@ class Scale(Detector):
         increments in it, preceded by a 0, the chart is
         ``walk[t] - min(walk[:t + 1])``. The leading 0 is an extra bin whose
         increment is 0, so no operation broadcasts (broadcasting ufuncs cost
-        several times more at a thousand values).
+        several times more at a thousand values); each chart's peak is
+        compared with its threshold, and only a chunk with a crossing
+        compares every point.
         """
         size = len(chunk)
         bins = np.empty(size + 1, dtype=np.intp)
@@ -380,7 +382,7 @@ class Scale(Detector):
         walk -= np.minimum.accumulate(walk, axis=1)
         # each chart's peak against its threshold: no array of thresholds as long as the chunk
         if all(peak <= limit for peak, limit in zip(walk.max(axis=1).tolist(), self._threshold_list)):
-            self._sums = walk[:, -1].copy()
+            self._sums[:] = walk[:, -1]  # in place: no new long-lived allocation per batch
             return None
         over = walk > self._fixed_thresholds[:, None]
         end = int(np.argmax(over.any(axis=0)))
