@@ -119,6 +119,7 @@ from stream_monitor.detectors.base import (
     check_reference_values,
     decode_values,
     encode_values,
+    reference_buffer,
 )
 
 __all__ = ["QuantileChiSquare", "quantile_bins"]
@@ -355,7 +356,8 @@ class QuantileChiSquare(Detector):
     def _start_warmup(self) -> None:
         self._edges: np.ndarray | None = None
         self._reference_id = f"warmup:{self._n_seen}-{self._n_seen + self.reference_size - 1}"
-        self._warmup: list[np.ndarray] = []
+        # the reference values collected; allocated at the first of them, dropped once it is set
+        self._warmup: np.ndarray | None = None
         self._warmup_count = 0
         self._monitored = 0
 
@@ -374,7 +376,7 @@ class QuantileChiSquare(Detector):
         # the counts of the last blocks_per_window blocks, oldest first (zeros before the first)
         self._history = np.zeros((self._blocks_per_window, cells), dtype=np.int64)
         self._partial = np.zeros(cells, dtype=np.int64)  # the current, unfinished block
-        self._warmup = []
+        self._warmup = None
         self._warmup_count = 0
         self._monitored = 0
 
@@ -402,7 +404,7 @@ class QuantileChiSquare(Detector):
             held = min(self._monitored // self.stride, self._blocks_per_window)
             blocks = self._history[self._blocks_per_window - held :].tolist()
             partial = self._partial.tolist()
-        warmup = np.concatenate(self._warmup) if self._warmup else np.empty(0)
+        warmup = np.empty(0) if self._warmup is None else self._warmup[: self._warmup_count]
         return {
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
@@ -423,7 +425,8 @@ class QuantileChiSquare(Detector):
         if reference is None:
             self._start_warmup()
             warmup = decode_values(state["warmup"])
-            self._warmup = [warmup] if warmup.size else []
+            if warmup.size:
+                self._warmup_buffer()[: warmup.size] = warmup
             self._warmup_count = int(warmup.size)
         else:
             edges = np.asarray(reference["edges"], dtype=np.float64).reshape(-1)
@@ -464,12 +467,18 @@ class QuantileChiSquare(Detector):
 
     def _collect_reference(self, values: np.ndarray) -> int:
         taken = values[: self.reference_size - self._warmup_count]
-        self._warmup.append(taken.copy())
+        self._warmup_buffer()[self._warmup_count : self._warmup_count + taken.size] = taken
         self._warmup_count += taken.size
         self._n_seen += taken.size
         if self._warmup_count == self.reference_size:
-            self._set_reference(*self._bins_of(np.concatenate(self._warmup)), self._reference_id)
+            self._set_reference(*self._bins_of(self._warmup_buffer()), self._reference_id)
         return taken.size
+
+    def _warmup_buffer(self) -> np.ndarray:
+        """The buffer of reference values, allocated when the first of them arrives."""
+        if self._warmup is None:
+            self._warmup = reference_buffer(self.reference_size)
+        return self._warmup
 
     def _monitor(self, values: np.ndarray, offset: int) -> tuple[int, Detection | None]:
         """Feed values until the end or the first detection; return (consumed, detection)."""

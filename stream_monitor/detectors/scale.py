@@ -121,6 +121,7 @@ from stream_monitor.detectors.base import (
     check_reference_values,
     decode_values,
     encode_values,
+    reference_buffer,
 )
 from stream_monitor.detectors.calibration import multinomial_cusum_threshold
 
@@ -356,7 +357,7 @@ class Scale(Detector):
     def _warmup_buffer(self) -> np.ndarray:
         """The buffer of warm-up values, allocated when a reference starts to be collected."""
         if self._buffer is None:
-            self._buffer = np.empty(self.warmup, dtype=np.float64)
+            self._buffer = reference_buffer(self.warmup)
         return self._buffer
 
     def _run_charts(self, chunk: np.ndarray) -> tuple[int, int, float] | None:

@@ -9,6 +9,7 @@ parameters is one object shared by every detector that has those parameters.
 from __future__ import annotations
 
 import gc
+import mmap
 import json
 import tracemalloc
 
@@ -162,3 +163,35 @@ def test_a_state_saved_with_a_list_of_values_still_restores_identically(name: st
     assert restored.state_dict() == original.state_dict()
     expected = [(d.index, d.statistic, d.reference) for d in original.update(stream[cut:])]
     assert [(d.index, d.statistic, d.reference) for d in restored.update(stream[cut:])] == expected
+
+
+def test_reference_buffers_get_their_own_mapping_released_when_freed() -> None:
+    from stream_monitor.detectors import base
+
+    live = base._mapped_live
+    buffer = base.reference_buffer(2_000)
+    assert buffer.dtype == np.float64 and buffer.shape == (2_000,) and buffer.flags.writeable
+    assert isinstance(buffer.base, memoryview) and isinstance(buffer.base.obj, mmap.mmap)
+    assert base._mapped_live == live + 1
+    buffer[:] = np.arange(2_000.0)
+    assert buffer.sum() == 1_999_000.0
+    del buffer
+    gc.collect()
+    assert base._mapped_live == live  # unmapped with the array
+    assert base.reference_buffer(100).base is None  # small: from the heap
+
+
+def test_reference_buffers_come_from_the_heap_past_the_mapping_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_monitor.detectors import base
+
+    monkeypatch.setattr(base, "MAPPED_BUFFERS_MOST", base._mapped_live)
+    assert base.reference_buffer(2_000).base is None
+    stream = _signal(2, 5_000)
+    for name in ("page_hinkley", "scale", "quantile_chi2"):  # and the detectors work the same
+        capped, mapped = build(DetectorSpec(name), family_tests=44), None
+        expected = [(d.index, d.statistic) for d in capped.update(stream)]
+        monkeypatch.undo()
+        mapped = build(DetectorSpec(name), family_tests=44)
+        assert [(d.index, d.statistic) for d in mapped.update(stream)] == expected
+        assert capped.state_dict() == mapped.state_dict()
+        monkeypatch.setattr(base, "MAPPED_BUFFERS_MOST", base._mapped_live)
