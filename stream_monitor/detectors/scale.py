@@ -274,10 +274,13 @@ class Scale(Detector):
         }
 
     def _use_design(self, design: dict[str, Any], *, from_snapshot: bool) -> None:
-        self._design = design
+        # kept as arrays (the design's lists of Python numbers took about 2.5 KiB);
+        # :meth:`_design_state` gives the lists back for a checkpoint
+        self._design = {"logit": bool(design["logit"]), "median": float(design["median"])}
         self._logit = bool(design["logit"])
         self._median = float(design["median"])
         self._cuts = np.asarray(design["cuts"], dtype=np.float64)
+        self._counts = np.asarray(design["counts"], dtype=np.int64)
         increments = np.asarray(design["increments"], dtype=np.int64)
         # one more bin, adding 0: the leading entry of each chunk's walk
         self._table = np.concatenate([increments, np.zeros((len(increments), 1), dtype=np.int64)], axis=1)
@@ -412,8 +415,19 @@ class Scale(Detector):
                                            else np.empty(0)),
             "reference_start": self._reference_start,
             "from_snapshot": self._from_snapshot,
-            "design": None if filling else dict(self._design),
+            "design": None if filling else self._design_state(),
             "sums": self._sums.tolist(),
+        }
+
+    def _design_state(self) -> dict[str, Any]:
+        """The design as :meth:`_designed` made it: plain data, every number exact."""
+        return {
+            "logit": self._logit,
+            "median": self._median,
+            "cuts": self._cuts.tolist(),
+            "counts": self._counts.tolist(),
+            "increments": self._table[:, :-1].tolist(),
+            "thresholds": self._fixed_thresholds.tolist(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
