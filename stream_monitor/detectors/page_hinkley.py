@@ -103,6 +103,7 @@ D. Siegmund (1985). Sequential Analysis. Springer (ARL approximation).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -118,6 +119,9 @@ from stream_monitor.detectors.base import (
     check_integer,
     check_number,
     check_reference_values,
+    decode_values,
+    encode_values,
+    reference_buffer,
 )
 from stream_monitor.detectors.calibration import gaussian_cusum_threshold
 
@@ -143,7 +147,9 @@ _SCALE = float(2**20)
 _SCALAR_BELOW = 24
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+#: state versions :meth:`PageHinkley.load_state_dict` reads (3: warm-up values as a list of numbers)
+_READABLE_VERSIONS = (3, _STATE_VERSION)
 # Most reference values the tail correction reads (a larger snapshot: evenly spaced ranks of it).
 _TILT_SAMPLE = 20_000
 _TILT_STEPS = 12
@@ -214,14 +220,14 @@ class PageHinkley(Detector):
             self._use_thresholds(self._warmup_thresholds)
             self._fixed_drifts = np.rint(self._chart_drifts * _SCALE).astype(np.int64)
             self._scaled_clip = self.clip * _SCALE
-            self._ramp = np.empty((len(self._signs), 0), dtype=np.int64)
+            # the drift ramps depend on the parameters only: one read-only pair shared by every
+            # detector of the same charts (they would be 320 KiB per detector at the defaults)
+            self._ramp, self._ramp_gap = _shared_ramps(tuple(self._fixed_drifts.tolist()), self._directions)
             # rows of ``_ramp_gap`` for the charts of a direction from a given chart on
             self._gap_rows = {
                 rows[i]: slice(rows[i] - self._directions, None, self._directions)
                 for rows in self._direction_rows for i in range(len(rows))
             }
-            # for each chart after the leads, the row of its lead (None: rows already align)
-            self._lead_rows_all = np.arange(self._directions, len(self._signs)) % self._directions
             self._signs_column = self._signs.astype(np.int64)[:, None]
         else:
             self.min_instances = check_integer(
@@ -342,7 +348,8 @@ class PageHinkley(Detector):
         """Build all mutable state: a fresh detector that has seen nothing."""
         self._n_seen = 0
         if self.variant == "calibrated":
-            self._buffer = np.empty(self.warmup, dtype=np.float64)
+            # the warm-up values; allocated while a reference is collected, dropped once it is set
+            self._buffer: np.ndarray | None = None
             self._filled = 0
             self._reference_start = 0
             self._mean = 0.0
@@ -415,11 +422,12 @@ class PageHinkley(Detector):
         while position < size:
             if self._filled < self.warmup:
                 take = min(self.warmup - self._filled, size - position)
-                self._buffer[self._filled : self._filled + take] = batch[position : position + take]
+                self._warmup_buffer()[self._filled : self._filled + take] = batch[position : position + take]
                 self._filled += take
                 position += take
                 if self._filled == self.warmup:
                     self._set_reference()
+                    self._buffer = None  # never read again until the next re-arm
                 continue
             chunk = batch[position : position + _CHUNK]
             hit = self._run_charts(chunk) if len(chunk) > _SCALAR_BELOW else self._run_charts_scalar(chunk)
@@ -448,9 +456,15 @@ class PageHinkley(Detector):
         self._n_seen = start_seen + size
         return detections
 
+    def _warmup_buffer(self) -> np.ndarray:
+        """The buffer of warm-up values, allocated when a reference starts to be collected."""
+        if self._buffer is None:
+            self._buffer = reference_buffer(self.warmup)
+        return self._buffer
+
     def _set_reference(self, values: np.ndarray | None = None, *, from_snapshot: bool = False) -> None:
         """Standardise by ``values`` (the warm-up buffer by default) and correct the thresholds for its tails."""
-        values = self._buffer if values is None else values
+        values = self._warmup_buffer() if values is None else values
         self._mean, sd = robust_mean_sd(values)
         # A constant reference still standardises: any later change saturates the clip.
         self._inverse_sd = 1.0 / max(sd, 1e-9 * max(1.0, abs(self._mean)))
@@ -564,7 +578,7 @@ class PageHinkley(Detector):
                 if peak > thresholds[row]:
                     return self._run_all_charts(steps, ramp)
                 ends[row] = int(chart_walk[-1])
-        self._sums = np.array(ends, dtype=np.int64)
+        self._sums[:] = ends  # in place: no new long-lived allocation per batch
         return None
 
     def _chart_ends(self, walk: np.ndarray, rows: Sequence[int], sums: list[int], ends: list[int], size: int) -> None:
@@ -586,7 +600,7 @@ class PageHinkley(Detector):
         over = sums > self._fixed_thresholds[:, None]
         crossed = over.any(axis=0)
         if not crossed.any():
-            self._sums = sums[:, -1].copy()
+            self._sums[:] = sums[:, -1]
             return None
         end = int(np.argmax(crossed))
         ratios = sums[:, end] / self._fixed_thresholds
@@ -616,27 +630,19 @@ class PageHinkley(Detector):
                 sums[chart] = total if total > 0 else 0
                 crossed = crossed or total > thresholds[chart]
             if crossed:
-                self._sums = np.asarray(sums, dtype=np.int64)
+                self._sums[:] = sums
                 ratios = [
                     sums[chart] / thresholds[chart] if sums[chart] > thresholds[chart] else -math.inf
                     for chart in charts
                 ]
                 chart = ratios.index(max(ratios))
                 return index, chart, sums[chart] / _SCALE
-        self._sums = np.asarray(sums, dtype=np.int64)
+        self._sums[:] = sums
         return None
 
     def _drift_ramp(self, size: int) -> np.ndarray:
-        """``k_j * (t + 1)`` in fixed point for each chart ``j``, ``t < size``.
-
-        Also caches ``_ramp_gap``: the ramp of each non-lead chart minus that
-        of its lead.
-        """
-        ramp = self._ramp
-        if ramp.shape[1] < size:
-            ramp = self._ramp = self._fixed_drifts[:, None] * np.arange(1, max(size, _CHUNK) + 1)
-            self._ramp_gap = ramp[self._directions :] - ramp[self._lead_rows_all]
-        return ramp[:, :size]
+        """``k_j * (t + 1)`` in fixed point for each chart ``j``, ``t < size`` (at most ``_CHUNK``)."""
+        return self._ramp[:, :size]
 
     def _update_river(self, batch: np.ndarray) -> list[Detection]:
         # River's algorithm line for line; a detection resets at the next value.
@@ -685,7 +691,8 @@ class PageHinkley(Detector):
             filling = self._filled < self.warmup
             state.update(
                 filled=self._filled,
-                warmup_values=self._buffer[: self._filled].tolist() if filling else [],
+                warmup_values=encode_values(self._warmup_buffer()[: self._filled] if filling and self._filled
+                                            else np.empty(0)),
                 reference_start=self._reference_start,
                 from_snapshot=self._from_snapshot,
                 mean=self._mean,
@@ -707,13 +714,14 @@ class PageHinkley(Detector):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` of a detector with the same spec."""
-        if state.get("version") != _STATE_VERSION or state.get("variant") != self.variant:
+        if state.get("version") not in _READABLE_VERSIONS or state.get("variant") != self.variant:
             raise ValueError("state was saved by a different page_hinkley version or variant")
         self._reset()
         self._n_seen = int(state["n_seen"])
         if self.variant == "calibrated":
-            warmup_values = np.asarray(state["warmup_values"], dtype=np.float64)
-            self._buffer[: len(warmup_values)] = warmup_values
+            warmup_values = decode_values(state["warmup_values"])
+            if warmup_values.size:
+                self._warmup_buffer()[: len(warmup_values)] = warmup_values
             self._filled = int(state["filled"])
             if self._filled != len(warmup_values) and self._filled != self.warmup:
                 raise ValueError("page_hinkley state: warm-up values and count disagree")
@@ -737,6 +745,23 @@ class PageHinkley(Detector):
             self._max_decrease = float(state["max_decrease"])
             self._detected = bool(state["detected"])
 
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_ramps(fixed_drifts: tuple[int, ...], directions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The drift ramps of a layout of charts, read-only, shared by the detectors that have it.
+
+    ``ramp[j, t] = k_j * (t + 1)`` in fixed point for chart ``j`` and
+    ``t < _CHUNK``; ``gap`` is the ramp of each chart after the leads (the
+    first ``directions`` rows) minus that of its lead.
+    """
+    drifts = np.asarray(fixed_drifts, dtype=np.int64)
+    ramp = drifts[:, None] * np.arange(1, _CHUNK + 1, dtype=np.int64)
+    leads = np.arange(directions, drifts.size) % directions
+    gap = ramp[directions:] - ramp[leads]
+    ramp.setflags(write=False)
+    gap.setflags(write=False)
+    return ramp, gap
 
 
 def _tilt_roots(increments: np.ndarray, drifts: np.ndarray) -> np.ndarray:

@@ -100,6 +100,7 @@ freedom).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -116,6 +117,9 @@ from stream_monitor.detectors.base import (
     check_integer,
     check_known,
     check_reference_values,
+    decode_values,
+    encode_values,
+    reference_buffer,
 )
 
 __all__ = ["QuantileChiSquare", "quantile_bins"]
@@ -131,6 +135,9 @@ TIED_FACTOR = 4
 MAX_SAMPLE = 100_000
 #: most bins
 MAX_BINS = 64
+#: the state's version; 1 held the reference values collected as a list of numbers
+_STATE_VERSION = 2
+_READABLE_VERSIONS = (1, _STATE_VERSION)
 #: values coded per pass: bounds the work (and the work wasted after a detection) per pass
 _CHUNK = 1 << 16
 
@@ -173,6 +180,44 @@ def _merge_small(edges: np.ndarray, counts: np.ndarray, min_count: int) -> tuple
         count_list[low] += count_list.pop(low + 1)
         del edge_list[low]  # the edge between bins low and low + 1
     return np.array(edge_list, dtype=np.float64), np.array(count_list, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _critical_values(stride: int, arl: float, bins: int) -> Mapping[bool, tuple[float, ...]]:
+    """Critical values by degrees of freedom (index 0: one bin, no test, never alarms), without and with ties.
+
+    A pure function of the parameters: one table shared by the detectors that have them.
+    """
+    alpha = stride / arl
+    return MappingProxyType({
+        tied: (math.inf, *(float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)))
+        for tied, factor in ((False, 1), (True, TIED_FACTOR))
+    })
+
+
+#: (stride, cells) -> ``(i // stride) * cells`` for ``i`` below the table's size, read-only
+_OFFSET_TABLES: dict[tuple[int, int], np.ndarray] = {}
+#: most offset tables kept (the least recently grown is dropped first)
+_OFFSET_TABLES_KEPT = 64
+
+
+def _block_offsets(stride: int, cells: int, length: int) -> np.ndarray:
+    """``(i // stride) * cells`` for ``i < length`` at least: the (block, bin) cell of the ``i``-th value.
+
+    One read-only table per ``(stride, cells)``, shared by every detector
+    (a batch reads the slice of its alignment), grown to a power of two.
+    """
+    key = (stride, cells)
+    table = _OFFSET_TABLES.get(key)
+    if table is None or table.size < length:
+        size = 1 << max(10, (length - 1).bit_length())
+        table = (np.arange(size, dtype=np.intp) // stride) * cells
+        table.setflags(write=False)
+        _OFFSET_TABLES.pop(key, None)
+        if len(_OFFSET_TABLES) >= _OFFSET_TABLES_KEPT:
+            del _OFFSET_TABLES[next(iter(_OFFSET_TABLES))]
+        _OFFSET_TABLES[key] = table
+    return table
 
 
 @register
@@ -243,15 +288,8 @@ class QuantileChiSquare(Detector):
         self.snapshot = None if reference_values is None else np.asarray(reference_values, dtype=np.float64)
         self.snapshot_id = reference_id
         self._blocks_per_window = window // stride
-        self._offsets_key: tuple[int, int, int] | None = None
-        self._offsets = np.empty(0, dtype=np.intp)
-        # critical values by degrees of freedom (index 0: one bin, no test, never alarms),
-        # for references without and with ties
-        alpha = stride / arl
-        self._critical = {
-            tied: [math.inf] + [float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)]
-            for tied, factor in ((False, 1), (True, TIED_FACTOR))
-        }
+        # critical values by degrees of freedom, for references without and with ties (shared)
+        self._critical = _critical_values(stride, arl, bins)
         self._reset()
 
     # --- construction -----------------------------------------------------------------
@@ -318,7 +356,8 @@ class QuantileChiSquare(Detector):
     def _start_warmup(self) -> None:
         self._edges: np.ndarray | None = None
         self._reference_id = f"warmup:{self._n_seen}-{self._n_seen + self.reference_size - 1}"
-        self._warmup: list[np.ndarray] = []
+        # the reference values collected; allocated at the first of them, dropped once it is set
+        self._warmup: np.ndarray | None = None
         self._warmup_count = 0
         self._monitored = 0
 
@@ -337,7 +376,7 @@ class QuantileChiSquare(Detector):
         # the counts of the last blocks_per_window blocks, oldest first (zeros before the first)
         self._history = np.zeros((self._blocks_per_window, cells), dtype=np.int64)
         self._partial = np.zeros(cells, dtype=np.int64)  # the current, unfinished block
-        self._warmup = []
+        self._warmup = None
         self._warmup_count = 0
         self._monitored = 0
 
@@ -365,28 +404,29 @@ class QuantileChiSquare(Detector):
             held = min(self._monitored // self.stride, self._blocks_per_window)
             blocks = self._history[self._blocks_per_window - held :].tolist()
             partial = self._partial.tolist()
-        warmup = np.concatenate(self._warmup) if self._warmup else np.empty(0)
+        warmup = np.empty(0) if self._warmup is None else self._warmup[: self._warmup_count]
         return {
-            "version": 1,
+            "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "statistic": self._statistic,
             "reference_id": self._reference_id,
             "reference": reference,
-            "warmup": warmup.tolist(),
+            "warmup": encode_values(warmup),
             "monitored": self._monitored,
             "blocks": blocks,
             "partial": partial,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != 1:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise ValueError(f"unsupported quantile_chi2 state version {state.get('version')!r}")
         self._n_seen = int(state["n_seen"])
         reference = state["reference"]
         if reference is None:
             self._start_warmup()
-            warmup = np.asarray(state["warmup"], dtype=np.float64)
-            self._warmup = [warmup] if warmup.size else []
+            warmup = decode_values(state["warmup"])
+            if warmup.size:
+                self._warmup_buffer()[: warmup.size] = warmup
             self._warmup_count = int(warmup.size)
         else:
             edges = np.asarray(reference["edges"], dtype=np.float64).reshape(-1)
@@ -427,12 +467,18 @@ class QuantileChiSquare(Detector):
 
     def _collect_reference(self, values: np.ndarray) -> int:
         taken = values[: self.reference_size - self._warmup_count]
-        self._warmup.append(taken.copy())
+        self._warmup_buffer()[self._warmup_count : self._warmup_count + taken.size] = taken
         self._warmup_count += taken.size
         self._n_seen += taken.size
         if self._warmup_count == self.reference_size:
-            self._set_reference(*self._bins_of(np.concatenate(self._warmup)), self._reference_id)
+            self._set_reference(*self._bins_of(self._warmup_buffer()), self._reference_id)
         return taken.size
+
+    def _warmup_buffer(self) -> np.ndarray:
+        """The buffer of reference values, allocated when the first of them arrives."""
+        if self._warmup is None:
+            self._warmup = reference_buffer(self.reference_size)
+        return self._warmup
 
     def _monitor(self, values: np.ndarray, offset: int) -> tuple[int, Detection | None]:
         """Feed values until the end or the first detection; return (consumed, detection)."""
@@ -446,11 +492,8 @@ class QuantileChiSquare(Detector):
             self._advance(values.size)
             return values.size, None
         # (block, bin) counts: row k is the k-th block this batch touches, the last one unfinished
-        key = (into_block, values.size, cells)
-        if self._offsets_key != key:  # batches usually repeat their size and alignment
-            self._offsets = (np.arange(into_block, into_block + values.size) // stride) * cells
-            self._offsets_key = key
-        counts = np.bincount(codes + self._offsets, minlength=(finished + 1) * cells).reshape(finished + 1, cells)
+        offsets = _block_offsets(stride, cells, into_block + values.size)[into_block : into_block + values.size]
+        counts = np.bincount(codes + offsets, minlength=(finished + 1) * cells).reshape(finished + 1, cells)
         if into_block:
             counts[0] += self._partial
         # the window after new block j holds the per_window blocks up to it: a difference of
@@ -462,8 +505,10 @@ class QuantileChiSquare(Detector):
         first_full = per_window - 1 - self._monitored // stride  # the first new block whose window is full
         hit = self._first_hit(window_counts if first_full <= 0 else window_counts[first_full:])
         if hit is None:
-            self._history = timeline[finished:]
-            self._partial = counts[finished]
+            # in place: views would keep this batch's whole timeline and counts alive, and
+            # new arrays would be long-lived allocations among each batch's temporaries
+            self._history[:] = timeline[finished:]
+            self._partial[:] = counts[finished]
             self._advance(values.size)
             return values.size, None
         consumed = (max(first_full, 0) + hit + 1) * stride - into_block

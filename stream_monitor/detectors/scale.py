@@ -119,6 +119,9 @@ from stream_monitor.detectors.base import (
     check_known,
     check_number,
     check_reference_values,
+    decode_values,
+    encode_values,
+    reference_buffer,
 )
 from stream_monitor.detectors.calibration import multinomial_cusum_threshold
 
@@ -137,7 +140,9 @@ MAX_SNAPSHOT = 1_000_000
 _SCALE = float(2**20)
 # Values per vectorised step: bounds the work wasted past a detection.
 _CHUNK = 4096
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+#: state versions :meth:`Scale.load_state_dict` reads (2: warm-up values as a list of numbers)
+_READABLE_VERSIONS = (2, _STATE_VERSION)
 _TRANSFORMS = ("auto", "none", "logit")
 #: scores are clipped this far inside [0, 1] before their logit
 LOGIT_EPSILON = 1e-6
@@ -217,7 +222,8 @@ class Scale(Detector):
     def _reset(self) -> None:
         """Build all mutable state: a fresh detector that has seen nothing."""
         self._n_seen = 0
-        self._buffer = np.empty(self.warmup, dtype=np.float64)
+        # the warm-up values; allocated while a reference is collected, dropped once it is set
+        self._buffer: np.ndarray | None = None
         self._filled = 0
         self._reference_start = 0
         self._from_snapshot = False
@@ -268,15 +274,18 @@ class Scale(Detector):
         }
 
     def _use_design(self, design: dict[str, Any], *, from_snapshot: bool) -> None:
-        self._design = design
+        # kept as arrays (the design's lists of Python numbers took about 2.5 KiB);
+        # :meth:`_design_state` gives the lists back for a checkpoint
+        self._design = {"logit": bool(design["logit"]), "median": float(design["median"])}
         self._logit = bool(design["logit"])
         self._median = float(design["median"])
         self._cuts = np.asarray(design["cuts"], dtype=np.float64)
+        self._counts = np.asarray(design["counts"], dtype=np.int64)
         increments = np.asarray(design["increments"], dtype=np.int64)
         # one more bin, adding 0: the leading entry of each chunk's walk
         self._table = np.concatenate([increments, np.zeros((len(increments), 1), dtype=np.int64)], axis=1)
         self._fixed_thresholds = np.asarray(design["thresholds"], dtype=np.int64)
-        self._threshold_rows = np.repeat(self._fixed_thresholds[:, None], _CHUNK + 1, axis=1)
+        self._threshold_list = self._fixed_thresholds.tolist()
         self._from_snapshot = from_snapshot
         self._sums[:] = 0
 
@@ -315,11 +324,12 @@ class Scale(Detector):
         while position < size:
             if self._design is None:
                 take = min(self.warmup - self._filled, size - position)
-                self._buffer[self._filled : self._filled + take] = batch[position : position + take]
+                self._warmup_buffer()[self._filled : self._filled + take] = batch[position : position + take]
                 self._filled += take
                 position += take
                 if self._filled == self.warmup:
-                    self._use_design(self._designed(self._buffer, "warmup"), from_snapshot=False)
+                    self._use_design(self._designed(self._warmup_buffer(), "warmup"), from_snapshot=False)
+                    self._buffer = None  # never read again until the next re-arm
                 continue
             chunk = batch[position : position + _CHUNK]
             hit = self._run_charts(chunk)
@@ -347,6 +357,12 @@ class Scale(Detector):
         self._n_seen = start_seen + size
         return detections
 
+    def _warmup_buffer(self) -> np.ndarray:
+        """The buffer of warm-up values, allocated when a reference starts to be collected."""
+        if self._buffer is None:
+            self._buffer = reference_buffer(self.warmup)
+        return self._buffer
+
     def _run_charts(self, chunk: np.ndarray) -> tuple[int, int, float] | None:
         """Advance every chart over ``chunk``; stop at the first crossing.
 
@@ -354,7 +370,9 @@ class Scale(Detector):
         increments in it, preceded by a 0, the chart is
         ``walk[t] - min(walk[:t + 1])``. The leading 0 is an extra bin whose
         increment is 0, so no operation broadcasts (broadcasting ufuncs cost
-        several times more at a thousand values).
+        several times more at a thousand values); each chart's peak is
+        compared with its threshold, and only a chunk with a crossing
+        compares every point.
         """
         size = len(chunk)
         bins = np.empty(size + 1, dtype=np.intp)
@@ -366,10 +384,11 @@ class Scale(Detector):
         walk[:, 1] += self._sums
         np.cumsum(walk, axis=1, out=walk)
         walk -= np.minimum.accumulate(walk, axis=1)
-        over = np.greater(walk, self._threshold_rows[:, : size + 1])
-        if not over.any():
-            self._sums = walk[:, -1].copy()
+        # each chart's peak against its threshold: no array of thresholds as long as the chunk
+        if all(peak <= limit for peak, limit in zip(walk.max(axis=1).tolist(), self._threshold_list)):
+            self._sums[:] = walk[:, -1]  # in place: no new long-lived allocation per batch
             return None
+        over = walk > self._fixed_thresholds[:, None]
         end = int(np.argmax(over.any(axis=0)))
         ratios = walk[:, end] / self._fixed_thresholds
         chart = int(np.argmax(np.where(over[:, end], ratios, -np.inf)))
@@ -392,27 +411,40 @@ class Scale(Detector):
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "filled": self._filled,
-            "warmup_values": self._buffer[: self._filled].tolist() if filling else [],
+            "warmup_values": encode_values(self._warmup_buffer()[: self._filled] if filling and self._filled
+                                           else np.empty(0)),
             "reference_start": self._reference_start,
             "from_snapshot": self._from_snapshot,
-            "design": None if filling else dict(self._design),
+            "design": None if filling else self._design_state(),
             "sums": self._sums.tolist(),
+        }
+
+    def _design_state(self) -> dict[str, Any]:
+        """The design as :meth:`_designed` made it: plain data, every number exact."""
+        return {
+            "logit": self._logit,
+            "median": self._median,
+            "cuts": self._cuts.tolist(),
+            "counts": self._counts.tolist(),
+            "increments": self._table[:, :-1].tolist(),
+            "thresholds": self._fixed_thresholds.tolist(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` of a detector with the same spec."""
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise ValueError("state was saved by a different scale version")
         self._reset()
         self._n_seen = int(state["n_seen"])
         self._reference_start = int(state["reference_start"])
         design = state["design"]
         if design is None:
-            warmup_values = np.asarray(state["warmup_values"], dtype=np.float64)
+            warmup_values = decode_values(state["warmup_values"])
             self._filled = int(state["filled"])
             if self._filled != len(warmup_values):
                 raise ValueError("scale state: warm-up values and count disagree")
-            self._buffer[: self._filled] = warmup_values
+            if self._filled:
+                self._warmup_buffer()[: self._filled] = warmup_values
             self._design = None
             self._from_snapshot = False
         else:
