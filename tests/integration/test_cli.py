@@ -88,7 +88,7 @@ metrics: {{host: 127.0.0.1, port: 0}}
 
 def test_parser_names_every_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"run", "replay", "simulate", "check-config", "alerts"}
+    assert set(commands) == {"run", "replay", "simulate", "reference", "check-config", "alerts"}
 
 
 def test_missing_topics_fail_by_name_but_a_missing_labels_topic_only_warns(kafka_bootstrap, topic_factory,
