@@ -59,8 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("stopped with exit 1", extra={"reason": str(exc)})
         raise
     except KafkaException as exc:
-        log.error("stopped with exit 1", extra={"reason": f"Kafka client: {exc.args[0].str()}"})
-        raise StreamMonitorError(f"Kafka client: {exc.args[0].str()}") from None
+        reason = f"Kafka client: {exc.args[0].str()} (brokers tried: {settings.kafka.bootstrap_servers}, " \
+                 f"from kafka.bootstrap_servers)"
+        log.error("stopped with exit 1", extra={"reason": reason})
+        raise StreamMonitorError(reason) from None
     finally:
         server.close()
     if status != 0:

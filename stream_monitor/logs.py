@@ -71,3 +71,44 @@ class RateLimitedLog:
         """Drop the counts of the keys ``stale`` picks (e.g. those of an evicted model)."""
         for key in [key for key in self._seen if stale(key)]:
             del self._seen[key]
+
+
+#: the logger librdkafka's own lines go through (set as each client's ``logger`` property)
+KAFKA_LOGGER = "stream_monitor.librdkafka"
+_DIGITS = str.maketrans("", "", "0123456789")
+
+
+class _LibrdkafkaLines(logging.Filter):
+    """Turns confluent-kafka's ``('%s [%s] %s', facility, client, text)`` into one of our lines.
+
+    The facility and client become fields; a line repeating with only its
+    numbers changed (a broker that stays down is reported on every retry) is
+    logged at its 1st, 10th, 100th, ... occurrence, with the count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: Counter[tuple[int, str, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 3 and record.msg == "%s [%s] %s":
+            facility, client, text = (str(arg) for arg in args)
+            key = (record.levelno, facility, text.translate(_DIGITS))
+            self._seen[key] += 1
+            count = self._seen[key]
+            if count != 10 ** (len(str(count)) - 1):
+                return False
+            record.msg, record.args = text, ()
+            record.facility, record.client = facility, client
+            if count > 1:
+                record.occurrences = count
+        return True
+
+
+def kafka_logger() -> logging.Logger:
+    """The logger to give a Kafka client as its ``logger`` property (one filter, however often called)."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    if not any(isinstance(existing, _LibrdkafkaLines) for existing in logger.filters):
+        logger.addFilter(_LibrdkafkaLines())
+    return logger

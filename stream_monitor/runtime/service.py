@@ -50,6 +50,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from stream_monitor import logs
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage, ConfigError, StreamMonitorError
 from stream_monitor.metrics import Health, Metrics
@@ -85,6 +86,9 @@ class TopicsMissing(StreamMonitorError):
         self.topics = topics
 
 
+_DIGITS = str.maketrans("", "", "0123456789")
+
+
 def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     """Our defaults, then the user's librdkafka properties, then what correctness needs.
 
@@ -108,6 +112,8 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "auto.commit.interval.ms": int(settings.consumer.commit_interval_s * 1000),
         **static,
         **join_needs,
+        # librdkafka's own lines through our logger (JSON like every other line)
+        "logger": logs.kafka_logger(),
         **callbacks,
     }
 
@@ -134,6 +140,7 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         **transactional,
+        "logger": logs.kafka_logger(),
         **callbacks,
     }
 
@@ -190,6 +197,7 @@ class Service:
         #: and whether pausing the labels is allowed in it (see _labels_pause_helps)
         self._pause_window: tuple[int, int, bool] | None = None
         self._on_alert = on_alert
+        self._error_log = logs.RateLimitedLog(log)
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
         #: the first message that could never be produced: the service stops uncommitted
@@ -843,7 +851,10 @@ class Service:
             self._fatal = error
             self.stop()
             return
-        log.warning("kafka client error", extra={"code": error.name(), "error": error.str()})
+        # a broker that stays down is reported on every retry: each kind of error is logged
+        # at its 1st, 10th, 100th, ... occurrence (every one is counted in kafka_errors_total)
+        self._error_log.log(("kafka", error.name(), error.str().translate(_DIGITS)), "kafka client error",
+                            code=error.name(), error=error.str())
 
     def _on_stats(self, stats_json: str) -> None:
         stats = orjson.loads(stats_json)

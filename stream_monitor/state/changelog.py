@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from stream_monitor import logs
 from stream_monitor.config import Settings
 from stream_monitor.errors import StreamMonitorError
 
@@ -40,7 +41,7 @@ class ChangelogError(StreamMonitorError):
 def ensure_changelog(settings: Settings, partitions: int, timeout_s: float = 30.0) -> None:
     """Create the changelog topic when missing; refuse one with another partition count."""
     topic = settings.state_topic
-    admin = AdminClient({**settings.kafka.client_properties(), "log_level": 3})
+    admin = AdminClient({**settings.kafka.client_properties(), "log_level": 3, "logger": logs.kafka_logger()})
     metadata = admin.list_topics(timeout=timeout_s)
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
@@ -104,6 +105,7 @@ class ChangelogReader:
         self._timeout_s = settings.state.restore_timeout_s
         self._consumer = Consumer({
             **settings.kafka.client_properties(),
+            "logger": logs.kafka_logger(),
             # never joins the group (assign only) and never commits
             "group.id": f"{settings.kafka.group_id}.state-restore",
             "enable.auto.commit": False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -68,3 +69,20 @@ def test_simulate_refuses_a_drift_it_would_not_apply(tmp_path, capsys, drift, re
     err = capsys.readouterr().err
     assert f"simulate: --drift {drift}: {reason}" in err
     assert not out.exists()
+
+
+def test_an_unreachable_broker_gives_json_lines_only_a_few_and_one_clear_last_line(tmp_path):
+    # librdkafka reports a broker that stays down on every retry: those lines go through our
+    # logger as JSON, rate-limited, and the run ends with one line naming the brokers tried
+    config = _config(tmp_path, "metrics: {host: 127.0.0.1, port: 0}\n")
+    done = subprocess.run([sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    plain = [line for line in lines if not line.startswith("{")]
+    assert plain == ["stream-monitor: Kafka client: Failed to get metadata: Local: Broker transport failure "
+                     "(brokers tried: 127.0.0.1:1, from kafka.bootstrap_servers)"]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    client = [record for record in records if record["logger"] == "stream_monitor.librdkafka"]
+    assert client and all(record["facility"] and "127.0.0.1:1" in record["message"] for record in client)
+    assert len(records) <= 30, f"{len(records)} log lines for one unreachable broker"
