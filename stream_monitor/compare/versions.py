@@ -73,6 +73,8 @@ class _Model:
     #: this batch: ordinal-ordered membership changes, and values per (version, signal)
     changes: list[tuple[int, int, str]] = field(default_factory=list)
     values: dict[tuple[str, str], list[tuple[str, Any, np.ndarray]]] = field(default_factory=dict)
+    #: a state record of this model is on the changelog
+    persisted: bool = False
 
 
 class VersionComparisons:
@@ -232,6 +234,11 @@ class VersionComparisons:
                 continue
             chosen = [(value, int(version == candidate), record) for version, value, record in items
                       if version in (candidate, state.baseline)]
+            if (candidate, signal) not in state.pairs:
+                # the comparison starts at the candidate's first joined value: when a version is
+                # admitted relative to the labels depends on batching, the pairs' order does not
+                first = next((i for i, (_, source, _) in enumerate(chosen) if source), None)
+                chosen = [] if first is None else chosen[first:]
             if not chosen:
                 continue
             values = np.array([value for value, _, _ in chosen], dtype=np.float64)
@@ -317,8 +324,22 @@ class VersionComparisons:
     # -- state ------------------------------------------------------------
 
     def take_changes(self) -> tuple[set[str], set[str]]:
-        """Models whose comparisons changed, and models whose comparisons went, since the last call."""
-        dirty, removed = self._dirty, self._removed
+        """Models whose comparisons changed, and models whose comparisons went, since the last call.
+
+        A model with a single live version has nothing to save (a restore finds its one version).
+        """
+        dirty, removed = set(), self._removed
+        for model in self._dirty:
+            state = self._models.get(model)
+            if state is None:
+                continue
+            if len(state.live) > 1 or state.pairs:
+                dirty.add(model)
+                state.persisted = True
+            elif state.persisted:
+                # one live version left: nothing to compare, and its order needs no record
+                removed.add(model)
+                state.persisted = False
         self._dirty, self._removed = set(), set()
         return dirty, removed - dirty
 
@@ -340,6 +361,7 @@ class VersionComparisons:
         if not self.rule(model).enabled:
             return
         state = self._models.setdefault(model, _Model())
+        state.persisted = True
         state.live = [str(v) for v in saved["live"] if str(v) in live]
         state.live += sorted(live - set(state.live))
         rule = self.rule(model)
