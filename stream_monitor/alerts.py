@@ -69,16 +69,21 @@ class Alert:
     reference: str | None
     window: dict[str, int] = field(default_factory=dict)
     partition: int = 0
+    #: a version comparison's baseline (``model_version`` is the candidate); other alerts leave it out
+    baseline_version: str | None = None
 
     @property
     def key(self) -> bytes:
         return f"{self.model}/{self.signal}".encode()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["baseline_version"] is None:
+            del data["baseline_version"]
+        return data
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
 def format_alert(alert: dict[str, Any]) -> str:

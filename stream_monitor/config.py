@@ -41,7 +41,7 @@ from stream_monitor import detectors
 from stream_monitor.detectors.reference import WARMUP_BOUNDS, SnapshotError, load_snapshot, snapshot_id
 from stream_monitor.errors import ConfigError
 
-__all__ = ["ConfigError", "ModelRule", "Settings", "load_settings"]
+__all__ = ["CompareRule", "ConfigError", "ModelRule", "Settings", "load_settings"]
 
 _SECRET_PROPERTY_MARKERS = ("password", "secret", "token", "key", "credential")
 #: librdkafka security properties whose values are safe to log; every other
@@ -171,6 +171,31 @@ class ReferenceRule(_Frozen):
         return self._snapshot_data
 
 
+class CompareRule(_Frozen):
+    """How a model's live versions are compared (canary, A/B; see ``stream_monitor.compare``).
+
+    ``baseline``: the version the others are compared with; None: the
+    earliest-seen live version. ``alpha``: the model's false-alarm budget for
+    comparisons over an unbounded run (split over its signals and possible
+    candidates). ``bins``: numeric values are binned at up to this many
+    quantiles (categorical: the ``bins - 1`` most frequent categories and
+    "other"), cut from the first ``warmup`` values of both versions.
+    """
+
+    enabled: bool = True
+    baseline: str | None = Field(default=None, min_length=1)
+    alpha: float = Field(default=1e-4, gt=0, lt=1)
+    bins: int = Field(default=8, ge=2, le=64)
+    warmup: int = Field(default=200, ge=16, le=100_000)
+
+    @model_validator(mode="after")
+    def _warmup_fills_bins(self) -> CompareRule:
+        if self.warmup < 4 * self.bins:
+            raise ValueError(f"warmup ({self.warmup}) must be at least 4 x bins ({self.bins}): "
+                             f"the bins are cut at quantiles of the warm-up")
+        return self
+
+
 class ModelRule(_Frozen):
     """What to monitor for models whose name matches ``model`` (a glob)."""
 
@@ -188,6 +213,8 @@ class ModelRule(_Frozen):
     kinds: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
     #: for a score prediction: the class is ``prediction >= threshold``
     classification_threshold: float | None = None
+    #: comparison of live versions (a candidate against the baseline)
+    compare: CompareRule = Field(default_factory=CompareRule)
 
     @model_validator(mode="after")
     def _detectors_build(self) -> ModelRule:

@@ -26,6 +26,7 @@ from stream_monitor.errors import StreamMonitorError
 __all__ = ["Health", "Metrics", "MetricsServer"]
 
 _SIGNAL_LABELS = ("model", "model_version", "signal", "detector", "severity")
+_COMPARE_LABELS = ("model", "model_version", "baseline_version", "signal")
 
 
 class Metrics:
@@ -183,6 +184,28 @@ class Metrics:
             "stream_monitor_state_keys",
             "State keys (model versions and label-join models) held for an input partition.",
             ("partition",), registry=registry)
+        # -- version comparison (issue 14): candidate against baseline, per signal
+        self.compare_log_e = Gauge(
+            "stream_monitor_version_compare_log_e",
+            "Log of the e-value of a candidate version against its baseline on one signal (the "
+            "evidence that the version a value came from depends on the value); it keeps its value "
+            "at an alert (the pair then stops comparing). Versions per model are capped by limits.max_versions_per_model.",
+            _COMPARE_LABELS, registry=registry)
+        self.compare_threshold = Gauge(
+            "stream_monitor_version_compare_threshold",
+            "log(1/alpha) of a version comparison: log_e at or above it raises a comparison alert.",
+            _COMPARE_LABELS, registry=registry)
+        self.compare_differs = Gauge(
+            "stream_monitor_version_compare_differs",
+            "1 once a candidate version (model_version) was found to differ from baseline_version on "
+            "the signal (one alert per pair; it stays 1 while both versions are live); severity "
+            "critical when the candidate is worse on a performance signal.",
+            (*_COMPARE_LABELS, "severity"), registry=registry)
+        self.compare_detections = Counter(
+            "stream_monitor_version_compare_detections_total",
+            "Version comparison alerts: the candidate (model_version) differs from baseline_version "
+            "on the signal; severity critical when it is worse on a performance signal.",
+            (*_COMPARE_LABELS, "severity"), registry=registry)
         self.state_snapshot_timestamp = Gauge(
             "stream_monitor_state_last_snapshot_timestamp_seconds",
             "Wall-clock time of the last complete snapshot of an input partition's state; "

@@ -28,6 +28,7 @@ import orjson
 
 from stream_monitor import detectors
 from stream_monitor.alerts import Alert, alert_id, rfc3339
+from stream_monitor.compare import VersionComparisons
 from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
@@ -237,6 +238,8 @@ class Monitor:
         self._evicted: set[tuple[str, str]] = set()
         #: the (model, version) of the last event seen (the likely schema of the next batch)
         self._last_version: tuple[str, str] | None = None
+        #: live versions of a model compared with its baseline (canary); fed from process()
+        self._comparisons = VersionComparisons(settings, metrics, self._comparison_family)
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -301,12 +304,15 @@ class Monitor:
         versions = [v for v in self._versions.values() if v.model == model]
         if len(versions) >= limits.max_versions_per_model:
             # models are redeployed: the version not seen for longest makes room
-            self._evict(min(versions, key=lambda v: v.last_seen))
+            victim_version = min(versions, key=lambda v: v.last_seen)
+            self._evict(victim_version)
+            self._comparisons.evicted(model, victim_version.model_version, now)
             if self._metrics:
                 self._metrics.keys_evicted.labels("version").inc()
         state = _VersionState(model, event.model_version, rule, family)
         state.last_seen = now
         self._versions[state_key(model, event.model_version)] = state
+        self._comparisons.admitted(model, event.model_version, now)
         return state
 
     def _family_size(self, rule: ModelRule, event: PredictionEvent) -> int:
@@ -344,6 +350,7 @@ class Monitor:
             self._evict(version)
         del self._signals_per_model[model]
         self._families.pop(model, None)
+        self._comparisons.forget_model(model)
         self._log.forget(lambda key: len(key) > 1 and key[1] == model)
         if self._metrics:
             self._metrics.keys_evicted.labels("model").inc()
@@ -504,6 +511,7 @@ class Monitor:
         """Remove every metric series of this monitor (its partition moved to another member)."""
         for version in list(self._versions.values()):
             self._evict(version)
+        self._comparisons.clear()
         if self._metrics:
             for model in self._signals_per_model:
                 for metric in (self._metrics.signals_active, self._metrics.last_event_timestamp):
@@ -639,6 +647,62 @@ class Monitor:
                     return None
         return None
 
+    # -- version comparison (canary; stream_monitor.compare) -------------
+
+    def _comparison_family(self, model: str) -> int:
+        """Signals sharing the model's comparison budget: as for its detectors."""
+        families = [v.family_signals for v in self._versions.values() if v.model == model]
+        if families:
+            return max(families)
+        return self._settings.limits.max_signals_per_model * self._settings.input.model_partitions
+
+    def _observe_for_comparison(self, state: _SignalState, records: Sequence[Record], base: int) -> None:
+        """Hand a signal's values of this batch (before detection clears them) to the comparisons."""
+        positions = state.positions
+        if not len(positions):
+            return
+        version = records[int(positions[0])].event.model_version
+        self._comparisons.observe(state.model, version, state.signal, state.kind, state.values,
+                                  base + np.asarray(positions, dtype=np.int64))
+
+    def compare_derived(self, items: Sequence[tuple[str, str, str, float, Record]]) -> list[Alert]:
+        """Derived values (``performance:*``) in the join's order, ``(model, version, signal, value,
+        record)``: those of monitored signals go to the version comparisons. Returns their alerts."""
+        groups: dict[tuple[str, str], list[tuple[str, float, Record]]] = {}
+        for model, model_version, signal, value, record in items:
+            version = self._versions.get(state_key(model, model_version))
+            if version is None or not isinstance(version.signals.get(signal), _SignalState):
+                continue
+            if self._comparisons.wants(model):
+                groups.setdefault((model, signal), []).append((model_version, value, record))
+        out: list[tuple[int, str, str, Alert]] = []
+        for (model, signal), values in groups.items():
+            state = self._versions[state_key(model, values[0][0])].signals[signal]
+            assert isinstance(state, _SignalState)
+            out += self._comparisons.compare_values(model, signal, state.kind, values)
+        out.sort(key=lambda item: item[:3])
+        return [alert for *_, alert in out]
+
+    def comparison_changes(self) -> tuple[set[str], set[str]]:
+        """Models whose comparisons changed, and whose comparisons went, since the last call."""
+        return self._comparisons.take_changes()
+
+    def comparison_state(self, model: str) -> dict[str, Any]:
+        return self._comparisons.model_state(model)
+
+    def load_comparison_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`comparison_state` (after the versions are restored)."""
+        live = {v.model_version for v in self._versions.values() if v.model == str(state["model"])}
+        self._comparisons.load_model_state(state, live)
+
+    def restored_comparisons(self) -> None:
+        """After a restore: models with versions but no saved comparisons get their live versions."""
+        by_model: dict[str, set[str]] = {}
+        for model, model_version in self._versions:
+            by_model.setdefault(model, set()).add(model_version)
+        for model, live in by_model.items():
+            self._comparisons.restored_versions(model, live)
+
     # -- the per-batch path ---------------------------------------------
 
     def process(self, records: Sequence[Record]) -> list[Alert]:
@@ -660,14 +724,19 @@ class Monitor:
             for key, positions in blocks.items():
                 self._route_block(records, self._versions[key], positions, batch)
             self._last_times(records, blocks, batch)
+        base = self._events_seen
         self._events_seen += len(records)
-        return self._finish(records, batch)
+        return self._finish(records, batch, base)
 
-    def _finish(self, records: Sequence[Record], batch: _Batch) -> list[Alert]:
+    def _finish(self, records: Sequence[Record], batch: _Batch, base: int) -> list[Alert]:
         """The detectors of the signals the batch touched, the batch's counts, its alerts in order."""
         alerts = batch.alerts
+        comparisons = self._comparisons
         for state in batch.touched.values():
+            if comparisons.wants(state.model):
+                self._observe_for_comparison(state, records, base)
             self._detect(state, records, alerts)
+        comparisons.flush(records, base, alerts)
         metrics = self._metrics
         if metrics:
             for model, count in batch.missing.items():
@@ -723,7 +792,9 @@ class Monitor:
         """
         block = records.block
         schema = block.schema
-        if self.block_schema(schema.model, schema.model_version) != schema:
+        if self.block_schema(schema.model, schema.model_version) != schema \
+                or self._comparisons.wants(schema.model):
+            # a compared model's values go to the comparison in event order, record by record
             return self.process(records.records())
         count = len(block)
         if not count:
@@ -753,8 +824,9 @@ class Monitor:
                 batch.count(batch.dropped, model, count - predictions.count(None))
         elif isinstance(prediction, _SignalState):
             self._take_column(version, prediction, block.predictions(), positions, batch, False)
+        base = self._events_seen
         self._events_seen += count
-        return self._finish(records, batch)
+        return self._finish(records, batch, base)
 
     def _take_column(self, version: _VersionState, state: _SignalState, column: Sequence[Any],
                      positions: np.ndarray, batch: _Batch, null_is_missing: bool) -> None:

@@ -245,13 +245,17 @@ class Pipeline:
 
     def _performance(self, pairs: list[Pair]) -> list[Alert]:
         groups: dict[tuple[str, str, str], list[tuple[float, Record]]] = {}
+        ordered: list[tuple[str, str, str, float, Record]] = []
         for pair in pairs:
             event = PredictionEvent(pair.event_id, pair.model, pair.model_version, pair.label_ts, {}, None)
-            groups.setdefault((pair.model, pair.model_version, pair.signal), []).append(
-                (pair.value, Record(event, pair.partition, None, pair.silent)))
+            record = Record(event, pair.partition, None, pair.silent)
+            groups.setdefault((pair.model, pair.model_version, pair.signal), []).append((pair.value, record))
+            ordered.append((pair.model, pair.model_version, pair.signal, pair.value, record))
         alerts: list[Alert] = []
         for (model, version, signal), values in groups.items():
             alerts.extend(self.monitor.feed_signal(model, version, signal, values))
+        # the version comparison takes the pairs in the join's order, across versions
+        alerts.extend(self.monitor.compare_derived(ordered))
         return alerts
 
     def _export_join_metrics(self, pairs: list[Pair]) -> None:

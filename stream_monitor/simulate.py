@@ -18,6 +18,17 @@ A drift is written ``[MODEL:]SIGNAL@EVENT:KIND=VALUE[:over=N]`` where SIGNAL is
 EVENT counts the events of that model from 0. Everything is a pure function
 of the arguments and the seed.
 
+A canary: with ``candidate_version`` set, each event from ``candidate_from`` on
+is served by that version with probability ``candidate_share`` (a draw of its
+own random stream, so the inputs are those of the stream without a candidate);
+the candidate may have its own error rate (``candidate_error_rate``) and shift
+its scores on the same inputs (``candidate_score_shift``, in sd of the
+prediction logit). Without a candidate, streams are as before.
+
+>>> canary = Scenario(n_events=10, n_numeric=1, candidate_version="2", candidate_share=0.5)
+>>> [event["model_version"] for event, _ in generate(canary)]
+['2', '2', '1', '2', '1', '1', '1', '2', '1', '1']
+
 >>> spec = parse_drift("fraud:feature:f03@5000:shift=1.0")
 >>> spec.model, spec.signal, spec.at, spec.kind, spec.value
 ('fraud', 'feature:f03', 5000, 'shift', 1.0)
@@ -84,6 +95,15 @@ class Scenario:
     label_delay_events: int = 500
     chunk: int = 4096
     models_interleaved: bool = field(default=True)
+    #: a second version serving a random share of the traffic (None: no candidate)
+    candidate_version: str | None = None
+    candidate_share: float = 0.2
+    #: the model's event number from which the candidate gets traffic
+    candidate_from: int = 0
+    #: the candidate's error rate (None: the model's)
+    candidate_error_rate: float | None = None
+    #: added to the candidate's prediction logit, in sd of the logit (the same inputs scored otherwise)
+    candidate_score_shift: float = 0.0
 
 
 def _names(prefix: str, count: int) -> str:
@@ -178,6 +198,8 @@ def _model_stream(scenario: Scenario, model_index: int, model: str) -> Iterator[
     means, scales = _model_params(scenario.seed, model_index, scenario.n_numeric)
     drifts = [d for d in scenario.drifts if d.model in (None, model)]
     rng = np.random.default_rng([scenario.seed, model_index, 1])
+    # the traffic split has a stream of its own: the inputs do not depend on it
+    split_rng = np.random.default_rng([scenario.seed, model_index, 2])
     numeric_names = [f"f{j:02d}" for j in range(scenario.n_numeric)]
     categorical_names = [f"c{j:02d}" for j in range(scenario.n_categorical)]
     for start in range(0, scenario.n_events, scenario.chunk):
@@ -206,6 +228,12 @@ def _model_stream(scenario: Scenario, model_index: int, model: str) -> Iterator[
                 prediction_logit += drift.value * 1.5 * factor
             elif drift.signal == "performance:error_rate":
                 error_rate = scenario.error_rate + (drift.value - scenario.error_rate) * factor
+        candidate = np.zeros(size, dtype=bool)
+        if scenario.candidate_version is not None:
+            candidate = (split_rng.random(size) < scenario.candidate_share) & (index >= scenario.candidate_from)
+            prediction_logit = prediction_logit + candidate * scenario.candidate_score_shift * 1.5
+            if scenario.candidate_error_rate is not None:
+                error_rate = np.where(candidate, scenario.candidate_error_rate, error_rate)
         values = means + (noise * scale + shift) * scales
         scores = 1.0 / (1.0 + np.exp(-prediction_logit))
         categories = _categories(uniforms, first_share)
@@ -221,7 +249,8 @@ def _model_stream(scenario: Scenario, model_index: int, model: str) -> Iterator[
             score = float(scores[row])
             predicted = int(score >= 0.5)
             label = predicted ^ int(errors[row])
-            yield ({"event_id": event_id, "model": model, "model_version": scenario.model_version,
+            version = scenario.candidate_version if candidate[row] else scenario.model_version
+            yield ({"event_id": event_id, "model": model, "model_version": version,
                     "ts": ts, "features": features, "prediction": score},
                    {"event_id": event_id, "model": model, "label": label,
                     "ts": round(ts + scenario.label_delay_events * scenario.interval_s, 3)})

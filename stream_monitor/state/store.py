@@ -2,7 +2,9 @@
 
 A partition's state is its :class:`~stream_monitor.pipeline.Pipeline`: one
 record per (model, model_version) of the monitor (every signal's detectors
-and counters), one per model of the label join, and a ``meta`` record with
+and counters), one per model of the label join, one per model with version
+comparisons (``c/<model>``; a state written before them has none, and its
+models start comparing afresh), and a ``meta`` record with
 the input positions the state reflects and the small counters beside the keys.
 
 A snapshot writes only the keys changed since the previous one, each into the
@@ -54,6 +56,10 @@ def _join_key(model: str) -> str:
     return f"j/{model}"
 
 
+def _compare_key(model: str) -> str:
+    return f"c/{model}"
+
+
 def _part_key(key: str, slot: int, part: int) -> bytes:
     return f"{key}#{slot}.{part}".encode()
 
@@ -83,6 +89,7 @@ class PartitionStore:
         monitor, join = pipeline.monitor, pipeline.join
         monitor_dirty, monitor_evicted = monitor.take_changes()
         join_dirty, join_evicted = join.take_changes()
+        compare_dirty, compare_removed = monitor.comparison_changes()
         self.snapshot_id += 1
         sid = self.snapshot_id
         keys: list[Record] = []
@@ -91,6 +98,8 @@ class PartitionStore:
                    for key in sorted(monitor_dirty)]
         changed += [(_join_key(model), lambda model=model: join.model_state(model))
                     for model in sorted(join_dirty)]
+        changed += [(_compare_key(model), lambda model=model: monitor.comparison_state(model))
+                    for model in sorted(compare_dirty)]
         for key, state_of in changed:
             blob = codec.encode(state_of())
             parts = [blob[i:i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
@@ -104,6 +113,7 @@ class PartitionStore:
             self.parts[(key, slot)] = len(parts)
             self.slots[key] = (slot, sid, len(parts))
         gone = [_monitor_key(*key) for key in monitor_evicted] + [_join_key(m) for m in join_evicted]
+        gone += [_compare_key(model) for model in compare_removed]
         for key in gone:
             if self.slots.pop(key, None) is None:
                 continue
@@ -176,10 +186,16 @@ def restore_pipeline(pipeline: Pipeline, partition: int, records: Iterable[Recor
     for key, state in states:
         if key.startswith("m/"):
             pipeline.monitor.load_version_state(state)
-        else:
+        elif key.startswith("j/"):
             pipeline.join.load_model_state(state)
+    # comparisons after the versions they compare
+    for key, state in states:
+        if key.startswith("c/"):
+            pipeline.monitor.load_comparison_state(state)
+    pipeline.monitor.restored_comparisons()
     # what was just loaded is not a change to write again
     pipeline.monitor.take_changes()
+    pipeline.monitor.comparison_changes()
     pipeline.join.take_changes()
     store.snapshot_id = int(meta["snapshot_id"])
     store.slots = {key: (int(s), int(i), int(p)) for key, (s, i, p) in meta["keys"].items()}
