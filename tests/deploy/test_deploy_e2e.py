@@ -40,6 +40,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 MODEL, SIGNAL = "fraud", "feature:f03"
 N_EVENTS, DRIFT_AT = 8000, 3000
+#: a canary: version 2 takes a fifth of the traffic from event 5000 on (after the drift, so its
+#: own detectors learn the drifted inputs as normal), scoring as version 1 does: the comparison
+#: panel has data and no comparison alert fires
+CANARY_VERSION, CANARY_FROM = "2", 5000
 BAD_MESSAGES = [b"{not json", b"\xff\xfe", b'{"model": "fraud"}']
 # Grafana's variables as a user picking model fraud and signal feature:f03 gets them
 TEMPLATE_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m",
@@ -180,7 +184,8 @@ def drifting_stream() -> list[bytes]:
     drift = parse_drift(f"{MODEL}:{SIGNAL}@{DRIFT_AT}:shift=2.0")
     events = [orjson.dumps(event) for event, _ in
               generate(Simulation(models=(MODEL,), n_events=N_EVENTS, n_numeric=5, n_categorical=1,
-                                  drifts=(drift,), seed=11))]
+                                  drifts=(drift,), seed=11, candidate_version=CANARY_VERSION,
+                                  candidate_share=0.2, candidate_from=CANARY_FROM))]
     # bad messages spread over the stream: dead letters by reason
     for position, bad in zip((500, 4000, 7000), BAD_MESSAGES):
         events.insert(position, bad)
