@@ -13,7 +13,12 @@ FROM python:3.11.10-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+
+# numba compiles the detectors' inner loops at their first call (about 2 CPU-seconds) and
+# caches the machine code under NUMBA_CACHE_DIR: /tmp is writable for the non-root user
+# here and in deploy/kubernetes (an emptyDir under a read-only root filesystem).
 
 # a fixed numeric uid so Kubernetes' runAsNonRoot can verify it
 RUN groupadd --system --gid 10001 monitor \

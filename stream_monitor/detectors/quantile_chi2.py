@@ -109,6 +109,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from stream_monitor.detectors import _jit
 from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
     Detection,
@@ -484,6 +485,8 @@ class QuantileChiSquare(Detector):
         """Feed values until the end or the first detection; return (consumed, detection)."""
         stride, per_window = self.stride, self._blocks_per_window
         cells = self._reference_counts.size
+        if _jit.ENABLED:
+            return self._monitor_compiled(values, offset)
         codes = np.searchsorted(self._edges, values, side="right")
         into_block = self._monitored % stride
         finished = (into_block + values.size) // stride  # blocks this batch completes
@@ -512,6 +515,31 @@ class QuantileChiSquare(Detector):
             self._advance(values.size)
             return values.size, None
         consumed = (max(first_full, 0) + hit + 1) * stride - into_block
+        self._advance(consumed)
+        detection = self._detection(offset + consumed - 1)
+        self._start_warmup()
+        return consumed, detection
+
+    def _monitor_compiled(self, values: np.ndarray, offset: int) -> tuple[int, Detection | None]:
+        """:meth:`_monitor` with the block counts made in one compiled loop (:mod:`._jit`): the same counts."""
+        stride = self.stride
+        into_block = self._monitored % stride
+        finished = (into_block + values.size) // stride
+        window_counts = np.empty((finished, self._reference_counts.size), dtype=np.int64)
+        _jit.window_counts(values, self._edges, self._history, self._partial, into_block, stride, window_counts)
+        first_full = max(self._blocks_per_window - 1 - self._monitored // stride, 0)
+        if first_full >= finished:
+            self._advance(values.size)
+            return values.size, None
+        statistic = np.empty(1)
+        hit = _jit.first_chi_square_hit(window_counts[first_full:], self._reference_times_window,
+                                        float(self._reference_total), self._reference_float,
+                                        self._scaled_threshold, statistic)
+        self._statistic = float(statistic[0]) / self._scale
+        if hit < 0:
+            self._advance(values.size)
+            return values.size, None
+        consumed = (first_full + hit + 1) * stride - into_block
         self._advance(consumed)
         detection = self._detection(offset + consumed - 1)
         self._start_warmup()

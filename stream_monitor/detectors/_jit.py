@@ -1,0 +1,219 @@
+"""Compiled inner loops of the default numeric detectors (numba), with the numpy paths as fallback.
+
+The charts of Page-Hinkley and the scale detector keep their sums in fixed
+point (int64), so a loop over the values gives exactly the sums of the
+vectorised numpy code: the same IEEE operations on the same floats before the
+rounding, integer additions after it. A chunk of a thousand values costs the
+numpy code a dozen array passes and their calls; the loop makes one pass and
+stops at the first crossing (bench/throughput.py --detectors).
+
+numba compiles each loop on its first call (about a second) and caches the
+machine code next to this file, or under ``NUMBA_CACHE_DIR``; without numba,
+or with ``STREAM_MONITOR_JIT=0``, the detectors run their numpy code, which the
+tests hold equal to the loops (tests/detectors/test_jit.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ENABLED", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit"]
+
+
+def _enabled() -> bool:
+    if os.environ.get("STREAM_MONITOR_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    # numba is imported at the first call (about 0.2 s), not by every command that imports a detector
+    return importlib.util.find_spec("numba") is not None
+
+
+#: whether the compiled loops are in use (numba installed and not switched off)
+ENABLED = _enabled()
+
+_KERNELS: dict[str, Any] = {}
+
+
+def _kernel(name: str) -> Any:
+    """The compiled loop ``_<name>`` of this module, compiled (or read from numba's cache) once."""
+    kernel = _KERNELS.get(name)
+    if kernel is None:
+        import numba
+
+        def compiled(function: Any) -> Any:
+            return numba.njit(cache=True, nogil=True, boundscheck=False)(function)
+
+        module = globals()
+        # a helper called from inside a loop must be compiled before the loop is
+        if not isinstance(module["_row_sum"], numba.core.registry.CPUDispatcher):
+            module["_row_sum"] = compiled(module["_row_sum"])
+        kernel = _KERNELS[name] = compiled(module["_" + name])
+    return kernel
+
+
+def cusum_walk(*args: Any) -> int:
+    """See :func:`_cusum_walk`."""
+    return _kernel("cusum_walk")(*args)  # type: ignore[no-any-return]
+
+
+def binned_cusum_walk(*args: Any) -> int:
+    """See :func:`_binned_cusum_walk`."""
+    return _kernel("binned_cusum_walk")(*args)  # type: ignore[no-any-return]
+
+
+def window_counts(*args: Any) -> None:
+    """See :func:`_window_counts`."""
+    _kernel("window_counts")(*args)
+
+
+def first_chi_square_hit(*args: Any) -> int:
+    """See :func:`_first_chi_square_hit`."""
+    return _kernel("first_chi_square_hit")(*args)  # type: ignore[no-any-return]
+
+
+def _cusum_walk(chunk: np.ndarray, scale: float, shift: float, clip: float, sums: np.ndarray,
+                signs: np.ndarray, drifts: np.ndarray, thresholds: np.ndarray) -> int:
+    """Page-Hinkley's charts over ``chunk``: the index of the first crossing, or -1.
+
+    Each value is standardised in fixed point (``x * scale - shift``, clipped
+    to ``+-clip``, rounded half to even) and every chart ``j`` adds
+    ``signs[j] * step - drifts[j]`` to its sum, floored at 0. ``sums`` is
+    updated in place up to and including the crossing value.
+    """
+    charts = sums.shape[0]
+    for index in range(chunk.shape[0]):
+        scaled = chunk[index] * scale
+        scaled -= shift
+        if scaled < -clip:
+            scaled = -clip
+        elif scaled > clip:
+            scaled = clip
+        step = np.int64(np.rint(scaled))
+        crossed = False
+        for chart in range(charts):
+            total = sums[chart] + signs[chart] * step - drifts[chart]
+            if total < 0:
+                total = 0
+            sums[chart] = total
+            if total > thresholds[chart]:
+                crossed = True
+        if crossed:
+            return index
+    return -1
+
+
+def _binned_cusum_walk(values: np.ndarray, centre: float, cuts: np.ndarray, table: np.ndarray,
+                       sums: np.ndarray, thresholds: np.ndarray) -> int:
+    """Multinomial CUSUMs over the distances ``|x - centre|``: the first crossing's index, or -1.
+
+    A distance falls in bin ``i`` when ``i`` cut points lie strictly below it
+    (one equal to a cut point falls in the lower bin); chart ``j`` adds
+    ``table[j, i]``, floored at 0. ``sums`` is updated in place up to and
+    including the crossing value.
+    """
+    charts = sums.shape[0]
+    for index in range(values.shape[0]):
+        found = np.searchsorted(cuts, abs(values[index] - centre))
+        crossed = False
+        for chart in range(charts):
+            total = sums[chart] + table[chart, found]
+            if total < 0:
+                total = 0
+            sums[chart] = total
+            if total > thresholds[chart]:
+                crossed = True
+        if crossed:
+            return index
+    return -1
+
+
+def _window_counts(values: np.ndarray, edges: np.ndarray, history: np.ndarray, partial: np.ndarray,
+                   into_block: int, stride: int, windows: np.ndarray) -> None:
+    """The quantile chi-square's block counts over ``values``; ``windows`` gets each new window's counts.
+
+    A value's bin is the number of edges at or below it. ``partial`` counts
+    the unfinished block (``into_block`` values in); each ``stride``-th value
+    finishes it: it joins ``history`` (the last blocks, oldest first) and
+    row ``k`` of ``windows`` becomes the sum of ``history`` after the ``k``-th
+    block finished. ``history`` and ``partial`` are updated in place.
+    """
+    blocks, cells = history.shape
+    window = np.zeros(cells, dtype=np.int64)
+    for block in range(blocks):
+        for cell in range(cells):
+            window[cell] += history[block, cell]
+    filled, row = into_block, 0
+    for index in range(values.shape[0]):
+        partial[np.searchsorted(edges, values[index], side="right")] += 1
+        filled += 1
+        if filled == stride:
+            for cell in range(cells):
+                window[cell] += partial[cell] - history[0, cell]
+            for block in range(blocks - 1):
+                for cell in range(cells):
+                    history[block, cell] = history[block + 1, cell]
+            for cell in range(cells):
+                history[blocks - 1, cell] = partial[cell]
+                windows[row, cell] = window[cell]
+                partial[cell] = 0
+            filled, row = 0, row + 1
+
+
+def _row_sum(row: np.ndarray) -> float:
+    """``numpy.sum`` of a short row, bit for bit: its pairwise rule below 128 terms.
+
+    Fewer than 8 terms are added in order; otherwise 8 running sums over
+    whole groups of 8, combined as ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``,
+    then the remaining terms in order. (numpy splits longer rows in halves
+    first; the detector's rows have at most ``bins`` + its atoms, far fewer.)
+    """
+    n = row.shape[0]
+    if n < 8:
+        total = 0.0
+        for index in range(n):
+            total += row[index]
+        return total
+    r0, r1, r2, r3, r4, r5, r6, r7 = row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]
+    index = 8
+    whole = n - n % 8
+    while index < whole:
+        r0 += row[index]
+        r1 += row[index + 1]
+        r2 += row[index + 2]
+        r3 += row[index + 3]
+        r4 += row[index + 4]
+        r5 += row[index + 5]
+        r6 += row[index + 6]
+        r7 += row[index + 7]
+        index += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while index < n:
+        total += row[index]
+        index += 1
+    return total
+
+
+def _first_chi_square_hit(windows: np.ndarray, reference_times_window: np.ndarray, reference_total: float,
+                          reference: np.ndarray, threshold: float, statistic: np.ndarray) -> int:
+    """The first row of ``windows`` whose scaled homogeneity chi-square reaches ``threshold``, or -1.
+
+    Row ``k``'s statistic is ``sum_i (R_i - w_i n)^2 / (r_i + w_i)`` with the
+    operations of the numpy code in the same order; ``statistic[0]`` gets the
+    hit's, or the last row's when none reaches it.
+    """
+    cells = windows.shape[1]
+    terms = np.empty(cells, dtype=np.float64)
+    for row in range(windows.shape[0]):
+        for cell in range(cells):
+            count = windows[row, cell]
+            difference = reference_times_window[cell] - count * reference_total
+            terms[cell] = difference * difference / (reference[cell] + count)
+        value = _row_sum(terms)
+        statistic[0] = value
+        if value >= threshold:
+            return row
+    return -1
+
