@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENABLED", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit"]
+__all__ = ["ENABLED", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit",
+           "category_windows"]
 
 
 def _enabled() -> bool:
@@ -67,6 +68,11 @@ def binned_cusum_walk(*args: Any) -> int:
 def window_counts(*args: Any) -> None:
     """See :func:`_window_counts`."""
     _kernel("window_counts")(*args)
+
+
+def category_windows(*args: Any) -> int:
+    """See :func:`_category_windows`."""
+    return _kernel("category_windows")(*args)  # type: ignore[no-any-return]
 
 
 def first_chi_square_hit(*args: Any) -> int:
@@ -217,3 +223,51 @@ def _first_chi_square_hit(windows: np.ndarray, reference_times_window: np.ndarra
             return row
     return -1
 
+
+
+def _category_windows(codes: np.ndarray, ring: np.ndarray, monitored: int, stride: int,
+                      reference: np.ndarray, n: int, critical: np.ndarray, found: np.ndarray) -> int:
+    """The categorical chi-square over ``codes``: the index of the value ending the first window
+    that reaches its critical value, or -1.
+
+    ``ring`` holds the window's last codes (value ``t`` at ``t % len(ring)``),
+    ``monitored`` values in so far; the values up to the hit (or all) are
+    written into it. A window of ``m = len(ring)`` values ending at value
+    ``t >= m`` with ``(t - m) % stride == 0`` is compared with the reference's
+    counts ``r_i`` (total ``n``): ``sum (r_i m - w_i n)^2 / (r_i + w_i) / (n m)``
+    over the occupied columns, with as many degrees of freedom less one,
+    the numpy code's operations in its order. ``found`` gets the last
+    evaluated window's statistic and degrees (unchanged if none).
+    """
+    m = ring.shape[0]
+    cells = reference.shape[0]
+    counts = np.zeros(cells, dtype=np.int64)
+    for t in range(max(monitored - m, 0), monitored):
+        counts[ring[t % m]] += 1
+    terms = np.empty(cells, dtype=np.float64)
+    scale = float(n * m)
+    for index in range(codes.shape[0]):
+        t = monitored + index  # this value's number
+        slot = t % m
+        if t >= m:
+            counts[ring[slot]] -= 1
+        code = codes[index]
+        ring[slot] = code
+        counts[code] += 1
+        seen = t + 1
+        if seen >= m and (seen - m) % stride == 0:
+            degrees = -1
+            for cell in range(cells):
+                total = float(counts[cell]) + reference[cell]
+                if total > 0:
+                    difference = reference[cell] * m - float(counts[cell]) * n
+                    terms[cell] = difference * difference / total
+                    degrees += 1
+                else:
+                    terms[cell] = 0.0
+            statistic = _row_sum(terms) / scale
+            found[0] = statistic
+            found[1] = degrees
+            if statistic >= critical[degrees]:
+                return index
+    return -1

@@ -269,9 +269,7 @@ class CategoryCusum(Detector):
         self._sums = np.zeros(len(rows), dtype=np.int64)
 
     def _codes(self, values: list[Any]) -> np.ndarray:
-        index = self._index
-        return np.fromiter((index[value if value.__class__ is str else str(value)] for value in values),
-                           dtype=np.intp, count=len(values))
+        return np.fromiter(map(self._index.__getitem__, values), dtype=np.intp, count=len(values))
 
     # -- gauges -------------------------------------------------------------
 

@@ -186,3 +186,16 @@ def test_high_cardinality_stationary_streams_raise_no_false_alarm(zipf: bool) ->
         loose += len(_chi(arl=20_000).update(values))
     assert alarms == 0
     assert loose <= 2 * 400_000 / 20_000
+
+
+def test_category_codes_of_non_strings_are_those_of_their_text() -> None:
+    """True, 1 and 1.0 are one dict key but three categories: each is coded as its text, in any order."""
+    from stream_monitor.detectors.categorical import _ColumnIndex
+
+    values = ["a", True, 1, 1.0, "zz"]
+    texts = ["a", "True", "1", "1.0", "zz"]
+    for order in (values + texts, texts + values):
+        index = _ColumnIndex(["a", "b", "c"], 8)
+        codes = dict(zip(map(repr, order), map(index.__getitem__, order)))
+        assert [codes[repr(v)] for v in values] == [codes[repr(t)] for t in texts]
+        assert codes[repr(True)] != codes[repr(1)] != codes[repr(1.0)]

@@ -28,7 +28,7 @@ def run(name: str, values: np.ndarray, compiled: bool, monkeypatch: pytest.Monke
     detector = build(DetectorSpec(name), family_tests=44)
     detections, statistics = [], []
     position, turn = 0, 0
-    while position < values.size:
+    while position < len(values):
         size = SIZES[turn % len(SIZES)]
         for detection in detector.update(values[position:position + size]):
             detections.append((position + detection.index, detection.statistic, detection.threshold))
@@ -54,3 +54,23 @@ def test_scale_on_scores_compiled_equals_numpy(monkeypatch: pytest.MonkeyPatch) 
     logits = np.concatenate([rng.normal(0, 1, 6000), rng.normal(0, 2, 3000)])
     scores = 1.0 / (1.0 + np.exp(-logits))
     assert run("scale", scores, True, monkeypatch) == run("scale", scores, False, monkeypatch)
+
+
+
+def categories(seed: int) -> list[str]:
+    """Five categories, one's share moving 20% -> 50%, then many rare ones (hashed buckets) appearing."""
+    rng = np.random.default_rng(seed)
+    before = rng.choice(list("abcde"), size=9000, p=[0.2, 0.2, 0.2, 0.2, 0.2])
+    after = rng.choice(list("abcde"), size=6000, p=[0.5, 0.125, 0.125, 0.125, 0.125])
+    rare = [f"r{value}" for value in rng.integers(0, 400, size=6000)]
+    return [*before.tolist(), *after.tolist(), *rare]
+
+
+@pytest.mark.parametrize("name", ["chi_square"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_category_loops_equal_the_numpy_code(name: str, seed: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    values = categories(seed)
+    compiled = run(name, values, True, monkeypatch)
+    assert compiled["detections"], "the stream changes: both paths must detect"
+    assert compiled == run(name, values, False, monkeypatch)
