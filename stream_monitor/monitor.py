@@ -17,7 +17,8 @@ import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -151,7 +152,8 @@ class _SignalState:
 
     __slots__ = ("signal", "kind", "detectors", "n_values", "values", "positions",
                  "statistic_gauges", "threshold_gauges", "active_gauges", "detection_counters",
-                 "last_detection", "severity", "model", "declared", "n_other", "run_mark", "run_length")
+                 "last_detection", "active_until", "severity", "model", "declared", "n_other", "run_mark",
+                 "run_length")
 
     def __init__(self, signal: str, kind: str, detector_list: list[detectors.Detector | None],
                  severity: str, model: str = "", declared: bool = False) -> None:
@@ -175,8 +177,11 @@ class _SignalState:
         self.threshold_gauges: list[Any] = []
         self.active_gauges: list[Any] = []
         self.detection_counters: list[Any] = []
-        #: n_values at each detector's last detection, or None
+        #: n_values at each detector's last detection, or None (kept in the saved state)
         self.last_detection: list[int | None] = [None] * len(detector_list)
+        #: the monitor's clock until which each detector's drift_active gauge reads 1; not
+        #: saved: a restart starts with every gauge at 0
+        self.active_until: list[float] = [-math.inf] * len(detector_list)
 
 
 class _VersionState:
@@ -220,9 +225,12 @@ class Monitor:
     feature:amount scale e3168 3168
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, columnar: bool = True) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, columnar: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._metrics = metrics
+        #: read for the drift_active hold only: no alert depends on it
+        self._clock = clock
         #: route whole columns per (model, version) block; False: value by value (the oracle)
         self._columnar = columnar
         self._versions: dict[tuple[str, str], _VersionState] = {}
@@ -436,12 +444,19 @@ class Monitor:
                 labels = (version.model, version.model_version, signal, detector.name, severity)
                 state.statistic_gauges.append(self._metrics.detector_statistic.labels(*labels))
                 state.threshold_gauges.append(self._metrics.detector_threshold.labels(*labels))
-                state.active_gauges.append(self._metrics.drift_active.labels(*labels))
+                active = self._metrics.drift_active.labels(*labels)
+                # read at scrape time, so the hold ends even when the signal gets no more values
+                active.set_function(self._held(state, len(state.active_gauges)))
+                state.active_gauges.append(active)
                 state.detection_counters.append(self._metrics.drift_detections.labels(*labels))
-                state.active_gauges[-1].set(0)
             self._metrics.signals_active.labels(version.model).set(
                 len(self._signals_per_model[version.model]))
         return state
+
+    def _held(self, state: _SignalState, index: int) -> Callable[[], float]:
+        """drift_active of one detector of ``state``: 1 until its hold runs out."""
+        clock, until = self._clock, state.active_until
+        return lambda: 1.0 if clock() < until[index] else 0.0
 
     def _detector_failed(self, model: str, signal: str, name: str) -> None:
         """A detector raised: count it and log it (with the traceback); it stays disabled."""
@@ -1098,7 +1113,7 @@ class Monitor:
         positions = state.positions
         base = state.n_values
         metrics_on = bool(state.statistic_gauges)
-        hold = self._settings.drift_active_values
+        hold_s = self._settings.drift_active_hold_s
         for index, detector in enumerate(state.detectors):
             if detector is None:
                 continue
@@ -1130,16 +1145,11 @@ class Monitor:
                 state.last_detection[index] = n_seen
                 if metrics_on:
                     state.detection_counters[index].inc()
-                    state.active_gauges[index].set(1)
+                    state.active_until[index] = self._clock() + hold_s
             if metrics_on:
                 state.statistic_gauges[index].set(detector.statistic)
                 state.threshold_gauges[index].set(detector.threshold)
         state.n_values = base + len(positions)
-        if metrics_on:
-            for index, last in enumerate(state.last_detection):
-                if last is not None and state.n_values - last >= hold:
-                    state.active_gauges[index].set(0)
-                    state.last_detection[index] = None
         state.values = []
         state.positions = []
 
