@@ -109,3 +109,17 @@ def test_the_old_value_count_setting_is_refused_naming_its_replacement(tmp_path)
     ((field, reason),) = caught.value.problems
     assert field == "drift_active_values"
     assert "drift_active_hold_s" in reason
+
+
+def test_drift_series_carry_the_signals_severity_for_routing():
+    """Performance signals are critical; features take the model rule's severity (the rule reads it)."""
+    metrics = Metrics(CollectorRegistry())
+    monitor = Monitor(Settings(models=[{"model": "m", "severity": "info"}]), metrics)
+    rng = np.random.default_rng(5)
+    items = records(rng.normal(0, 1, 100), 0)
+    monitor.process(items)
+    monitor.feed_signal("m", "1", "performance:error_rate", [(float(i % 2), item) for i, item in enumerate(items)])
+    severities = {(sample.labels["signal"], sample.labels["severity"])
+                  for family in metrics.registry.collect() if family.name == "stream_monitor_drift_active"
+                  for sample in family.samples}
+    assert severities == {("feature:x", "info"), ("performance:error_rate", "critical")}
