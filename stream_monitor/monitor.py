@@ -153,7 +153,7 @@ class _SignalState:
 
     __slots__ = ("signal", "kind", "detectors", "n_values", "values", "positions",
                  "statistic_gauges", "threshold_gauges", "active_gauges", "detection_counters",
-                 "last_detection", "active_until", "severity", "model", "declared", "n_other", "run_mark",
+                 "last_detection", "holds", "severity", "model", "declared", "n_other", "run_mark",
                  "run_length")
 
     def __init__(self, signal: str, kind: str, detector_list: list[detectors.Detector | None],
@@ -180,9 +180,21 @@ class _SignalState:
         self.detection_counters: list[Any] = []
         #: n_values at each detector's last detection, or None (kept in the saved state)
         self.last_detection: list[int | None] = [None] * len(detector_list)
-        #: the monitor's clock until which each detector's drift_active gauge reads 1; not
-        #: saved: a restart starts with every gauge at 0
-        self.active_until: list[float] = [-math.inf] * len(detector_list)
+        #: each detector's drift_active hold (with metrics on); not saved: a restart starts at 0
+        self.holds: list[_Hold] = []
+
+
+class _Hold:
+    """A drift_active gauge's value, read at scrape time: 1 until ``until`` on the clock."""
+
+    __slots__ = ("clock", "until")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.until = -math.inf
+
+    def __call__(self) -> float:
+        return 1.0 if self.clock() < self.until else 0.0
 
 
 class _VersionState:
@@ -447,17 +459,14 @@ class Monitor:
                 state.threshold_gauges.append(self._metrics.detector_threshold.labels(*labels))
                 active = self._metrics.drift_active.labels(*labels)
                 # read at scrape time, so the hold ends even when the signal gets no more values
-                active.set_function(self._held(state, len(state.active_gauges)))
+                hold = _Hold(self._clock)
+                active.set_function(hold)
+                state.holds.append(hold)
                 state.active_gauges.append(active)
                 state.detection_counters.append(self._metrics.drift_detections.labels(*labels))
             self._metrics.signals_active.labels(version.model).set(
                 len(self._signals_per_model[version.model]))
         return state
-
-    def _held(self, state: _SignalState, index: int) -> Callable[[], float]:
-        """drift_active of one detector of ``state``: 1 until its hold runs out."""
-        clock, until = self._clock, state.active_until
-        return lambda: 1.0 if clock() < until[index] else 0.0
 
     def _detector_failed(self, model: str, signal: str, name: str) -> None:
         """A detector raised: count it and log it (with the traceback); it stays disabled."""
@@ -1146,7 +1155,7 @@ class Monitor:
                 state.last_detection[index] = n_seen
                 if metrics_on:
                     state.detection_counters[index].inc()
-                    state.active_until[index] = self._clock() + hold_s
+                    state.holds[index].until = self._clock() + hold_s
             if metrics_on:
                 state.statistic_gauges[index].set(detector.statistic)
                 state.threshold_gauges[index].set(detector.threshold)
