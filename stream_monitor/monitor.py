@@ -3,8 +3,9 @@
 This is the part that ``replay`` and ``run`` share, so both give the same
 alerts for the same events: it sees only decoded events in order, never
 Kafka, and no alert depends on the wall clock (its clock only times how long
-the drift_active gauge holds after a detection). One :class:`Monitor` holds the detectors of every
-(model, model_version, signal) it has seen, within the caps of the settings.
+the drift_active gauge holds after a detection). One :class:`Monitor` holds
+the detectors of every (model, model_version, signal) it has seen, within the
+caps of the settings.
 
 Per batch, values are gathered column-wise per signal and each detector gets
 one numpy update; detections map back to the events that caused them. Alerts
