@@ -404,8 +404,11 @@ class Settings(BaseSettings):
     allowed_models: list[str] | None = None
     #: per-model rules; the first whose glob matches applies; none matching means defaults
     models: list[ModelRule] = Field(default_factory=list)
-    #: the drift_active gauge drops back to 0 after this many quiet values of the signal
-    drift_active_values: int = Field(default=10_000, ge=1)
+    #: stream_monitor_drift_active stays 1 for this many seconds (wall clock) after a
+    #: detector's last detection, so that scrapes see it whatever the event rate
+    drift_active_hold_s: float = Field(default=600.0, gt=0)
+    #: replaced by drift_active_hold_s: refused with a message that says so
+    drift_active_values: None = Field(default=None, exclude=True, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -425,6 +428,15 @@ class Settings(BaseSettings):
         # the YAML file (set by load_settings) is the lowest-priority source
         sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    @field_validator("drift_active_values", mode="before")
+    @classmethod
+    def _drift_active_values_was_replaced(cls, value: Any) -> None:
+        if value is None:
+            return None
+        # a count of values ended the gauge between two scrapes at high event rates
+        raise ValueError("replaced by drift_active_hold_s (the seconds stream_monitor_drift_active "
+                         "stays 1 after a detection)")
 
     @model_validator(mode="after")
     def _state_topic_is_legal(self) -> Settings:

@@ -71,7 +71,8 @@ class Metrics:
             _SIGNAL_LABELS, registry=registry)
         self.drift_active = Gauge(
             "stream_monitor_drift_active",
-            "1 from a detection until the signal has been quiet for drift_active_values values.",
+            "1 for drift_active_hold_s seconds (default 600) after the detector's last detection on "
+            "the signal, so that scrapes see it at any event rate; a restart starts at 0.",
             _SIGNAL_LABELS, registry=registry)
         self.alerts_produced = Counter(
             "stream_monitor_alerts_produced_total", "Alerts delivered to the alerts topic.",

@@ -1,9 +1,11 @@
 """Route decoded events to their detectors and turn detections into alerts.
 
 This is the part that ``replay`` and ``run`` share, so both give the same
-alerts for the same events: it sees only decoded events in order, never the
-wall clock or Kafka. One :class:`Monitor` holds the detectors of every
-(model, model_version, signal) it has seen, within the caps of the settings.
+alerts for the same events: it sees only decoded events in order, never
+Kafka, and no alert depends on the wall clock (its clock only times how long
+the drift_active gauge holds after a detection). One :class:`Monitor` holds
+the detectors of every (model, model_version, signal) it has seen, within the
+caps of the settings.
 
 Per batch, values are gathered column-wise per signal and each detector gets
 one numpy update; detections map back to the events that caused them. Alerts
@@ -17,7 +19,8 @@ import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -151,7 +154,8 @@ class _SignalState:
 
     __slots__ = ("signal", "kind", "detectors", "n_values", "values", "positions",
                  "statistic_gauges", "threshold_gauges", "active_gauges", "detection_counters",
-                 "last_detection", "severity", "model", "declared", "n_other", "run_mark", "run_length")
+                 "last_detection", "holds", "severity", "model", "declared", "n_other", "run_mark",
+                 "run_length")
 
     def __init__(self, signal: str, kind: str, detector_list: list[detectors.Detector | None],
                  severity: str, model: str = "", declared: bool = False) -> None:
@@ -175,8 +179,23 @@ class _SignalState:
         self.threshold_gauges: list[Any] = []
         self.active_gauges: list[Any] = []
         self.detection_counters: list[Any] = []
-        #: n_values at each detector's last detection, or None
+        #: n_values at each detector's last detection, or None (kept in the saved state)
         self.last_detection: list[int | None] = [None] * len(detector_list)
+        #: each detector's drift_active hold (with metrics on); not saved: a restart starts at 0
+        self.holds: list[_Hold] = []
+
+
+class _Hold:
+    """A drift_active gauge's value, read at scrape time: 1 until ``until`` on the clock."""
+
+    __slots__ = ("clock", "until")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.until = -math.inf
+
+    def __call__(self) -> float:
+        return 1.0 if self.clock() < self.until else 0.0
 
 
 class _VersionState:
@@ -220,9 +239,12 @@ class Monitor:
     feature:amount scale e3168 3168
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, columnar: bool = True) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, columnar: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._metrics = metrics
+        #: read for the drift_active hold only: no alert depends on it
+        self._clock = clock
         #: route whole columns per (model, version) block; False: value by value (the oracle)
         self._columnar = columnar
         self._versions: dict[tuple[str, str], _VersionState] = {}
@@ -436,9 +458,13 @@ class Monitor:
                 labels = (version.model, version.model_version, signal, detector.name, severity)
                 state.statistic_gauges.append(self._metrics.detector_statistic.labels(*labels))
                 state.threshold_gauges.append(self._metrics.detector_threshold.labels(*labels))
-                state.active_gauges.append(self._metrics.drift_active.labels(*labels))
+                active = self._metrics.drift_active.labels(*labels)
+                # read at scrape time, so the hold ends even when the signal gets no more values
+                hold = _Hold(self._clock)
+                active.set_function(hold)
+                state.holds.append(hold)
+                state.active_gauges.append(active)
                 state.detection_counters.append(self._metrics.drift_detections.labels(*labels))
-                state.active_gauges[-1].set(0)
             self._metrics.signals_active.labels(version.model).set(
                 len(self._signals_per_model[version.model]))
         return state
@@ -1098,7 +1124,7 @@ class Monitor:
         positions = state.positions
         base = state.n_values
         metrics_on = bool(state.statistic_gauges)
-        hold = self._settings.drift_active_values
+        hold_s = self._settings.drift_active_hold_s
         for index, detector in enumerate(state.detectors):
             if detector is None:
                 continue
@@ -1130,16 +1156,11 @@ class Monitor:
                 state.last_detection[index] = n_seen
                 if metrics_on:
                     state.detection_counters[index].inc()
-                    state.active_gauges[index].set(1)
+                    state.holds[index].until = self._clock() + hold_s
             if metrics_on:
                 state.statistic_gauges[index].set(detector.statistic)
                 state.threshold_gauges[index].set(detector.threshold)
         state.n_values = base + len(positions)
-        if metrics_on:
-            for index, last in enumerate(state.last_detection):
-                if last is not None and state.n_values - last >= hold:
-                    state.active_gauges[index].set(0)
-                    state.last_detection[index] = None
         state.values = []
         state.positions = []
 

@@ -109,6 +109,10 @@ STATE_REPLAY_PANELS = {"Messages re-read after a restore / s"}
 COMPARISON_VERDICT_RULES = {"StreamMonitorVersionDiffers"}
 
 
+#: Kafka client errors exist only once the client reported one: none on a healthy stream
+CLIENT_ERROR_PANELS = {"Kafka client errors / s by code"}
+
+
 def quiet_rules() -> set[str]:
     """Rules whose series are absent, and which never fire, on a healthy first start."""
     return blind_spot_rules() | STATE_FAILURE_RULES | COMPARISON_VERDICT_RULES
@@ -116,7 +120,7 @@ def quiet_rules() -> set[str]:
 
 def quiet_panels(dashboard: dict[str, Any]) -> set[str]:
     """Titles of the panels that may show no data on a healthy first start."""
-    return blind_spot_panels(dashboard) | STATE_REPLAY_PANELS
+    return blind_spot_panels(dashboard) | STATE_REPLAY_PANELS | CLIENT_ERROR_PANELS
 
 
 def dashboards() -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 One scenario for the module: ``stream-monitor run`` reads a drifting stream
 (feature f03 of model "fraud" shifts by +2 sigma at event 3000 of 8000, plus a
-few bad messages) from the real broker; a real Prometheus on loopback scrapes
+few bad messages, with event times up to now) and its labels from the real broker; a real Prometheus on loopback scrapes
 it every second with deploy/prometheus's rules loaded (``for:`` shortened) and
 sends alerts to a real Alertmanager, which posts them to a webhook served by
 the test. Then every PromQL expression of the dashboard and of the rules runs
@@ -45,9 +45,10 @@ N_EVENTS, DRIFT_AT = 8000, 3000
 #: panel has data and no comparison alert fires
 CANARY_VERSION, CANARY_FROM = "2", 5000
 BAD_MESSAGES = [b"{not json", b"\xff\xfe", b'{"model": "fraud"}']
-# Grafana's variables as a user picking model fraud and signal feature:f03 gets them
+# Grafana's variables as a user picking model fraud, version 1 and signal feature:f03 gets them
+VERSION = "1"
 TEMPLATE_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m",
-                      "$model": MODEL, "$signal": SIGNAL}
+                      "$model": MODEL, "$model_version": VERSION, "$signal": SIGNAL}
 
 
 @dataclass
@@ -178,18 +179,21 @@ def fast_rules(path: Path) -> Path:
     return path
 
 
-def drifting_stream() -> list[bytes]:
-    from stream_monitor.simulate import Scenario as Simulation, generate, parse_drift
+def drifting_stream() -> list[tuple[str, bytes]]:
+    """(kind, message) in arrival order: predictions and, 500 events later each, their labels."""
+    from stream_monitor.simulate import Scenario as Simulation, parse_drift, stream
 
     drift = parse_drift(f"{MODEL}:{SIGNAL}@{DRIFT_AT}:shift=2.0")
-    events = [orjson.dumps(event) for event, _ in
-              generate(Simulation(models=(MODEL,), n_events=N_EVENTS, n_numeric=5, n_categorical=1,
-                                  drifts=(drift,), seed=11, candidate_version=CANARY_VERSION,
-                                  candidate_share=0.2, candidate_from=CANARY_FROM))]
-    # bad messages spread over the stream: dead letters by reason
+    simulation = Simulation(models=(MODEL,), n_events=N_EVENTS, n_numeric=5, n_categorical=1,
+                            drifts=(drift,), seed=11, candidate_version=CANARY_VERSION,
+                            candidate_share=0.2, candidate_from=CANARY_FROM,
+                            # event times end now, as on a live stream (the event-time lag rule)
+                            start_ts=time.time() - N_EVENTS * 0.01, interval_s=0.01)
+    messages = [(kind, orjson.dumps(item)) for kind, item in stream(simulation)]
+    # bad messages spread over the predictions: dead letters by reason
     for position, bad in zip((500, 4000, 7000), BAD_MESSAGES):
-        events.insert(position, bad)
-    return events
+        messages.insert(2 * position, ("prediction", bad))
+    return messages
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +203,8 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     prometheus_bin, alertmanager_bin = tool("prometheus"), tool("prometheus-alertmanager")
     workdir = tmp_path_factory.mktemp("deploy-e2e")
     tag = uuid.uuid4().hex[:10]
-    topics = {"predictions": f"test.deploy.in.{tag}", "alerts": f"test.deploy.alerts.{tag}",
-              "dead_letter": f"test.deploy.dlq.{tag}"}
+    topics = {"predictions": f"test.deploy.in.{tag}", "labels": f"test.deploy.labels.{tag}",
+              "alerts": f"test.deploy.alerts.{tag}", "dead_letter": f"test.deploy.dlq.{tag}"}
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     for future in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1)
                                        for t in topics.values()], operation_timeout=30).values():
@@ -211,7 +215,7 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"test-deploy-{tag}",
                   # consumer lag is read from librdkafka's statistics: every second here
                   "properties": {"statistics.interval.ms": 1000}},
-        "topics": {**topics, "labels": None},
+        "topics": topics,
         "consumer": {"batch_size": 500, "poll_timeout_s": 0.2, "commit_interval_s": 1.0},
         "metrics": {"host": "127.0.0.1", "port": 0},
     }))
@@ -256,11 +260,15 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
         # produce at ~1000 events/s so Prometheus sees the stream move, the drift arrive
         # and counters rise between scrapes (not one jump between two scrapes)
-        events = drifting_stream()
-        for start in range(0, len(events), 500):
-            produce(kafka_bootstrap, topics["predictions"], events[start:start + 500], key=MODEL.encode())
+        messages = drifting_stream()
+        for start in range(0, len(messages), 1000):
+            chunk = messages[start:start + 1000]
+            for kind in ("prediction", "label"):
+                produce(kafka_bootstrap, topics[f"{kind}s"], [m for k, m in chunk if k == kind],
+                        key=MODEL.encode())
             time.sleep(0.4)
-        monitor.wait_consumed(topics["predictions"], len(events), timeout_s=90)
+        for kind in ("prediction", "label"):
+            monitor.wait_consumed(topics[f"{kind}s"], sum(k == kind for k, _ in messages), timeout_s=90)
         yield state
     except BaseException:
         if monitor is not None:
@@ -329,7 +337,8 @@ def test_dashboard_variables_list_the_model_and_the_signal(scenario: Scenario) -
         # what Grafana's Prometheus datasource asks for a label_values() variable
         values = scenario.api(f"label/{label}/values", **{"match[]": selector,
                                                            "start": f"{scenario.started:.0f}"})
-        assert {"model": MODEL, "signal": SIGNAL}[label] in values, (variable["name"], values)
+        assert {"model": MODEL, "model_version": VERSION, "signal": SIGNAL}[label] in values, (
+            variable["name"], values)
 
 
 DASHBOARD_QUERIES = [query for dashboard in dashboards() for query in dashboard_queries(dashboard)]

@@ -303,6 +303,73 @@ def test_dashboard_has_model_and_signal_variables_and_the_required_panels() -> N
     assert "stream_monitor_drift_detections_total" in drift["expr"]
 
 
+def _labelled_with(label: str) -> set[str]:
+    """Sample names of the service's metrics that carry ``label``."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    names = set()
+    for attribute in vars(metrics).values():
+        if label in getattr(attribute, "_labelnames", ()):
+            for family in attribute.describe():
+                suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+                names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+    return names
+
+
+def test_model_version_variable_is_chained_on_model_and_used_by_every_per_version_query() -> None:
+    (dashboard,) = dashboards()
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert variables == ["model", "model_version", "signal"]
+    by_name = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert re.fullmatch(r'label_values\(stream_monitor_\w+\{model=~"\$model"\}, model_version\)',
+                        by_name["model_version"]["definition"])
+    assert 'model_version=~"$model_version"' in by_name["signal"]["definition"]
+    # a comparison's model_version is the candidate, shown beside its baseline: not filtered
+    per_version = {name for name in _labelled_with("model_version") if "_version_compare_" not in name}
+    assert "stream_monitor_model_performance" in per_version
+    checked = 0
+    for where, expr in dashboard_queries(dashboard):
+        for name, selector in re.findall(r"\b(stream_monitor_[a-z0-9_]+)(\{[^}]*\})?", expr):
+            if name in per_version:
+                checked += 1
+                assert 'model=~"$model"' in selector and 'model_version=~"$model_version"' in selector, (
+                    where, expr)
+    assert checked >= 8
+
+
+def test_every_stat_panel_has_thresholds() -> None:
+    (dashboard,) = dashboards()
+    stats = [panel for panel in all_panels(dashboard) if panel["type"] == "stat"]
+    assert len(stats) >= 8
+    for panel in stats:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert len(steps) >= 2 and steps[0]["value"] is None, panel["title"]
+        values = [step["value"] for step in steps[1:]]
+        assert values == sorted(values) and len({step["color"] for step in steps}) == len(steps), panel["title"]
+
+
+def test_dashboard_shows_performance_the_label_join_delivery_client_errors_and_blind_spots() -> None:
+    (dashboard,) = dashboards()
+    exprs = {name: [] for name in (
+        "stream_monitor_model_performance", "stream_monitor_labels_total",
+        "stream_monitor_label_delay_seconds_bucket", "stream_monitor_join_waiting",
+        "stream_monitor_produce_failures_total", "stream_monitor_kafka_errors_total",
+        "stream_monitor_values_skipped_total", "stream_monitor_signals_dropped_total",
+        "stream_monitor_models_dropped_total")}
+    for panel in all_panels(dashboard):
+        for target in panel.get("targets", []):
+            for name in set(METRIC_NAME.findall(target["expr"])) & set(exprs):
+                exprs[name].append(panel)
+    assert [name for name, panels in exprs.items() if not panels] == []
+    # performance per model and version, in the legend too
+    (performance,) = exprs["stream_monitor_model_performance"]
+    assert {"{{model}}", "{{model_version}}", "{{signal}}"} <= set(
+        re.findall(r"\{\{\w+\}\}", performance["targets"][0]["legendFormat"]))
+    # delivery failures and client errors are on the overview, where thresholds colour them
+    assert {"stat"} <= {panel["type"] for panel in exprs["stream_monitor_produce_failures_total"]}
+    assert {"stat"} <= {panel["type"] for panel in exprs["stream_monitor_kafka_errors_total"]}
+
+
 def test_every_metric_named_in_dashboards_and_rules_is_exported_by_the_service() -> None:
     exported = exported_metric_names()
     named = set(METRIC_NAME.findall(RULES.read_text()))

@@ -149,7 +149,7 @@ def test_a_detector_that_raises_is_isolated_and_the_others_still_alert(caplog):
     state.detectors.insert(0, _Broken())
     state.last_detection.insert(0, None)
     for gauges in (state.statistic_gauges, state.threshold_gauges, state.active_gauges,
-                   state.detection_counters):
+                   state.detection_counters, state.holds):
         gauges.insert(0, gauges[0])
     alerts = run(monitor, items[10:], 500)
     assert {a.detector for a in alerts} >= {"page_hinkley", "quantile_chi2"}
