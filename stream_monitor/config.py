@@ -380,6 +380,8 @@ class Settings(BaseSettings):
     #: the drift_active gauge drops back to 0 after this many quiet values of the signal
     drift_active_values: int = Field(default=10_000, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: auto: readable text lines when stderr is a terminal, JSON lines otherwise
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     @classmethod
     def settings_customise_sources(
