@@ -198,9 +198,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 # -- check-config --connect and topics create: the topics the config names, on the cluster --
 
-def _topic_reports(settings, timeout_s: float, report, out=sys.stderr):  # type: ignore[no-untyped-def]
-    """Connect, then ``report(settings, admin, metadata)``; one line per topic on ``out``; the exit
-    status (1 on an unreachable cluster or any topic ``run`` would refuse)."""
+def _topic_reports(settings, timeout_s: float, report, out=None):  # type: ignore[no-untyped-def]
+    """Connect, then ``report(settings, admin, metadata)``; one line per topic on ``out`` (default
+    stderr); the exit status (1 on an unreachable cluster or any topic ``run`` would refuse)."""
+    out = sys.stderr if out is None else out
     from confluent_kafka import KafkaException
 
     from stream_monitor.runtime.topics import admin_client, fetch_metadata
