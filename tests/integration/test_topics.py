@@ -175,3 +175,37 @@ def test_check_connect_reports_partitions_and_fails_on_a_missing_input_topic(
         f"dead_letter topic {names['dead_letter']}: exists, 2 partitions",
         f"state topic {names['state']}: missing: run creates it at start (compacted, 2 partitions)",
     ]
+
+
+def test_topics_run_would_refuse_are_errors_and_an_uncompacted_state_topic_a_warning(
+        kafka_bootstrap, group_id, names, tmp_path, capsys):
+    create_topics(kafka_bootstrap, [names["predictions"], names["alerts"], names["dead_letter"]], partitions=2)
+    create_topics(kafka_bootstrap, [names["labels"], names["state"]], partitions=1)
+    config = _config(tmp_path, kafka_bootstrap, group_id, names)
+    state_mismatch = (f"ERROR state topic {names['state']}: exists, 1 partition: run refuses to start: state "
+                      f"topic '{names['state']}' has 1 partitions, the predictions topic 2: partition i of "
+                      f"the state holds input partition i, so they must be equal (delete the state topic, "
+                      f"or set state.topic to a new name)")
+    labels_mismatch = (f"ERROR labels topic {names['labels']}: exists, 1 partition: the predictions topic "
+                       f"has 2: run refuses to start, labels must be co-partitioned with their predictions")
+    for command in (["check-config", "--connect"], ["topics", "create"]):
+        code, out, err = _main(capsys, *command, "--config", str(config))
+        lines = out if command[0] == "topics" else err
+        assert code == 1, lines
+        assert lines[-6:] == [f"predictions topic {names['predictions']}: exists, 2 partitions", labels_mismatch,
+                              f"alerts topic {names['alerts']}: exists, 2 partitions",
+                              f"dead_letter topic {names['dead_letter']}: exists, 2 partitions", state_mismatch,
+                              "2 topic problem(s): 'run' would not start"]
+
+    # a state topic of the right size that is not compacted: run starts (and warns), so no error
+    other = _config(tmp_path, kafka_bootstrap, group_id, names, labels=False)
+    other.write_text(other.read_text() + f"state: {{topic: {names['predictions']}.state-delete}}\n")
+    create_topics(kafka_bootstrap, [f"{names['predictions']}.state-delete"], partitions=2)
+    try:
+        code, _, err = _main(capsys, "check-config", "--config", str(other), "--connect")
+        assert code == 0, err
+        assert err[-1] == (f"WARNING state topic {names['predictions']}.state-delete: exists, 2 partitions: "
+                           f"cleanup.policy=delete: not compacted, the state grows without bound and restores "
+                           f"slow down (set cleanup.policy=compact)")
+    finally:
+        delete_topics(kafka_bootstrap, [f"{names['predictions']}.state-delete"])
