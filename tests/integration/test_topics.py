@@ -197,6 +197,15 @@ def test_topics_run_would_refuse_are_errors_and_an_uncompacted_state_topic_a_war
                               f"dead_letter topic {names['dead_letter']}: exists, 2 partitions", state_mismatch,
                               "2 topic problem(s): 'run' would not start"]
 
+    # run refuses the same: without labels, on the state topic's partition count
+    no_labels = _config(tmp_path, kafka_bootstrap, group_id, names, labels=False)
+    code, _, err = _main(capsys, "check-config", "--config", str(no_labels), "--connect")
+    assert (code, err[-2:]) == (1, [state_mismatch, "1 topic problem(s): 'run' would not start"])
+    run = subprocess.run([sys.executable, "-m", "stream_monitor.cli", "run", "--config", str(no_labels),
+                          "--exit-when-idle", "1"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert state_mismatch.split("run refuses to start: ")[1] in run.stderr
+
     # a state topic of the right size that is not compacted: run starts (and warns), so no error
     other = _config(tmp_path, kafka_bootstrap, group_id, names, labels=False)
     other.write_text(other.read_text() + f"state: {{topic: {names['predictions']}.state-delete}}\n")
