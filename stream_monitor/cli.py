@@ -1,4 +1,4 @@
-"""The ``stream-monitor`` command line: run, replay, simulate, reference, check-config, alerts."""
+"""The ``stream-monitor`` command line: run, replay, simulate, reference, check-config, alerts, topics."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     check_client_properties(settings)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, args.log_format or settings.log_format)
     log.info("starting", extra={"version": __version__, "settings": settings.redacted()})
     metrics = Metrics()
     health = Health()
@@ -193,7 +193,88 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     check_client_properties(settings)
     print(orjson.dumps(settings.redacted(), option=orjson.OPT_INDENT_2).decode())
     print("config OK", file=sys.stderr)
-    return 0
+    return _check_connect(settings, args.timeout) if args.connect else 0
+
+
+# -- check-config --connect and topics create: the topics the config names, on the cluster --
+
+def _topic_reports(settings, timeout_s: float, report, out=None):  # type: ignore[no-untyped-def]
+    """Connect, then ``report(settings, admin, metadata)``; one line per topic on ``out`` (default
+    stderr); the exit status (1 on an unreachable cluster or any topic ``run`` would refuse)."""
+    out = sys.stderr if out is None else out
+    from confluent_kafka import KafkaException
+
+    from stream_monitor.runtime.topics import admin_client, fetch_metadata
+
+    admin, errors = admin_client(settings)
+    metadata = fetch_metadata(settings, admin, errors, timeout_s)
+    print(f"connected to {settings.kafka.bootstrap_servers}: {len(metadata.brokers)} broker(s)",
+          file=out)
+    try:
+        reports = report(settings, admin, metadata)
+    except KafkaException as exc:
+        raise StreamMonitorError(f"Kafka admin request failed: {exc.args[0].str()} "
+                                 f"(cluster: {settings.kafka.bootstrap_servers})") from None
+    for line in reports:
+        print(line.line(), file=out)
+    problems = sum(line.problem for line in reports)
+    if problems:
+        print(f"{problems} topic problem(s): 'run' would not start", file=out)
+    return 1 if problems else 0
+
+
+def _check_connect(settings, timeout_s: float) -> int:  # type: ignore[no-untyped-def]
+    from stream_monitor.runtime.topics import check_topics
+
+    return _topic_reports(settings, timeout_s,
+                          lambda settings, admin, metadata: check_topics(settings, admin, metadata, timeout_s))
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from stream_monitor.runtime.topics import create_topics
+
+    settings = _load(args.config)
+    return _topic_reports(settings, args.timeout, lambda settings, admin, metadata: create_topics(
+        settings, admin, metadata, partitions=args.partitions, replication_factor=args.replication_factor,
+        dry_run=args.dry_run, timeout_s=args.timeout), out=sys.stdout)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _add_topics_parser(commands) -> None:  # type: ignore[no-untyped-def]
+    topics = commands.add_parser("topics", help="set up the topics the config names",
+                                 description="Manage the Kafka topics the config names.")
+    actions = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create", help="create the missing topics: predictions, labels, alerts, dead letters, state",
+        description="Create the topics the config names that do not exist yet; report every one "
+                    "(an existing topic is not an error). The labels and state topics get the "
+                    "predictions topic's partition count; the state topic is compacted. Exit 1 "
+                    "when the cluster is unreachable or a topic cannot serve 'run'.",
+        epilog="example: stream-monitor topics create --config my.yaml --partitions 6 --replication-factor 3")
+    create.add_argument("--config", help="YAML settings file (brokers, topic names, client properties)")
+    create.add_argument("--partitions", type=_positive, metavar="N",
+                        help="partitions of each topic created (default: the broker's num.partitions); "
+                             "an existing predictions topic decides those of the labels and state topics")
+    create.add_argument("--replication-factor", type=_positive, metavar="R",
+                        help="replication factor of each topic created (default: the broker's; the "
+                             "state topic: state.replication_factor)")
+    create.add_argument("--dry-run", action="store_true", help="say what would be created, create nothing")
+    create.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                        help="how long to wait for the cluster (default: %(default)s)")
+    create.set_defaults(handler=cmd_topics_create)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -259,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML settings file (env STREAM_MONITOR_* overrides it)")
     run.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                      help="stop after this long without a message (for batch jobs and benchmarks)")
+    run.add_argument("--log-format", choices=["auto", "json", "text"],
+                     help="log lines as JSON or text (default: the log_format setting, auto: text on a "
+                          "terminal, JSON otherwise)")
     run.set_defaults(handler=cmd_run)
 
     replay = commands.add_parser("replay", help="run the detectors over JSON-lines files, no broker",
@@ -317,8 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     reference.set_defaults(handler=cmd_reference)
 
     check = commands.add_parser("check-config", help="validate a config file and print it (secrets masked)",
-                                description="Validate the settings; exit 2 listing every bad field.")
+                                description="Validate the settings; exit 2 listing every bad field. "
+                                            "With --connect, exit 1 when the cluster is unreachable or "
+                                            "a topic would stop 'run' from starting.",
+                                epilog="example: stream-monitor check-config --config my.yaml --connect")
     check.add_argument("--config", help="YAML settings file")
+    check.add_argument("--connect", action="store_true",
+                       help="also connect to the cluster: the input topics must exist (their partition "
+                            "counts are shown), the output topics exist or are created by 'run'")
+    check.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                       help="with --connect: how long to wait for the cluster (default: %(default)s)")
     check.set_defaults(handler=cmd_check_config)
 
     alerts = commands.add_parser("alerts", help="subscribe to the alerts topic and print alerts",
@@ -336,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                         help="stop after this long without an alert")
     alerts.set_defaults(handler=cmd_alerts)
+    _add_topics_parser(commands)
     return parser
 
 

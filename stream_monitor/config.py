@@ -410,6 +410,8 @@ class Settings(BaseSettings):
     #: replaced by drift_active_hold_s: refused with a message that says so
     drift_active_values: None = Field(default=None, exclude=True, repr=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: auto: readable text lines when stderr is a terminal, JSON lines otherwise
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,9 @@
-"""Structured logs: one JSON object per line on stderr.
+"""Structured logs on stderr: one JSON object per line, or one readable line on a terminal.
 
 Fields beyond the message go in ``extra={...}``; secrets never do (the
-settings are logged only through :meth:`Settings.redacted`).
+settings are logged only through :meth:`Settings.redacted`). ``log_format``
+``auto`` writes text when stderr is a terminal and JSON otherwise (a file, a
+pipe, a container's log collector).
 """
 
 from __future__ import annotations
@@ -26,17 +28,67 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                payload[key] = value
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(payload, default=str).decode()
 
 
-def configure(level: str = "INFO") -> None:
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")}
+
+
+def _text_value(value: Any) -> str:
+    """A field's value on a text line: bare when unambiguous, else JSON (quoted, escaped)."""
+    if isinstance(value, str):
+        if value and not any(character.isspace() or character in '"=\\' for character in value):
+            return value
+        return orjson.dumps(value).decode()
+    if value is None or isinstance(value, (bool, int, float)):
+        return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line: ``time LEVEL logger: message key=value ...`` (for a terminal).
+
+    >>> record = logging.LogRecord("stream_monitor.runtime", logging.WARNING, "", 0, "drift alert",
+    ...                            (), None)
+    >>> record.created, record.model, record.signal = 0.0, "fraud", "feature:amount"
+    >>> TextFormatter().format(record)
+    '1970-01-01T00:00:00.000Z WARNING  stream_monitor.runtime: drift alert model=fraud signal=feature:amount'
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        parts = [f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{moment.microsecond // 1000:03d}Z",
+                 f"{record.levelname:8s}", f"{record.name}:", record.getMessage()]
+        parts += [f"{key}={_text_value(value)}" for key, value in _extras(record).items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+#: the values of the ``log_format`` setting
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def formatter_for(log_format: str, stream: Any = None) -> logging.Formatter:
+    """The formatter of ``log_format``; ``auto``: text when ``stream`` (stderr) is a terminal."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    if log_format == "auto":
+        stream = sys.stderr if stream is None else stream
+        isatty = getattr(stream, "isatty", None)
+        log_format = "text" if isatty is not None and isatty() else "json"
+    return TextFormatter() if log_format == "text" else JsonFormatter()
+
+
+def configure(level: str = "INFO", log_format: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter_for(log_format, sys.stderr))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -66,6 +118,16 @@ class RateLimitedLog:
         self._logger.log(level, f"{message} (occurrence {count}; logged at 1, 10, 100, ...)",
                          exc_info=exc_info, extra={"occurrences": count, **extra})
         return True
+
+    def counts(self) -> dict[tuple[str, ...], int]:
+        """Per key, the occurrences counted (logged or not)."""
+        return dict(self._seen)
+
+    def suppressed(self) -> dict[tuple[str, ...], int]:
+        """Per key, the occurrences counted but not logged (only keys with some)."""
+        # logged: the 1st, 10th, 100th, ... occurrence, as many as the count has digits
+        return {key: count - len(str(count)) for key, count in self._seen.items()
+                if count > len(str(count))}
 
     def forget(self, stale: Callable[[tuple[str, ...]], bool]) -> None:
         """Drop the counts of the keys ``stale`` picks (e.g. those of an evicted model)."""

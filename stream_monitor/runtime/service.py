@@ -198,6 +198,8 @@ class Service:
         self._pause_window: tuple[int, int, bool] | None = None
         self._on_alert = on_alert
         self._error_log = logs.RateLimitedLog(log)
+        #: one line per dead letter of a (source topic, reason) at its 1st, 10th, 100th, ...
+        self._dead_letter_log = logs.RateLimitedLog(log)
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
         #: the first message that could never be produced: the service stops uncommitted
@@ -351,7 +353,20 @@ class Service:
         self.consumer.close()
         if self._reader is not None:
             self._reader.close()
+        self._log_dead_letter_summary()
         log.info("stopped", extra={"consumed": self._consumed_total, "rolled_back": self._rolled_back_total})
+
+    def _log_dead_letter_summary(self) -> None:
+        """The dead letters of this process's life by source topic and reason, and how many of
+        them had no line of their own (rate-limited)."""
+        counts = self._dead_letter_log.counts()
+        if not counts:
+            return
+        produced: dict[str, dict[str, int]] = {}
+        for (topic, reason), count in sorted(counts.items()):
+            produced.setdefault(topic, {})[reason] = count
+        log.warning("dead letters produced", extra={
+            "dead_letters": produced, "not_logged": sum(self._dead_letter_log.suppressed().values())})
 
     # -- the batch ------------------------------------------------------
 
@@ -410,6 +425,7 @@ class Service:
             for alert in owned[partition].pipeline.process(items):
                 value = alert.to_json()
                 self._produce("alert", self.settings.topics.alerts, alert.key, value, None)
+                log_alert(alert)
                 if self._on_alert is not None:
                     self._on_alert(value)
         offsets = [TopicPartition(topic, partition, offset)
@@ -511,6 +527,10 @@ class Service:
             key = key[:limit // 8] if key is not None else None
         self._produce("dead_letter", self.settings.topics.dead_letter, key, value, headers)
         self.metrics.events_rejected.labels(topic, bad.reason).inc()
+        # where to find it, never what it holds (the dead letter has the bytes and error.detail)
+        self._dead_letter_log.log((topic, bad.reason), "dead letter", reason=bad.reason,
+                                  source_topic=topic, source_partition=message.partition(),
+                                  source_offset=message.offset())
 
     def _produce(self, kind: str, topic: str, key: bytes | None, value: bytes | None,
                  headers: Any, partition: int = -1) -> None:
@@ -907,6 +927,18 @@ class _Joins:
 
     def fullest_pending(self) -> int:
         return max((join.fullest_pending() for join in self._joins), default=0)
+
+
+def log_alert(alert: Any) -> None:
+    """One WARNING line per alert produced: who drifted, where, and the alert's id.
+
+    Logged when the alert is produced: after an aborted transaction or a
+    restart the same alert (same ``alert_id``) may be produced, and logged, again.
+    """
+    log.warning("drift alert", extra={
+        "alert_id": alert.alert_id, "model": alert.model, "model_version": alert.model_version,
+        "signal": alert.signal, "detector": alert.detector, "event_id": alert.event_id,
+        "severity": alert.severity})
 
 
 def _partition_lag(stats: dict[str, Any]) -> int | None:

@@ -19,12 +19,13 @@ from stream_monitor import logs
 from stream_monitor.config import Settings
 from stream_monitor.errors import StreamMonitorError
 
-__all__ = ["ChangelogError", "ChangelogReader", "ensure_changelog"]
+__all__ = ["CHANGELOG_CONFIG", "ChangelogError", "ChangelogReader", "changelog_topic", "cleanup_policy",
+           "ensure_changelog", "partition_mismatch"]
 
 log = logging.getLogger(__name__)
 
-#: topic configs of a changelog the monitor creates
-_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+#: topic configs of a changelog the monitor creates (``run``, and ``topics create``)
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
                  "segment.ms": str(6 * 3600 * 1000)}
 
 
@@ -38,6 +39,25 @@ class ChangelogError(StreamMonitorError):
     """The changelog topic cannot be used (missing and not creatable, wrong partitions)."""
 
 
+def changelog_topic(settings: Settings, partitions: int, replication_factor: int | None = None) -> NewTopic:
+    """The changelog topic as the monitor creates it: compacted, one partition per input partition.
+
+    ``replication_factor`` None: ``state.replication_factor`` (-1, the broker's default, unless set).
+    """
+    replication = settings.state.replication_factor if replication_factor is None else replication_factor
+    return NewTopic(settings.state_topic, partitions, replication, config=dict(CHANGELOG_CONFIG))
+
+
+def partition_mismatch(settings: Settings, found: int, partitions: int) -> str | None:
+    """Why an existing changelog with ``found`` partitions cannot serve ``partitions`` input
+    partitions, or None when it can."""
+    if found == partitions:
+        return None
+    return (f"state topic {settings.state_topic!r} has {found} partitions, the predictions topic "
+            f"{partitions}: partition i of the state holds input partition i, so they must be "
+            f"equal (delete the state topic, or set state.topic to a new name)")
+
+
 def ensure_changelog(settings: Settings, partitions: int, timeout_s: float = 30.0) -> None:
     """Create the changelog topic when missing; refuse one with another partition count."""
     topic = settings.state_topic
@@ -45,16 +65,14 @@ def ensure_changelog(settings: Settings, partitions: int, timeout_s: float = 30.
     metadata = admin.list_topics(timeout=timeout_s)
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
-        if len(found.partitions) != partitions:
-            raise ChangelogError(
-                f"state topic {topic!r} has {len(found.partitions)} partitions, the predictions topic "
-                f"{partitions}: partition i of the state holds input partition i, so they must be "
-                f"equal (delete the state topic, or set state.topic to a new name)")
+        mismatch = partition_mismatch(settings, len(found.partitions), partitions)
+        if mismatch:
+            raise ChangelogError(mismatch)
         _warn_unless_compacted(admin, topic, timeout_s)
         return
-    replication = settings.state.replication_factor
-    future = admin.create_topics([NewTopic(topic, partitions, replication, config=_TOPIC_CONFIG)],
-                                 operation_timeout=timeout_s, request_timeout=timeout_s)[topic]
+    new = changelog_topic(settings, partitions)
+    replication = new.replication_factor
+    future = admin.create_topics([new], operation_timeout=timeout_s, request_timeout=timeout_s)[topic]
     try:
         future.result(timeout=timeout_s)
     except KafkaException as exc:
@@ -81,16 +99,22 @@ def _wait_for_leaders(admin: AdminClient, topic: str, partitions: int, timeout_s
         time.sleep(0.2)
 
 
-def _warn_unless_compacted(admin: AdminClient, topic: str, timeout_s: float) -> None:
+def cleanup_policy(admin: AdminClient, topic: str, timeout_s: float) -> str | None:
+    """The topic's ``cleanup.policy``, or None when it cannot be described (e.g. the ACL)."""
     try:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         configs = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(timeout_s)
     except Exception:  # noqa: BLE001 - describing is a courtesy check; the ACL may not allow it
-        return
+        return None
     policy = configs.get("cleanup.policy")
-    if policy is not None and "compact" not in (policy.value or ""):
+    return None if policy is None else (policy.value or "")
+
+
+def _warn_unless_compacted(admin: AdminClient, topic: str, timeout_s: float) -> None:
+    policy = cleanup_policy(admin, topic, timeout_s)
+    if policy is not None and "compact" not in policy:
         log.warning("state topic is not compacted: it grows without bound and restores slow down "
-                    "(set cleanup.policy=compact)", extra={"topic": topic, "cleanup_policy": policy.value})
+                    "(set cleanup.policy=compact)", extra={"topic": topic, "cleanup_policy": policy})
 
 
 class ChangelogReader:

@@ -19,7 +19,7 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["run", "replay", "simulate", "check-config", "alerts"])
+@pytest.mark.parametrize("command", ["run", "replay", "simulate", "check-config", "alerts", "topics"])
 def test_every_command_has_help(command):
     result = _cli(command, "--help")
     assert result.returncode == 0
@@ -88,7 +88,9 @@ metrics: {{host: 127.0.0.1, port: 0}}
 
 def test_parser_names_every_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"run", "replay", "simulate", "reference", "check-config", "alerts"}
+    assert set(commands) == {"run", "replay", "simulate", "reference", "check-config", "alerts", "topics"}
+    topics = commands["topics"]._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(topics) == {"create"}
 
 
 def test_missing_topics_fail_by_name_but_a_missing_labels_topic_only_warns(kafka_bootstrap, topic_factory,
