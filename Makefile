@@ -11,10 +11,18 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The demo needs the package and its dependencies only; the tests add the [test] extra.
+# pip shows what it downloads and installs (a first run takes a minute or two).
+$(VENV)/.installed-run: pyproject.toml
+	@echo "venv: installing stream-monitor and its dependencies into $(VENV) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-run
+	@echo "venv: installing the test tools into $(VENV) ..."
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	touch $@
 
 kafka-up: venv
@@ -52,11 +60,14 @@ test-unit: venv
 
 # Ctrl-C goes to the demo, which stops the monitor and the producer; the trap keeps
 # this shell alive to stop the broker afterwards.
-demo: venv
-	$(KAFKA) up
+# A broker that was already up (make kafka-up, another demo) is used and left running:
+# only a broker this demo started is stopped at the end.
+DEMO_BROKER_OWNER := .cache/demo/broker-started-$(KAFKA_PORT)
+demo: $(VENV)/.installed-run
+	$(KAFKA) up --owner-file $(DEMO_BROKER_OWNER)
 	@trap 'true' INT TERM; \
 	  $(PY) -m stream_monitor.demo --bootstrap $(KAFKA_BOOTSTRAP_LOCAL); \
-	  status=$$?; $(KAFKA) down; exit $$status
+	  status=$$?; $(KAFKA) down --owner-file $(DEMO_BROKER_OWNER); exit $$status
 
 bench: venv
 	@for script in bench/*.py; do \

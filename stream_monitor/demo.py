@@ -118,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if simulate.returncode is None and simulate.poll() is not None:
                 output = simulate.stdout.read().decode(errors="replace") if simulate.stdout else ""
-                print(f"demo: {output.strip()}", flush=True)
                 if simulate.returncode != 0:
+                    print(f"demo: the simulated stream failed: {output.strip()}", file=sys.stderr)
                     return 1
+                print(f"demo: the simulated stream is finished ({output.strip()}); no more events will "
+                      f"come, the monitor keeps running: Ctrl-C stops the demo", flush=True)
             message = alerts.poll(0.5)
             if message is None or message.error():
                 continue

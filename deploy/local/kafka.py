@@ -239,14 +239,24 @@ def _log_tail(layout: Layout, lines: int = 40) -> str:
         return "(no log)"
 
 
-def up(port: int) -> None:
+def up(port: int, owner_file: Path | None = None) -> None:
+    """Start a broker on ``port``, or reuse the one already up there.
+
+    With ``owner_file``, the file is written when this call started the broker
+    (and removed when it reused one): ``down --owner-file`` then stops only a
+    broker that the same caller started, never one that was up before it.
+    """
     layout = Layout(port)
     servers = bootstrap(port)
     started = time.monotonic()
+    if owner_file is not None:
+        owner_file.unlink(missing_ok=True)
     if _read_pid(layout) or _port_open(port):
         reason = check_ready(servers)
         if reason is None:
-            print(f"kafka: reusing the broker already up at {servers}", flush=True)
+            print(f"kafka: reusing the broker already up at {servers} (it is left running afterwards)"
+                  if owner_file is not None else f"kafka: reusing the broker already up at {servers}",
+                  flush=True)
             return
         if _read_pid(layout) is None:
             sys.exit(f"kafka: port {port} is taken by something that is not a ready "
@@ -264,6 +274,9 @@ def up(port: int) -> None:
             start_new_session=True,
         )
         layout.pid.write_text(f"{process.pid}\n")
+        if owner_file is not None:
+            owner_file.parent.mkdir(parents=True, exist_ok=True)
+            owner_file.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + READY_TIMEOUT_S
     reason = "not tried"
     while time.monotonic() < deadline:
@@ -325,10 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "fetch"])
     parser.add_argument("--port", type=int, default=_port())
+    parser.add_argument("--owner-file", type=Path,
+                        help="up: write this file when up starts the broker (not when it reuses one); "
+                             "down: stop the broker only if this file says we started it, then remove it")
     args = parser.parse_args(argv)
     if args.command == "up":
-        up(args.port)
+        up(args.port, args.owner_file)
     elif args.command == "down":
+        if args.owner_file is not None:
+            if not args.owner_file.exists():
+                print("kafka: leaving the broker running (it was up before)", flush=True)
+                return 0
+            args.owner_file.unlink()
         down(args.port)
     elif args.command == "fetch":
         fetch(Layout(args.port))

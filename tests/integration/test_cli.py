@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from stream_monitor.cli import build_parser, main
 
 from .service_harness import produce
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -84,6 +87,35 @@ metrics: {{host: 127.0.0.1, port: 0}}
     assert any("fraud@1 feature:c00" in line for line in alerts), result.stdout
     assert all("fraud@1" in line for line in alerts), result.stdout
     assert "monitor exited with status 0" in result.stdout
+    # 32,000 events per model at 4,000/s: the stream ends well within the 25 s, and the demo says so
+    (finished,) = [line for line in result.stdout.splitlines() if "the simulated stream is finished" in line]
+    assert "produced 64000 events" in finished, finished
+
+
+def test_demo_leaves_a_broker_it_did_not_start_running(kafka_bootstrap, tmp_path):
+    """`make demo` on a broker already up (this session's) reuses it and does not stop it."""
+    port = int(kafka_bootstrap.rsplit(":", 1)[1])
+    owner = tmp_path / "broker-started"
+    kafka = [sys.executable, str(REPO / "deploy" / "local" / "kafka.py")]
+    up = subprocess.run([*kafka, "up", "--port", str(port), "--owner-file", str(owner)],
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "reusing the broker already up" in up.stdout and not owner.exists()
+    down = subprocess.run([*kafka, "down", "--port", str(port), "--owner-file", str(owner)],
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and "leaving the broker running" in down.stdout, down.stdout + down.stderr
+    status = subprocess.run([*kafka, "status", "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "ready" in status.stdout, status.stdout
+
+
+def test_make_demo_installs_only_what_the_demo_needs():
+    """The demo's venv step installs the package without the [test] extra, with pip's progress shown."""
+    plan = subprocess.run(["make", "-n", "-B", "demo", "VENV=/nonexistent-venv"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    installs = [line for line in plan.stdout.splitlines() if "pip install" in line and "upgrade pip" not in line]
+    assert installs == ["/nonexistent-venv/bin/python -m pip install --progress-bar on -e ."], installs
+    assert "--owner-file" in plan.stdout
 
 
 def test_parser_names_every_command():
