@@ -114,6 +114,16 @@ class ReplaySummary:
             out.write(orjson.dumps({"file": str(path), "line": line, "reason": reason, "detail": bad.detail,
                                     **fields}) + b"\n")
 
+    def where(self, reason: str) -> str:
+        """Where the first rejected lines of ``reason`` are, e.g. ``events.jsonl lines 3, 9, ...``."""
+        examples = self.rejected_lines.get(reason, [])
+        files: dict[str, list[str]] = {}
+        for example in examples:
+            files.setdefault(example.file, []).append(str(example.line))
+        more = ", ..." if self.rejected[reason] > len(examples) else ""
+        return "; ".join(f"{file} line{'s' if len(numbers) > 1 or more else ''} {', '.join(numbers)}"
+                         for file, numbers in files.items()) + more
+
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain data (``replay --summary-json``)."""
         return {
@@ -142,9 +152,7 @@ class ReplaySummary:
         for (model, version), count in sorted(self.events_by_model.items()):
             lines.append(f"  events {model}@{version}: {count}")
         for reason, count in sorted(self.rejected.items()):
-            numbers = [f"{example.file}:{example.line}" for example in self.rejected_lines.get(reason, [])]
-            more = ", ..." if count > len(numbers) else ""
-            lines.append(f"  rejected {reason}: {count} (lines {', '.join(numbers)}{more})")
+            lines.append(f"  rejected {reason}: {count} ({self.where(reason)})")
         for (model, reason), count in sorted(self.skipped.items()):
             lines.append(f"  values skipped {model} {reason}: {count}")
         for topic_kind, count in sorted(self.clamped.items()):

@@ -249,8 +249,7 @@ def render_report(summary: ReplaySummary, trace: StatisticTrace, inputs: Sequenc
     html.append('<section id="rejected"><h2>Rejected lines</h2>')
     html.append(_table("rejected-reasons", ["reason", "lines", "first lines"],
                        (([escape(reason), f"{count:,}",
-                          escape(", ".join(f"{example.file}:{example.line}"
-                                           for example in summary.rejected_lines.get(reason, [])))],
+                          escape(summary.where(reason))],
                          {"data-reason": reason}) for reason, count in sorted(summary.rejected.items())),
                        numeric=[1]))
     html.append("<p>The first lines of each reason (<code>replay --rejected-out FILE</code> keeps them all):</p>")
