@@ -97,7 +97,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.report:
         from stream_monitor.backtest.trace import StatisticTrace
 
-        trace = StatisticTrace(max_points=args.report_points)
+        trace = StatisticTrace(max_points=args.report_points, expected_events=_estimated_lines(Path(args.input)))
     inputs = [Path(args.input)] + ([Path(args.labels)] if args.labels else [])
     # the progress reads the summary replay() fills in; replay() returns that same object
     progress = None
@@ -128,6 +128,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                                        ("the report", args.report)) if path]
     print(f"replay: {summary.seconds:.2f} s, {', '.join(written)}", file=sys.stderr)
     return 0
+
+
+def _estimated_lines(path: Path) -> int:
+    """About how many lines the file has, from its size and its first MiB."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    if not head:
+        return 0
+    return round(head.count(b"\n") * size / len(head))
 
 
 def cmd_reference(args: argparse.Namespace) -> int:

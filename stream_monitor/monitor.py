@@ -59,7 +59,7 @@ class Trace(Protocol):
     """
 
     def stride(self, key: tuple[str, str, str, str]) -> int:
-        """Values to feed between two samples of the statistic."""
+        """Events between two samples of the statistic."""
 
     def sample(self, key: tuple[str, str, str, str], x: int, statistic: float, threshold: float) -> None:
         """The statistic after the value at event ``x``."""
@@ -1121,8 +1121,8 @@ class Monitor:
 
 def _traced_update(trace: Trace, key: tuple[str, str, str, str], detector: detectors.Detector, values: Any,
                    where: np.ndarray, base: int) -> list[detectors.Detection]:
-    """``detector.update(values)`` in pieces of ``trace.stride(key)`` values, sampling the statistic after
-    each piece and at each detection.
+    """``detector.update(values)`` cut where the event index ``where`` crosses a multiple of
+    ``trace.stride(key)``, sampling the statistic after each piece and at each detection.
 
     The detections are those of one update (the detector contract: any cut of
     a stream gives the same detections), with their indices into ``values``.
@@ -1131,7 +1131,9 @@ def _traced_update(trace: Trace, key: tuple[str, str, str, str], detector: detec
     count = len(values)
     start = 0
     while start < count:
-        stop = min(count, start + max(1, trace.stride(key)))
+        stride = max(1, trace.stride(key))
+        # the piece ends before the first value in the next multiple of stride events
+        stop = start + int(np.searchsorted(where[start:], (int(where[start]) // stride + 1) * stride))
         for detection in detector.update(values[start:stop]):
             detection = dataclasses.replace(detection, index=detection.index + start)
             detections.append(detection)

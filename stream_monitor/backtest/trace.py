@@ -1,17 +1,20 @@
 """Each detector's statistic and threshold over the event index, downsampled as it is recorded.
 
 ``replay --report`` gives the monitor a :class:`StatisticTrace`; the monitor
-feeds each detector its batch in pieces of :meth:`StatisticTrace.stride`
-values and samples the statistic after each piece (the detections do not
-change: a detector gives the same detections for any cut of its stream).
+cuts each detector's batch where the event index crosses a multiple of
+:meth:`StatisticTrace.stride` and samples the statistic after each piece (the
+detections do not change: a detector gives the same detections for any cut
+of its stream).
 
 A series keeps at most ``max_points`` buckets of event indices. A bucket
 keeps its sample closest to the threshold (the highest statistic over
 threshold; a detector of several charts, such as Page-Hinkley, reports its
 closest chart's statistic and threshold), so peaks show; when the series is full, the bucket
 width doubles and neighbouring buckets merge. The pieces grow with the
-buckets (a few samples per bucket), so recording costs a bounded number of
-extra detector calls per doubling, not one per value. The statistic at each
+buckets (``samples_per_bucket`` samples per bucket), and start at
+``expected_events / (max_points * samples_per_bucket)`` when the stream's
+length is known, so recording costs about ``max_points * samples_per_bucket``
+extra detector calls per series, not one per value. The statistic at each
 detection is kept apart, exactly, so every alert's point is on the chart.
 
 >>> trace = StatisticTrace(max_points=4, samples_per_bucket=1)
@@ -69,13 +72,16 @@ def _rank(statistic: float, threshold: float) -> tuple[float, float]:
 class StatisticTrace:
     """The statistic trace of every detector, and the alerts, of one replay."""
 
-    def __init__(self, max_points: int = 2000, samples_per_bucket: int = 4) -> None:
+    def __init__(self, max_points: int = 2000, samples_per_bucket: int = 1,
+                 expected_events: int | None = None) -> None:
         if max_points < 2:
             raise ValueError("max_points must be at least 2")
         if samples_per_bucket < 1:
             raise ValueError("samples_per_bucket must be at least 1")
         self.max_points = max_points
         self.samples_per_bucket = samples_per_bucket
+        #: events between two samples at least (from the expected length of the stream)
+        self.resolution = max(1, (expected_events or 0) // (max_points * samples_per_bucket))
         self.series: dict[Key, Series] = {}
         #: every alert of the replay, in the order written
         self.alerts: list[Alert] = []
@@ -87,8 +93,10 @@ class StatisticTrace:
         return series
 
     def stride(self, key: Key) -> int:
+        """Events between two samples of the series."""
         series = self.series.get(key)
-        return 1 if series is None else max(1, series.width // self.samples_per_bucket)
+        width = 1 if series is None else series.width
+        return max(self.resolution, width // self.samples_per_bucket)
 
     def sample(self, key: Key, x: int, statistic: float, threshold: float) -> None:
         series = self._series(key)
