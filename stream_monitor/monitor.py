@@ -258,8 +258,9 @@ class Monitor:
         #: the (model, version) of the last event seen (the likely schema of the next batch)
         self._last_version: tuple[str, str] | None = None
         #: values not fed to a detector, per (model, reason), as values_skipped_total counts them
-        #: (``signal_cap``: signals_dropped_total; ``model_cap``: events of a model not monitored)
-        self.skipped: Counter[tuple[str, str]] = Counter()
+        #: (``signal_cap``: signals_dropped_total; ``model_cap``: events of a model not monitored);
+        #: counted only when a Counter is set (replay), as its keys grow with the model names seen
+        self.skipped: Counter[tuple[str, str]] | None = None
         #: a backtest's statistic recorder (``replay --report``); None: nothing recorded
         self.trace: Trace | None = None
         #: the event index of the batch's first event (for the trace)
@@ -315,7 +316,8 @@ class Monitor:
             if len(self._signals_per_model) >= limits.max_models:
                 victim = self._idle_model(now)
                 if victim is None:
-                    self.skipped[(model, "model_cap")] += 1
+                    if self.skipped is not None:
+                        self.skipped[(model, "model_cap")] += 1
                     if self._metrics:
                         self._metrics.models_dropped.labels("model_cap").inc()
                     self._log.log(("model_cap",), "model not monitored: limits.max_models reached and "
@@ -698,10 +700,11 @@ class Monitor:
         for state in batch.touched.values():
             self._detect(state, records, alerts)
         skipped = self.skipped
-        for reason, counts in (("missing", batch.missing), ("kind_mismatch", batch.mismatched),
-                               ("signal_cap", batch.dropped)):
-            for model, count in counts.items():
-                skipped[(model, reason)] += count
+        if skipped is not None:
+            for reason, counts in (("missing", batch.missing), ("kind_mismatch", batch.mismatched),
+                                   ("signal_cap", batch.dropped)):
+                for model, count in counts.items():
+                    skipped[(model, reason)] += count
         metrics = self._metrics
         if metrics:
             for model, count in batch.missing.items():
@@ -1043,7 +1046,8 @@ class Monitor:
             version.signals[signal] = state
         if state is None:
             if signal not in version.unselected:
-                self.skipped[(model, "signal_cap")] += len(items)
+                if self.skipped is not None:
+                    self.skipped[(model, "signal_cap")] += len(items)
                 if self._metrics:
                     self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
             return []

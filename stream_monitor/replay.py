@@ -93,8 +93,9 @@ class ReplaySummary:
     #: values not fed to a detector, per (model, reason): ``missing`` (null), ``kind_mismatch``,
     #: ``signal_cap`` (a signal beyond limits.max_signals_per_model), ``model_cap`` (events)
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: wall-clock seconds the replay took (for events/s; detection never reads the clock)
-    seconds: float = 0.0
+    #: wall-clock seconds the replay took (for events/s; detection never reads the clock); not
+    #: compared, so two replays of the same input have equal summaries
+    seconds: float = field(default=0.0, compare=False)
 
     @property
     def events_per_second(self) -> float:
@@ -314,6 +315,7 @@ def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
     started = time.perf_counter()
     pipeline = Pipeline(settings, metrics, join_labels=labels_path is not None)
     pipeline.monitor.trace = trace
+    pipeline.monitor.skipped = Counter()
     summary = ReplaySummary() if summary is None else summary
     batch_size = settings.consumer.batch_size
     batch: list[Record | LabelRecord] = []
@@ -341,6 +343,6 @@ def replay(settings: Settings, events_path: Path, alerts_out: BinaryIO,
                 flush()
         flush()
     summary.label_outcomes.update(pipeline.join.totals)
-    summary.skipped.update(pipeline.monitor.skipped)
+    summary.skipped.update(pipeline.monitor.skipped or {})
     summary.seconds = time.perf_counter() - started
     return summary
