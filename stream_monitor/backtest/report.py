@@ -37,7 +37,7 @@ _STYLE = """
 body { font: 14px/1.4 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #222;
        background: #fff; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 8px 0 16px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
 th, td { border: 1px solid #d0d0d0; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
 code { font: 12px ui-monospace, monospace; white-space: pre-wrap; word-break: break-all; }
@@ -81,6 +81,9 @@ def _table(table_id: str, headers: Sequence[str], rows: Iterable[tuple[Sequence[
            numeric: Sequence[int] = ()) -> str:
     """An HTML table; each row is its cells (already escaped HTML) and its ``<tr>`` attributes."""
     head = "".join(f"<th>{escape(header)}</th>" for header in headers)
+    rows = list(rows)
+    if not rows:
+        return f'<p id="{table_id}">None.</p>'
     body = []
     for cells, attributes in rows:
         attrs = "".join(f' {name}="{escape(value)}"' for name, value in attributes.items())
@@ -247,7 +250,7 @@ def render_report(summary: ReplaySummary, trace: StatisticTrace, inputs: Sequenc
                        numeric=[1, 8, 9, 10, 11]))
     html.append("</section>")
     html.append('<section id="rejected"><h2>Rejected lines</h2>')
-    html.append(_table("rejected-reasons", ["reason", "lines", "first lines"],
+    html.append(_table("rejected-reasons", ["reason", "count", "first lines"],
                        (([escape(reason), f"{count:,}",
                           escape(summary.where(reason))],
                          {"data-reason": reason}) for reason, count in sorted(summary.rejected.items())),
@@ -270,7 +273,7 @@ def render_report(summary: ReplaySummary, trace: StatisticTrace, inputs: Sequenc
     other = [(f"labels {outcome}", count) for outcome, count in sorted(summary.label_outcomes.items())]
     other += [(f"event times clamped ({kind})", count) for kind, count in sorted(summary.clamped.items())]
     if other:
-        html.append(_table("other-counts", ["count", "value"],
+        html.append(_table("other-counts", ["what", "count"],
                            (([escape(name), f"{count:,}"], {}) for name, count in other), numeric=[1]))
     html.append("</section></body></html>\n")
     return "".join(html)
