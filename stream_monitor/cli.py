@@ -482,13 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                         help="stop after this long without an alert (default: run until Ctrl-C)")
     alerts.set_defaults(handler=cmd_alerts)
-    parser.formatter_class = _HelpFormatter
-    for name, command in commands.choices.items():
-        command.formatter_class = _HelpFormatter
-        if name in EXAMPLES:
-            command.epilog = "example" + ("s" if len(EXAMPLES[name]) > 1 else "") + ":\n" + "\n".join(
-                "  " + example for example in EXAMPLES[name])
+    _finish_help(parser)
     return parser
+
+
+def _finish_help(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Every (sub)command's help: the formatter that shows defaults, and its examples as the epilog
+    (unless it has one of its own)."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                examples = EXAMPLES.get(" ".join((*path, name)))
+                if command.epilog is None and examples:
+                    command.epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(
+                        "  " + example for example in examples)
+                _finish_help(command, (*path, name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,29 +9,46 @@ import pytest
 from stream_monitor.cli import EXAMPLES, build_parser, signal_matches
 
 
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(action.choices)
+def _commands(parser: argparse.ArgumentParser | None = None,
+              path: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
+    """Every command by its words ("replay"; a nested one as "topics create"), nested ones too."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                found[" ".join((*path, name))] = command
+                found.update(_commands(command, (*path, name)))
+    return found
 
 
-def test_every_command_has_an_example_that_the_parser_accepts():
-    commands = _commands()
-    assert set(EXAMPLES) == set(commands)
-    for name, command in commands.items():
+def _leaves() -> dict[str, argparse.ArgumentParser]:
+    """The commands that run something (not a group of commands)."""
+    return {name: command for name, command in _commands().items() if not _commands(command)}
+
+
+def test_every_command_has_an_example():
+    leaves = _leaves()
+    assert {"run", "replay", "simulate", "reference", "check-config", "alerts"} <= set(leaves)
+    for name, command in leaves.items():
         text = command.format_help()
-        assert "\nexample" in text, name
-        for example in EXAMPLES[name]:
+        assert "\nexample" in text, f"{name}: no example in its --help"
+        assert f"  stream-monitor {name} " in text or f"example: stream-monitor {name} " in text, name
+
+
+def test_the_examples_are_command_lines_the_parser_accepts():
+    commands = _commands()
+    for name, examples in EXAMPLES.items():
+        assert name in commands, f"an example for {name!r}, which is no command"
+        for example in examples:
             assert example.startswith(f"stream-monitor {name} ")
-            assert example.splitlines()[0] in text
-            words = example.replace("\\\n", " ").split()[1:]
-            build_parser().parse_args(words)  # the example is a valid command line (exits 2 if not)
+            assert example.splitlines()[0] in commands[name].format_help()
+            build_parser().parse_args(example.replace("\\\n", " ").split()[1:])  # exits 2 if invalid
 
 
 def test_every_option_has_help_text():
     for name, command in _commands().items():
         for action in command._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
             assert action.help and len(action.help) > 8, f"{name} {action.option_strings}: no help"
 
