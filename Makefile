@@ -51,9 +51,11 @@ chaos: venv
 	  if [ $$status -eq 5 ]; then echo "make chaos: pytest collected no tests" >&2; fi; \
 	  exit $$status
 
-# Prometheus, promtool and Alertmanager from Debian's packages for tests/deploy.
+# Prometheus, promtool and Alertmanager from Debian's packages for tests/deploy, and Chromium
+# to render the backtest report (tests/unit/test_replay_report_render.py).
 deploy-tools:
 	bash deploy/local/prometheus_tools.sh
+	bash deploy/local/browser_tools.sh
 
 test-unit: venv
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)

@@ -71,24 +71,73 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream_monitor.replay import replay
+    import contextlib
+
+    from stream_monitor.backtest.progress import Progress
+    from stream_monitor.replay import ReplaySummary, replay
 
     settings = _load(args.config)
     for path in (args.input, args.labels):
         if path is not None and not Path(path).is_file():
             print(f"replay: input file not found: {path}", file=sys.stderr)
             return EXIT_CONFIG
-    folder = Path(args.alerts_out).resolve().parent
-    if not folder.is_dir():
-        print(f"replay: --alerts-out: the folder {folder} does not exist", file=sys.stderr)
+    outputs = [("--alerts-out", args.alerts_out), ("--rejected-out", args.rejected_out),
+               ("--summary-json", args.summary_json), ("--report", args.report)]
+    for option, path in outputs:
+        if path is None or (option == "--alerts-out" and path == "-"):
+            continue
+        folder = Path(path).resolve().parent
+        if not folder.is_dir():
+            print(f"replay: {option}: the folder {folder} does not exist", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.report_points < 2:
+        print("replay: --report-points: must be at least 2", file=sys.stderr)
         return EXIT_CONFIG
-    started = time.perf_counter()
-    with open(args.alerts_out, "wb") as out:
-        summary = replay(settings, Path(args.input), out,
-                         labels_path=Path(args.labels) if args.labels else None)
-    print(summary.render())
-    print(f"replay: {time.perf_counter() - started:.2f} s, alerts written to {args.alerts_out}")
+    trace = None
+    if args.report:
+        from stream_monitor.backtest.trace import StatisticTrace
+
+        trace = StatisticTrace(max_points=args.report_points, expected_events=_estimated_lines(Path(args.input)))
+    inputs = [Path(args.input)] + ([Path(args.labels)] if args.labels else [])
+    # the progress reads the summary replay() fills in; replay() returns that same object
+    progress = None
+    summary_holder = ReplaySummary()
+    if not args.no_progress:
+        progress = Progress(sum(path.stat().st_size for path in inputs), summary_holder, sys.stderr,
+                            interval_s=args.progress_interval)
+    with contextlib.ExitStack() as stack:
+        out = (sys.stdout.buffer if args.alerts_out == "-"
+               else stack.enter_context(open(args.alerts_out, "wb")))
+        rejected = stack.enter_context(open(args.rejected_out, "wb")) if args.rejected_out else None
+        summary = replay(settings, Path(args.input), out, labels_path=Path(args.labels) if args.labels else None,
+                         rejected_out=rejected, progress=progress, trace=trace, summary=summary_holder)
+        out.flush()
+    if progress is not None:
+        progress.finish()
+    print(summary.render(), file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    if trace is not None:
+        from stream_monitor.backtest.report import render_report
+
+        Path(args.report).write_text(render_report(summary, trace, [str(path) for path in inputs]),
+                                     encoding="utf-8")
+    written = ["alerts to " + ("stdout" if args.alerts_out == "-" else args.alerts_out)]
+    written += [f"{what} to {path}" for what, path in (("rejected lines", args.rejected_out),
+                                                       ("the summary", args.summary_json),
+                                                       ("the report", args.report)) if path]
+    print(f"replay: {summary.seconds:.2f} s, {', '.join(written)}", file=sys.stderr)
     return 0
+
+
+def _estimated_lines(path: Path) -> int:
+    """About how many lines the file has, from its size and its first MiB."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    if not head:
+        return 0
+    return round(head.count(b"\n") * size / len(head))
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -284,9 +333,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     topic = args.topic or settings.topics.alerts
+    brokers = args.bootstrap or settings.kafka.bootstrap_servers
+    filters = [f"{name} {value}" for name, value in (("model", args.model), ("signal", args.signal),
+                                                      ("severity", ",".join(args.severity or ())))
+               if value]
+    print(f"alerts: reading topic {topic} from {brokers} "
+          f"({'from the beginning' if args.from_beginning else 'new alerts only, from the latest offset'})"
+          + (f", only {'; '.join(filters)}" if filters else ""), file=sys.stderr, flush=True)
     consumer = Consumer({
         **settings.kafka.client_properties(),
-        "bootstrap.servers": args.bootstrap or settings.kafka.bootstrap_servers,
+        "bootstrap.servers": brokers,
         # a private group: reading alerts never moves anyone else's offsets
         "group.id": f"stream-monitor-alerts-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
@@ -296,6 +352,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     })
     consumer.subscribe([topic])
     shown = 0
+    #: signals of the alerts read (to say what there was when --signal matched none)
+    seen: set[str] = set()
+    read = 0
     idle_since = time.monotonic()
     try:
         while args.max is None or shown < args.max:
@@ -313,9 +372,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 alert = orjson.loads(message.value())
             except orjson.JSONDecodeError:
                 continue
+            read += 1
+            if len(seen) < 1000:
+                seen.add(str(alert.get("signal")))
             if args.model and alert.get("model") != args.model:
                 continue
-            if args.signal and alert.get("signal") != args.signal:
+            if args.signal and not signal_matches(args.signal, str(alert.get("signal"))):
                 continue
             if args.severity and alert.get("severity") not in args.severity:
                 continue
@@ -325,79 +387,157 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         pass
     finally:
         consumer.close()
+        if args.signal and not shown:
+            listed = ", ".join(sorted(seen)[:20]) + (", ..." if len(seen) > 20 else "")
+            print(f"alerts: --signal {args.signal} matched no alert" + (
+                f" of the {read} read; signals seen: {listed}" if read else " (no alert was read)"),
+                file=sys.stderr)
     return 0
+
+
+def signal_matches(wanted: str, signal: str) -> bool:
+    """Whether ``--signal wanted`` selects ``signal``: the full name, or the name after its prefix.
+
+    >>> signal_matches("amount", "feature:amount"), signal_matches("feature:amount", "feature:amount")
+    (True, True)
+    >>> signal_matches("error_rate", "performance:error_rate"), signal_matches("amount", "feature:amount2")
+    (True, False)
+    """
+    return signal == wanted or (":" not in wanted and signal.partition(":")[2] == wanted)
+
+
+#: one or more examples per command, shown at the end of its --help
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "run": ("stream-monitor run --config config/example.yaml",),
+    "replay": ("stream-monitor replay --input events.jsonl --labels labels.jsonl --alerts-out alerts.jsonl \\\n"
+               "      --rejected-out rejected.jsonl --report backtest.html",),
+    "simulate": ("stream-monitor simulate --out events.jsonl --labels-out labels.jsonl "
+                 "--drift feature:f03@5000:shift=1.0",
+                 "stream-monitor simulate --bootstrap 127.0.0.1:9092 --rate 2000 "
+                 "--drift performance:error_rate@20000:error=0.15 --labels-topic ml.labels"),
+    "reference": ("stream-monitor reference --input train.csv --id fraud-train-2026-11 "
+                  "--out config/fraud-reference.json",),
+    "check-config": ("stream-monitor check-config --config config/example.yaml",),
+    "alerts": ("stream-monitor alerts --config config/example.yaml --from-beginning --signal amount "
+               "--severity critical",),
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Examples (indented lines) kept as written, other text wrapped; an option's default shown after
+    its help unless it has none to show (None, False) or its help already says what the default is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(line if line.startswith("  ") else super(_HelpFormatter, self)._fill_text(
+            line, width, indent) for line in text.splitlines())
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings or default == []):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stream-monitor",
-        description="Streaming drift detection for ML systems on Kafka.")
+        description="Streaming drift detection for ML systems on Kafka.",
+        epilog="'stream-monitor COMMAND --help' explains a command's options, with an example.")
     parser.add_argument("--version", action="version", version=f"stream-monitor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="consume from Kafka, detect drift, publish alerts and metrics",
                               description="Run the monitor as a Kafka consumer-group member.")
-    run.add_argument("--config", help="YAML settings file (env STREAM_MONITOR_* overrides it)")
+    run.add_argument("--config", help="YAML settings file (env STREAM_MONITOR_* overrides it; default: the "
+                                      "built-in defaults and the environment)")
     run.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                     help="stop after this long without a message (for batch jobs and benchmarks)")
+                     help="stop after this long without a message, for batch jobs and benchmarks "
+                          "(default: run until SIGTERM)")
     run.add_argument("--log-format", choices=["auto", "json", "text"],
                      help="log lines as JSON or text (default: the log_format setting, auto: text on a "
                           "terminal, JSON otherwise)")
     run.set_defaults(handler=cmd_run)
 
-    replay = commands.add_parser("replay", help="run the detectors over JSON-lines files, no broker",
-                                 description="Replay prediction events from a file; write alerts as JSON lines.")
-    replay.add_argument("--input", required=True, metavar="EVENTS.jsonl")
+    replay = commands.add_parser(
+        "replay", help="run the detectors over JSON-lines files, no broker (a backtest)",
+        description="Replay prediction events from a file; write alerts as JSON lines. Progress and the "
+                    "summary (events per model, events/s, rejected lines by reason with their line numbers, "
+                    "skipped values) go to stderr, never to stdout.")
+    replay.add_argument("--input", required=True, metavar="EVENTS.jsonl",
+                        help="prediction events, one JSON object per line, in stream order")
     replay.add_argument("--labels", metavar="LABELS.jsonl",
-                        help="label events, joined to the predictions like in 'run'")
-    replay.add_argument("--alerts-out", required=True, metavar="ALERTS.jsonl")
-    replay.add_argument("--config", help="YAML settings file; default: every signal, default detectors")
+                        help="label events, joined to the predictions like in 'run' (default: none)")
+    replay.add_argument("--alerts-out", required=True, metavar="ALERTS.jsonl",
+                        help="write the alerts here, one JSON per line ('-': stdout)")
+    replay.add_argument("--config", help="YAML settings file (default: every signal, default detectors)")
+    replay.add_argument("--rejected-out", metavar="REJECTED.jsonl",
+                        help="write every rejected line here as JSON: file, line, reason, detail, raw "
+                             "(raw_base64 too when the line is not UTF-8) (default: only counted)")
+    replay.add_argument("--summary-json", metavar="SUMMARY.json",
+                        help="also write the summary as JSON (default: only on stderr)")
+    replay.add_argument("--report", metavar="REPORT.html",
+                        help="write a self-contained HTML backtest report: per signal that alerted, its "
+                             "detectors' statistic against the threshold with the alerts marked; tables of "
+                             "alerts, rejected lines and skipped values (default: none)")
+    replay.add_argument("--report-points", type=int, default=2000, metavar="N",
+                        help="most points per detector's chart in --report (each keeps the highest "
+                             "statistic of its stretch of events)")
+    replay.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS",
+                        help="when stderr is not a terminal, a progress line this often (0: every chunk "
+                             "read); on a terminal, a bar")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     replay.set_defaults(handler=cmd_replay)
 
     simulate = commands.add_parser(
         "simulate", help="produce synthetic events with scheduled drifts (seeded)",
         description="Generate synthetic prediction events (and labels) to Kafka or to files. "
                     "Drift: [MODEL:]SIGNAL@EVENT:KIND=VALUE[:over=N], KIND in shift|scale|share|error.")
-    simulate.add_argument("--model", action="append", default=None, help="model name (repeatable)")
-    simulate.add_argument("--model-version", default="1")
+    simulate.add_argument("--model", action="append", default=None,
+                          help="model name (repeatable; default: fraud)")
+    simulate.add_argument("--model-version", default="1", help="the events' model_version")
     simulate.add_argument("--events", type=int, default=10_000, help="events per model")
     simulate.add_argument("--numeric", type=int, default=20, help="numeric features per model")
     simulate.add_argument("--categorical", type=int, default=1, help="categorical features per model")
-    simulate.add_argument("--drift", action="append", default=[], help="a scheduled drift (repeatable)")
+    simulate.add_argument("--drift", action="append", default=[],
+                          help="a scheduled drift (repeatable; default: none)")
     simulate.add_argument("--error-rate", type=float, default=0.05, help="base error rate of the labels")
     simulate.add_argument("--label-delay", type=int, default=500,
                           help="a label arrives this many events after its prediction")
-    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--seed", type=int, default=7, help="random seed: the same seed, the same events")
     simulate.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     target = simulate.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", metavar="EVENTS.jsonl", help="write events to this file")
     target.add_argument("--bootstrap", help="produce to this Kafka cluster")
-    simulate.add_argument("--labels-out", metavar="LABELS.jsonl", help="with --out: write labels here")
-    simulate.add_argument("--topic", default="ml.predictions")
-    simulate.add_argument("--labels-topic", help="with --bootstrap: produce labels to this topic")
+    simulate.add_argument("--labels-out", metavar="LABELS.jsonl",
+                          help="with --out: write labels here (default: no labels)")
+    simulate.add_argument("--topic", default="ml.predictions", help="with --bootstrap: the predictions topic")
+    simulate.add_argument("--labels-topic",
+                          help="with --bootstrap: produce labels to this topic (default: no labels)")
     simulate.set_defaults(handler=cmd_simulate)
 
     reference = commands.add_parser(
         "reference", help="build a reference snapshot from training data (CSV, JSON lines, Parquet)",
         description="Write a reference snapshot for a model rule's 'reference: {snapshot: PATH}': per column, "
                     "a sample of its values (numeric) or its category counts (categorical), stamped with "
-                    "--id and a content hash. Alerts then name the id in 'reference' (snapshot:ID).",
-        epilog="example: stream-monitor reference --input train.csv --id fraud-train-2026-11 "
-               "--out config/fraud-reference.json")
+                    "--id and a content hash. Alerts then name the id in 'reference' (snapshot:ID).")
     reference.add_argument("--input", required=True, metavar="TRAIN.csv|.jsonl|.parquet",
                            help="training data: CSV with a header, JSON lines (events or flat objects), "
                                 "or Parquet (needs the 'parquet' extra)")
     reference.add_argument("--id", required=True, help="the snapshot's id, e.g. the training run's name")
     reference.add_argument("--out", required=True, metavar="SNAPSHOT.json", help="the snapshot file to write")
-    reference.add_argument("--model", help="JSON-lines events: only this model's; recorded in the snapshot")
+    reference.add_argument("--model", help="JSON-lines events: only this model's; recorded in the snapshot "
+                                           "(default: every event)")
     reference.add_argument("--columns", nargs="+", metavar="COLUMN",
                            help="only these columns (default: every column but event_id, model, "
                                 "model_version, ts and label)")
     reference.add_argument("--categorical", nargs="+", metavar="COLUMN",
-                           help="columns that are categorical although their values are numbers (codes)")
+                           help="columns that are categorical although their values are numbers (codes) "
+                                "(default: none)")
     reference.add_argument("--max-values", type=int, default=100_000, metavar="N",
                            help="most values kept per numeric column; longer columns are sampled "
-                                "(seeded, so the same data gives the same snapshot; default: %(default)s)")
+                                "(seeded, so the same data gives the same snapshot)")
     reference.set_defaults(handler=cmd_reference)
 
     check = commands.add_parser("check-config", help="validate a config file and print it (secrets masked)",
@@ -405,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "With --connect, exit 1 when the cluster is unreachable or "
                                             "a topic would stop 'run' from starting.",
                                 epilog="example: stream-monitor check-config --config my.yaml --connect")
-    check.add_argument("--config", help="YAML settings file")
+    check.add_argument("--config", help="YAML settings file (default: the built-in defaults and the environment)")
     check.add_argument("--connect", action="store_true",
                        help="also connect to the cluster: the input topics must exist (their partition "
                             "counts are shown), the output topics exist or are created by 'run'")
@@ -413,23 +553,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --connect: how long to wait for the cluster (default: %(default)s)")
     check.set_defaults(handler=cmd_check_config)
 
-    alerts = commands.add_parser("alerts", help="subscribe to the alerts topic and print alerts",
-                                 description="Print drift alerts from the alerts topic as they arrive.")
-    alerts.add_argument("--config", help="YAML settings file (for brokers, topic, client properties)")
-    alerts.add_argument("--bootstrap", help="brokers (default: from the config)")
-    alerts.add_argument("--topic", help="alerts topic (default: from the config)")
-    alerts.add_argument("--model", help="only this model")
-    alerts.add_argument("--signal", help="only this signal, e.g. feature:amount")
+    alerts = commands.add_parser(
+        "alerts", help="subscribe to the alerts topic and print alerts",
+        description="Print drift alerts from the alerts topic as they arrive (a private consumer group: "
+                    "no one else's offsets move). A banner on stderr says where it reads from.")
+    alerts.add_argument("--config", help="YAML settings file for brokers, topic, client properties "
+                                         "(default: the built-in defaults and the environment)")
+    alerts.add_argument("--bootstrap", help="brokers (default: kafka.bootstrap_servers of the config)")
+    alerts.add_argument("--topic", help="alerts topic (default: topics.alerts of the config)")
+    alerts.add_argument("--model", help="only this model (default: every model)")
+    alerts.add_argument("--signal", help="only this signal: a full name (feature:amount, prediction) or a "
+                                         "feature or metric name (amount matches feature:amount); "
+                                         "default: every signal")
     alerts.add_argument("--severity", action="append", choices=["info", "warning", "critical"],
-                        help="only these severities (repeatable)")
-    alerts.add_argument("--json", action="store_true", help="print the alert JSON")
-    alerts.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
-    alerts.add_argument("--max", type=int, help="stop after printing this many")
+                        help="only these severities (repeatable; default: every severity)")
+    alerts.add_argument("--json", action="store_true", help="print the alert JSON, not a readable line")
+    alerts.add_argument("--from-beginning", action="store_true",
+                        help="start at the oldest alert kept on the topic (default: only new alerts)")
+    alerts.add_argument("--max", type=int, help="stop after printing this many (default: no limit)")
     alerts.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                        help="stop after this long without an alert")
+                        help="stop after this long without an alert (default: run until Ctrl-C)")
     alerts.set_defaults(handler=cmd_alerts)
     _add_topics_parser(commands)
+    _finish_help(parser)
     return parser
+
+
+def _finish_help(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Every (sub)command's help: the formatter that shows defaults, and its examples as the epilog
+    (unless it has one of its own)."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                examples = EXAMPLES.get(" ".join((*path, name)))
+                if command.epilog is None and examples:
+                    command.epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(
+                        "  " + example for example in examples)
+                _finish_help(command, (*path, name))
 
 
 def main(argv: list[str] | None = None) -> int:

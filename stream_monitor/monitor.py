@@ -16,15 +16,17 @@ not depend on how the stream was cut into batches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -51,6 +53,24 @@ SCHEMA_CHANGE_RUN = 100
 KIND_EVIDENCE = 20
 
 log = logging.getLogger(__name__)
+
+
+class Trace(Protocol):
+    """Where a backtest records each detector's statistic (see :mod:`stream_monitor.backtest.trace`).
+
+    Keys are ``(model, model_version, signal, detector)``; ``x`` is the event
+    index (0-based position in the stream) at which the value reached the detector.
+    """
+
+    def stride(self, key: tuple[str, str, str, str]) -> int:
+        """Events between two samples of the statistic."""
+
+    def sample(self, key: tuple[str, str, str, str], x: int, statistic: float, threshold: float) -> None:
+        """The statistic after the value at event ``x``."""
+
+    def detected(self, key: tuple[str, str, str, str], x: int, statistic: float, threshold: float,
+                 n_seen: int) -> None:
+        """A detection at event ``x`` (its statistic, before the detector re-armed)."""
 
 
 def state_key(model: str, model_version: str) -> tuple[str, str]:
@@ -262,6 +282,14 @@ class Monitor:
         self._last_version: tuple[str, str] | None = None
         #: live versions of a model compared with its baseline (canary); fed from process()
         self._comparisons = VersionComparisons(settings, metrics, self._comparison_family)
+        #: values not fed to a detector, per (model, reason), as values_skipped_total counts them
+        #: (``signal_cap``: signals_dropped_total; ``model_cap``: events of a model not monitored);
+        #: counted only when a Counter is set (replay), as its keys grow with the model names seen
+        self.skipped: Counter[tuple[str, str]] | None = None
+        #: a backtest's statistic recorder (``replay --report``); None: nothing recorded
+        self.trace: Trace | None = None
+        #: the event index of the batch's first event (for the trace)
+        self._batch_start = 0
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -313,6 +341,8 @@ class Monitor:
             if len(self._signals_per_model) >= limits.max_models:
                 victim = self._idle_model(now)
                 if victim is None:
+                    if self.skipped is not None:
+                        self.skipped[(model, "model_cap")] += 1
                     if self._metrics:
                         self._metrics.models_dropped.labels("model_cap").inc()
                     self._log.log(("model_cap",), "model not monitored: limits.max_models reached and "
@@ -740,6 +770,7 @@ class Monitor:
         order. Both give the same detector inputs, so the same alerts.
         """
         batch = _Batch()
+        self._batch_start = self._events_seen
         if records:
             last = records[-1].event
             self._last_version = (last.model, last.model_version)
@@ -763,6 +794,12 @@ class Monitor:
                 self._observe_for_comparison(state, records, base)
             self._detect(state, records, alerts)
         comparisons.flush(records, base, alerts)
+        skipped = self.skipped
+        if skipped is not None:
+            for reason, counts in (("missing", batch.missing), ("kind_mismatch", batch.mismatched),
+                                   ("signal_cap", batch.dropped)):
+                for model, count in counts.items():
+                    skipped[(model, reason)] += count
         metrics = self._metrics
         if metrics:
             for model, count in batch.missing.items():
@@ -828,6 +865,7 @@ class Monitor:
         version = self._versions[state_key(schema.model, schema.model_version)]
         model = version.model
         batch = _Batch()
+        self._batch_start = self._events_seen
         version.last_seen = self._events_seen + count - 1
         self._dirty.add((model, version.model_version))
         self._last_version = (model, version.model_version)
@@ -1105,31 +1143,44 @@ class Monitor:
             state = self._new_signal(version, signal, items[0][0])
             version.signals[signal] = state
         if state is None:
-            if self._metrics and signal not in version.unselected:
-                self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
+            if signal not in version.unselected:
+                if self.skipped is not None:
+                    self.skipped[(model, "signal_cap")] += len(items)
+                if self._metrics:
+                    self._metrics.signals_dropped.labels(model, "signal_cap").inc(len(items))
             return []
         self._dirty.add(state_key(model, model_version))
         records = [record for _, record in items]
         state.values.extend(value for value, _ in items)
         state.positions.extend(range(len(items)))
         alerts: list[tuple[int, str, str, Alert]] = []
-        self._detect(state, records, alerts)
+        self._detect(state, records, alerts, derived=True)
         alerts.sort(key=lambda item: item[:3])
         return [alert for *_, alert in alerts]
 
     def _detect(self, state: _SignalState, records: Sequence[Record],
-                out: list[tuple[int, str, str, Alert]]) -> None:
+                out: list[tuple[int, str, str, Alert]], derived: bool = False) -> None:
         values: Any = (np.asarray(state.values, dtype=np.float64) if state.kind != "categorical"
                        else state.values)
         positions = state.positions
         base = state.n_values
         metrics_on = bool(state.statistic_gauges)
         hold_s = self._settings.drift_active_hold_s
+        trace = self.trace
+        if trace is not None and len(positions):
+            # a derived value (a joined label) reaches its detector at the current stream position
+            where = (np.full(len(positions), self._events_seen, dtype=np.int64) if derived
+                     else self._batch_start + np.asarray(positions, dtype=np.int64))
+            model_version = records[int(positions[0])].event.model_version
         for index, detector in enumerate(state.detectors):
             if detector is None:
                 continue
             try:
-                detections = list(detector.update(values))
+                if trace is None or not len(positions):
+                    detections = list(detector.update(values))
+                else:
+                    detections = _traced_update(trace, (state.model, model_version, state.signal,
+                                                        detector.name), detector, values, where, base)
             except Exception:  # noqa: BLE001 - one detector must never stop the others
                 state.detectors[index] = None
                 self._detector_failed(state.model, state.signal, detector.name)
@@ -1163,6 +1214,31 @@ class Monitor:
         state.n_values = base + len(positions)
         state.values = []
         state.positions = []
+
+
+def _traced_update(trace: Trace, key: tuple[str, str, str, str], detector: detectors.Detector, values: Any,
+                   where: np.ndarray, base: int) -> list[detectors.Detection]:
+    """``detector.update(values)`` cut where the event index ``where`` crosses a multiple of
+    ``trace.stride(key)``, sampling the statistic after each piece and at each detection.
+
+    The detections are those of one update (the detector contract: any cut of
+    a stream gives the same detections), with their indices into ``values``.
+    """
+    detections: list[detectors.Detection] = []
+    count = len(values)
+    start = 0
+    while start < count:
+        stride = max(1, trace.stride(key))
+        # the piece ends before the first value in the next multiple of stride events
+        stop = start + int(np.searchsorted(where[start:], (int(where[start]) // stride + 1) * stride))
+        for detection in detector.update(values[start:stop]):
+            detection = dataclasses.replace(detection, index=detection.index + start)
+            detections.append(detection)
+            trace.detected(key, int(where[detection.index]), detection.statistic, detection.threshold,
+                           base + detection.index)
+        trace.sample(key, int(where[stop - 1]), detector.statistic, detector.threshold)
+        start = stop
+    return detections
 
 
 #: positions 0..n-1, shared by the blocks of a size (read-only)

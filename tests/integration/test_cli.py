@@ -144,3 +144,38 @@ def test_missing_topics_fail_by_name_but_a_missing_labels_topic_only_warns(kafka
     result = _cli("run", "--config", str(config), "--exit-when-idle", "1")
     assert result.returncode == 1
     assert f"topic(s) not found on the cluster: {absent}" in result.stderr
+
+
+def test_alerts_banner_from_beginning_and_signal_by_feature_name(kafka_bootstrap, topic_factory):
+    topic = topic_factory("alerts")
+    alerts = [{"alert_id": f"{n:032x}", "model": "fraud", "model_version": "1", "signal": signal,
+               "detector": "page_hinkley", "event_id": f"e{n}", "detected_at": "2025-11-24T16:00:00.000Z",
+               "n_seen": n, "statistic": 30.0, "threshold": 20.0, "p_value": None, "severity": "warning",
+               "reference": "values[0:1000]", "window": {"reference": 1000}, "partition": 0}
+              for n, signal in enumerate(["feature:amount", "feature:amount_eur", "prediction",
+                                          "feature:amount", "performance:error_rate"])]
+    produce(kafka_bootstrap, topic, [orjson.dumps(a) for a in alerts])
+    common = ["alerts", "--bootstrap", kafka_bootstrap, "--topic", topic, "--exit-when-idle", "3", "--json"]
+
+    by_name = _cli(*common, "--from-beginning", "--signal", "amount")
+    assert by_name.returncode == 0, by_name.stderr
+    assert [orjson.loads(line)["event_id"] for line in by_name.stdout.splitlines()] == ["e0", "e3"]
+    banner = by_name.stderr.splitlines()[0]
+    assert banner == (f"alerts: reading topic {topic} from {kafka_bootstrap} (from the beginning), "
+                      f"only signal amount")
+    full = _cli(*common, "--from-beginning", "--signal", "feature:amount")
+    assert [orjson.loads(line)["event_id"] for line in full.stdout.splitlines()] == ["e0", "e3"]
+    metric = _cli(*common, "--from-beginning", "--signal", "error_rate")
+    assert [orjson.loads(line)["event_id"] for line in metric.stdout.splitlines()] == ["e4"]
+
+    nothing = _cli(*common, "--from-beginning", "--signal", "amonut")
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert (f"alerts: --signal amonut matched no alert of the 5 read; signals seen: feature:amount, "
+            f"feature:amount_eur, performance:error_rate, prediction") in nothing.stderr
+
+    # without --from-beginning: only alerts produced after it started (none here)
+    latest = _cli(*common, "--signal", "amount")
+    assert latest.returncode == 0 and latest.stdout == ""
+    assert latest.stderr.splitlines()[0] == (f"alerts: reading topic {topic} from {kafka_bootstrap} "
+                                             f"(new alerts only, from the latest offset), only signal amount")
+    assert "alerts: --signal amount matched no alert (no alert was read)" in latest.stderr

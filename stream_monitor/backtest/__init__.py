@@ -1,0 +1,1 @@
+"""Replay as a backtest: progress while files are read, the statistic trace, the HTML report."""
