@@ -417,7 +417,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                  "--drift performance:error_rate@20000:error=0.15 --labels-topic ml.labels"),
     "reference": ("stream-monitor reference --input train.csv --id fraud-train-2026-11 "
                   "--out config/fraud-reference.json",),
-    "check-config": ("stream-monitor check-config --config config/example.yaml",),
+    "check-config": ("stream-monitor check-config --config config/example.yaml",
+                     "stream-monitor check-config --config config/example.yaml --connect"),
     "alerts": ("stream-monitor alerts --config config/example.yaml --from-beginning --signal amount "
                "--severity critical",),
 }
@@ -543,8 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and print it (secrets masked)",
                                 description="Validate the settings; exit 2 listing every bad field. "
                                             "With --connect, exit 1 when the cluster is unreachable or "
-                                            "a topic would stop 'run' from starting.",
-                                epilog="example: stream-monitor check-config --config my.yaml --connect")
+                                            "a topic would stop 'run' from starting.")
     check.add_argument("--config", help="YAML settings file (default: the built-in defaults and the environment)")
     check.add_argument("--connect", action="store_true",
                        help="also connect to the cluster: the input topics must exist (their partition "
