@@ -11,14 +11,17 @@ The registry is injected so that tests build a fresh ``CollectorRegistry``.
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stream_monitor import __version__
 from stream_monitor.errors import StreamMonitorError
@@ -26,6 +29,77 @@ from stream_monitor.errors import StreamMonitorError
 __all__ = ["Health", "Metrics", "MetricsServer"]
 
 _SIGNAL_LABELS = ("model", "model_version", "signal", "detector", "severity")
+
+
+class DetectorRecord:
+    """What the four per-detector series show for one detector, set by the monitor."""
+
+    __slots__ = ("statistic", "threshold", "detections", "active_until")
+
+    def __init__(self) -> None:
+        self.statistic = 0.0
+        self.threshold = 0.0
+        self.detections = 0
+        #: drift_active is 1 while the clock is before this
+        self.active_until = -math.inf
+
+
+class DetectorSeries(Collector):
+    """The series of every detector, from one small record each, made at scrape time.
+
+    ``stream_monitor_detector_statistic``, ``_detector_threshold``,
+    ``_drift_detections_total`` and ``_drift_active``, labelled by
+    :data:`_SIGNAL_LABELS`. A labelled prometheus_client child costs about
+    1 KiB, so four per detector made 10k signals cost about 110 MiB; a
+    record costs a tenth of that (``bench/memory.py``). ``drift_active`` is
+    worked out from ``clock`` at each scrape, so a hold ends even when the
+    signal gets no more values.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._records: dict[tuple[str, ...], DetectorRecord] = {}
+        self.clock: Callable[[], float] = time.monotonic
+        if registry is not None:
+            registry.register(self)
+
+    def record(self, *labels: str) -> DetectorRecord:
+        """The record of a detector (made at the first call)."""
+        found = self._records.get(labels)
+        if found is None:
+            found = self._records[labels] = DetectorRecord()
+        return found
+
+    def remove(self, *labels: str) -> None:
+        self._records.pop(labels, None)
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(name, text, labels=_SIGNAL_LABELS) for name, text in _DETECTOR_GAUGES] + [
+            CounterMetricFamily(_DETECTIONS[0], _DETECTIONS[1], labels=_SIGNAL_LABELS)]
+
+    def collect(self) -> Iterator[Metric]:
+        # a copy in one C call under the GIL: the consumer thread may add or drop records meanwhile
+        records = list(self._records.items())
+        now = self.clock()
+        families = [GaugeMetricFamily(name, text, labels=_SIGNAL_LABELS) for name, text in _DETECTOR_GAUGES]
+        statistic, threshold, active = families
+        detections = CounterMetricFamily(_DETECTIONS[0], _DETECTIONS[1], labels=_SIGNAL_LABELS)
+        for labels, record in records:
+            statistic.add_metric(labels, record.statistic)
+            threshold.add_metric(labels, record.threshold)
+            active.add_metric(labels, 1.0 if now < record.active_until else 0.0)
+            detections.add_metric(labels, record.detections)
+        yield from families
+        yield detections
+
+
+_DETECTOR_GAUGES = (
+    ("stream_monitor_detector_statistic", "Current value of a detector's test statistic."),
+    ("stream_monitor_detector_threshold", "Value a detector's statistic must cross to signal drift."),
+    ("stream_monitor_drift_active",
+     "1 for drift_active_hold_s seconds (default 600) after the detector's last detection on "
+     "the signal, so that scrapes see it at any event rate; a restart starts at 0."),
+)
+_DETECTIONS = ("stream_monitor_drift_detections", "Drift detections (one alert each).")
 _COMPARE_LABELS = ("model", "model_version", "baseline_version", "signal")
 
 
@@ -59,21 +133,8 @@ class Metrics:
             "no model idle for limits.model_min_idle_events).", ("reason",), registry=registry)
         self.signals_active = Gauge(
             "stream_monitor_signals", "Signals monitored per model.", ("model",), registry=registry)
-        self.detector_statistic = Gauge(
-            "stream_monitor_detector_statistic", "Current value of a detector's test statistic.",
-            _SIGNAL_LABELS, registry=registry)
-        self.detector_threshold = Gauge(
-            "stream_monitor_detector_threshold",
-            "Value a detector's statistic must cross to signal drift.", _SIGNAL_LABELS,
-            registry=registry)
-        self.drift_detections = Counter(
-            "stream_monitor_drift_detections_total", "Drift detections (one alert each).",
-            _SIGNAL_LABELS, registry=registry)
-        self.drift_active = Gauge(
-            "stream_monitor_drift_active",
-            "1 for drift_active_hold_s seconds (default 600) after the detector's last detection on "
-            "the signal, so that scrapes see it at any event rate; a restart starts at 0.",
-            _SIGNAL_LABELS, registry=registry)
+        #: per detector: statistic, threshold, detections, drift_active (one record each, read at scrape)
+        self.detectors = DetectorSeries(registry)
         self.alerts_produced = Counter(
             "stream_monitor_alerts_produced_total", "Alerts delivered to the alerts topic.",
             registry=registry)

@@ -148,9 +148,7 @@ def test_a_detector_that_raises_is_isolated_and_the_others_still_alert(caplog):
     state = monitor._versions[("m", "1")].by_feature["x"]
     state.detectors.insert(0, _Broken())
     state.last_detection.insert(0, None)
-    for gauges in (state.statistic_gauges, state.threshold_gauges, state.active_gauges,
-                   state.detection_counters, state.holds):
-        gauges.insert(0, gauges[0])
+    state.series.insert(0, metrics.detectors.record("m", "1", "feature:x", "broken", "warning"))
     alerts = run(monitor, items[10:], 500)
     assert {a.detector for a in alerts} >= {"page_hinkley", "quantile_chi2"}
     sample = metrics.registry.get_sample_value
