@@ -16,7 +16,6 @@ not depend on how the stream was cut into batches.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import logging
@@ -767,7 +766,6 @@ class Monitor:
                 self._observe_for_comparison(state, records, base)
             self._detect(state, records, alerts)
         comparisons.flush(records, base, alerts)
-        _HEAP.maybe_trim()
         skipped = self.skipped
         if skipped is not None:
             for reason, counts in (("missing", batch.missing), ("kind_mismatch", batch.mismatched),
@@ -1216,36 +1214,6 @@ def _traced_update(trace: Trace, key: tuple[str, str, str, str], detector: detec
         start = stop
     return detections
 
-
-class _HeapTrim:
-    """glibc's ``malloc_trim(0)`` at most once per ``interval_s``: the heap's free pages go back.
-
-    Every detector holds a warm-up buffer until its reference is set, so a
-    process that starts many signals at once frees a great deal of memory
-    that sits between live allocations, which glibc keeps: at 10k numeric
-    signals steady-state RSS fell from 512 to about 410 MiB (bench/memory.py).
-    A trim costs milliseconds; without glibc it is never tried.
-    """
-
-    def __init__(self, interval_s: float = 30.0) -> None:
-        self.interval_s = interval_s
-        self._next = time.monotonic() + interval_s
-        self._trim: Callable[[int], int] | None = None
-        try:
-            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            self._trim = None
-
-    def maybe_trim(self) -> None:
-        if self._trim is None:
-            return
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.interval_s
-            self._trim(0)
-
-
-_HEAP = _HeapTrim()
 
 #: positions 0..n-1, shared by the blocks of a size (read-only)
 _ARANGES: dict[int, np.ndarray] = {}
