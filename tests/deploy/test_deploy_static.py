@@ -309,8 +309,11 @@ def _labelled_with(label: str) -> set[str]:
     metrics = Metrics(registry)
     names = set()
     for attribute in vars(metrics).values():
-        if label in getattr(attribute, "_labelnames", ()):
-            for family in attribute.describe():
+        if not hasattr(attribute, "describe"):
+            continue
+        for family in attribute.describe():
+            # a metric's label names, or a custom collector's families' (the per-detector series)
+            if label in (getattr(attribute, "_labelnames", None) or getattr(family, "_labelnames", ())):
                 suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
                 names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     return names
