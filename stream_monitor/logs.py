@@ -137,7 +137,8 @@ class RateLimitedLog:
 
 #: the logger librdkafka's own lines go through (set as each client's ``logger`` property)
 KAFKA_LOGGER = "stream_monitor.librdkafka"
-_DIGITS = str.maketrans("", "", "0123456789")
+#: drops digits: the key that groups repeated messages differing only in numbers (ids, counts, ports)
+WITHOUT_DIGITS = str.maketrans("", "", "0123456789")
 
 
 class _LibrdkafkaLines(logging.Filter):
@@ -156,7 +157,7 @@ class _LibrdkafkaLines(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) == 3 and record.msg == "%s [%s] %s":
             facility, client, text = (str(arg) for arg in args)
-            key = (record.levelno, facility, text.translate(_DIGITS))
+            key = (record.levelno, facility, text.translate(WITHOUT_DIGITS))
             self._seen[key] += 1
             count = self._seen[key]
             if count != 10 ** (len(str(count)) - 1):

@@ -86,7 +86,6 @@ class TopicsMissing(StreamMonitorError):
         self.topics = topics
 
 
-_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
@@ -873,7 +872,7 @@ class Service:
             return
         # a broker that stays down is reported on every retry: each kind of error is logged
         # at its 1st, 10th, 100th, ... occurrence (every one is counted in kafka_errors_total)
-        self._error_log.log(("kafka", error.name(), error.str().translate(_DIGITS)), "kafka client error",
+        self._error_log.log(("kafka", error.name(), error.str().translate(logs.WITHOUT_DIGITS)), "kafka client error",
                             code=error.name(), error=error.str())
 
     def _on_stats(self, stats_json: str) -> None:
