@@ -16,12 +16,13 @@ tests hold equal to the loops (tests/detectors/test_jit.py).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ENABLED", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit",
+__all__ = ["ENABLED", "crossed_chart", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit",
            "category_windows"]
 
 
@@ -36,6 +37,8 @@ def _enabled() -> bool:
 ENABLED = _enabled()
 
 _KERNELS: dict[str, Any] = {}
+#: functions of this module that the loops call
+_HELPERS = ("_row_sum", "_step")
 
 
 def _kernel(name: str) -> Any:
@@ -48,11 +51,24 @@ def _kernel(name: str) -> Any:
             return numba.njit(cache=True, nogil=True, boundscheck=False)(function)
 
         module = globals()
-        # a helper called from inside a loop must be compiled before the loop is
-        if not isinstance(module["_row_sum"], numba.core.registry.CPUDispatcher):
-            module["_row_sum"] = compiled(module["_row_sum"])
+        # the helpers called from inside the loops must be compiled before the loops are
+        for helper in _HELPERS:
+            if not isinstance(module[helper], numba.core.registry.CPUDispatcher):
+                module[helper] = compiled(module[helper])
         kernel = _KERNELS[name] = compiled(module["_" + name])
     return kernel
+
+
+def crossed_chart(sums: np.ndarray, thresholds: np.ndarray) -> tuple[int, int]:
+    """After a walk stopped at a crossing: the chart furthest over its threshold, and its sum.
+
+    The chart the numpy code names: the largest ``sum / threshold`` among the
+    charts over their threshold (the first of equals).
+    """
+    totals, limits = sums.tolist(), thresholds.tolist()
+    ratios = [total / limit if total > limit else -math.inf for total, limit in zip(totals, limits)]
+    chart = ratios.index(max(ratios))
+    return chart, totals[chart]
 
 
 def cusum_walk(*args: Any) -> int:
@@ -100,15 +116,19 @@ def _cusum_walk(chunk: np.ndarray, scale: float, shift: float, clip: float, sums
         step = np.int64(np.rint(scaled))
         crossed = False
         for chart in range(charts):
-            total = sums[chart] + signs[chart] * step - drifts[chart]
-            if total < 0:
-                total = 0
-            sums[chart] = total
-            if total > thresholds[chart]:
-                crossed = True
+            crossed |= _step(sums, thresholds, chart, signs[chart] * step - drifts[chart])
         if crossed:
             return index
     return -1
+
+
+def _step(sums: np.ndarray, thresholds: np.ndarray, chart: int, increment: int) -> bool:
+    """One CUSUM step of ``chart``: add ``increment``, floor at 0; whether it is over its threshold."""
+    total = sums[chart] + increment
+    if total < 0:
+        total = 0
+    sums[chart] = total
+    return total > thresholds[chart]
 
 
 def _binned_cusum_walk(values: np.ndarray, centre: float, cuts: np.ndarray, table: np.ndarray,
@@ -125,12 +145,7 @@ def _binned_cusum_walk(values: np.ndarray, centre: float, cuts: np.ndarray, tabl
         found = np.searchsorted(cuts, abs(values[index] - centre))
         crossed = False
         for chart in range(charts):
-            total = sums[chart] + table[chart, found]
-            if total < 0:
-                total = 0
-            sums[chart] = total
-            if total > thresholds[chart]:
-                crossed = True
+            crossed |= _step(sums, thresholds, chart, table[chart, found])
         if crossed:
             return index
     return -1

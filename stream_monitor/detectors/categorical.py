@@ -401,17 +401,7 @@ class ChiSquare(Detector):
             return codes.size, None
         consumed = int(ends[hit[0]]) - filled
         self._append_window(codes[:consumed])
-        detection = Detection(
-            index=position + consumed - 1,
-            n_seen=self._n_seen - 1,
-            statistic=self._statistic,
-            threshold=float(self._critical[self._degrees]),
-            p_value=float(stats.chi2.sf(self._statistic, self._degrees)),
-            window={"reference": self._reference_total, "current": m},
-            reference=self._reference_id,
-        )
-        self._start_warmup()
-        return consumed, detection
+        return consumed, self._detected(position + consumed - 1)
 
     def _monitor_compiled(self, values: list[Any], position: int) -> tuple[int, Detection | None]:
         """:meth:`_monitor` as one compiled loop over the values (:mod:`._jit`): the same windows and statistics."""
@@ -425,8 +415,12 @@ class ChiSquare(Detector):
         self._n_seen += consumed
         if hit < 0:
             return consumed, None
+        return consumed, self._detected(position + consumed - 1)
+
+    def _detected(self, index: int) -> Detection:
+        """The detection of the window that ended at ``index``; the next values start a new reference."""
         detection = Detection(
-            index=position + consumed - 1,
+            index=index,
             n_seen=self._n_seen - 1,
             statistic=self._statistic,
             threshold=float(self._critical[self._degrees]),
@@ -435,7 +429,7 @@ class ChiSquare(Detector):
             reference=self._reference_id,
         )
         self._start_warmup()
-        return consumed, detection
+        return detection
 
     def _evaluate(self, timeline: np.ndarray, ends: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
         """Chi-square statistics and degrees of freedom for the windows ``timeline[end - m:end]``."""

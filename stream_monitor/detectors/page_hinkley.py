@@ -618,10 +618,8 @@ class PageHinkley(Detector):
                                 self._sums, self._signs_vector, self._fixed_drifts, self._fixed_thresholds)
         if index < 0:
             return None
-        sums, thresholds = self._sums.tolist(), self._fixed_thresholds.tolist()
-        ratios = [total / limit if total > limit else -math.inf for total, limit in zip(sums, thresholds)]
-        chart = ratios.index(max(ratios))
-        return index, chart, sums[chart] / _SCALE
+        chart, total = _jit.crossed_chart(self._sums, self._fixed_thresholds)
+        return index, chart, total / _SCALE
 
     def _run_charts_scalar(self, chunk: np.ndarray) -> tuple[int, int, float] | None:
         """:meth:`_run_charts` for a few values: the same integer arithmetic, in Python.

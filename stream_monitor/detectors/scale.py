@@ -403,10 +403,8 @@ class Scale(Detector):
                                        self._table, self._sums, self._fixed_thresholds)
         if index < 0:
             return None
-        sums, thresholds = self._sums.tolist(), self._fixed_thresholds.tolist()
-        ratios = [total / limit if total > limit else -math.inf for total, limit in zip(sums, thresholds)]
-        chart = ratios.index(max(ratios))
-        return index, chart, sums[chart] / _SCALE
+        chart, total = _jit.crossed_chart(self._sums, self._fixed_thresholds)
+        return index, chart, total / _SCALE
 
     def _reference_size(self) -> int:
         return self.snapshot.size if self._from_snapshot and self.snapshot is not None else self.warmup
