@@ -75,7 +75,9 @@ import functools
 import math
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
+
+from stream_monitor.detectors._dist import beta_ppf, chi2_ppf
 
 __all__ = [
     "bernoulli_cusum_threshold",
@@ -114,7 +116,7 @@ def _gaussian_nodes(warmup: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hermite_x, hermite_w = np.polynomial.hermite_e.hermegauss(_HERMITE_NODES)
     mean_error = (hermite_x / math.sqrt(warmup))[:, None]
     quantiles = (np.arange(_CHI_NODES) + 0.5) / _CHI_NODES
-    sd_ratio = np.sqrt(stats.chi2.ppf(quantiles, warmup - 1) / (warmup - 1))[None, :]
+    sd_ratio = np.sqrt(chi2_ppf(quantiles, warmup - 1) / (warmup - 1))[None, :]
     weights = (hermite_w / hermite_w.sum())[:, None] / _CHI_NODES
     return mean_error, sd_ratio, weights
 
@@ -189,7 +191,7 @@ def _bernoulli_posterior(
         [[0.0], tail, np.linspace(0.01, 0.99, 4 * _POSTERIOR_NODES)[1:-1], 1.0 - tail[::-1], [1.0]]
     )
     weights = np.diff(edges)
-    rates = stats.beta.ppf(0.5 * (edges[1:] + edges[:-1]), events + 0.5, n - events + 0.5)
+    rates = beta_ppf(0.5 * (edges[1:] + edges[:-1]), events + 0.5, n - events + 0.5)
     rates = np.clip(rates, 1e-300, 1.0 - 1e-16)
     thetas, means = _tilt_roots(rates, up, down)
     variances = rates * (1.0 - rates) * (up + down) ** 2

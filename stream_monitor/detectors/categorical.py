@@ -85,7 +85,7 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
+from stream_monitor.detectors._dist import chi2_isf, chi2_sf
 
 from stream_monitor.detectors import _jit
 from stream_monitor.detectors import DEFAULT_ARL, register
@@ -171,7 +171,7 @@ class ChiSquare(Detector):
         self.snapshot_id = reference_id
         # critical values by degrees of freedom (index 0 unused: one column never alarms)
         alpha = stride / arl
-        self._critical = np.array([math.inf] + [float(stats.chi2.isf(alpha, df)) for df in range(1, max_categories + 1)])
+        self._critical = np.array([math.inf] + [chi2_isf(alpha, df) for df in range(1, max_categories + 1)])
         self._reset()
 
     @classmethod
@@ -424,7 +424,7 @@ class ChiSquare(Detector):
             n_seen=self._n_seen - 1,
             statistic=self._statistic,
             threshold=float(self._critical[self._degrees]),
-            p_value=float(stats.chi2.sf(self._statistic, self._degrees)),
+            p_value=chi2_sf(self._statistic, self._degrees),
             window={"reference": self._reference_total, "current": self.window},
             reference=self._reference_id,
         )

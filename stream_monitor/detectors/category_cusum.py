@@ -104,7 +104,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from stream_monitor.detectors._dist import beta_ppf
 
 from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
@@ -428,7 +428,7 @@ def _share_chart(count: int, n: int, odds_ratio: float, arl: float) -> tuple[int
     rise = _raised(estimate, odds_ratio)
     best: tuple[float, float, int, int, int] | None = None
     for quantile in _DESIGN_QUANTILES:
-        p0 = float(stats.beta.ppf(quantile, count + 0.5, n - count + 0.5))
+        p0 = float(beta_ppf(quantile, count + 0.5, n - count + 0.5))
         p1 = _raised(p0, odds_ratio)
         if not 0.0 < p0 < p1 < 1.0:
             continue

@@ -78,7 +78,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from stream_monitor.detectors._dist import beta_ppf, betabinom_sf
 
 from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
@@ -402,8 +402,8 @@ def _consistent(errors: int, size: int, reference_errors: int, reference_size: i
     posterior of the reference's rate); the new values are consistent unless
     so many errors or more have probability below :data:`_GROWTH_LEVEL`.
     """
-    predictive = stats.betabinom(size, reference_errors + 0.5, reference_size - reference_errors + 0.5)
-    return bool(predictive.sf(errors - 1) >= _GROWTH_LEVEL)
+    tail = betabinom_sf(errors - 1, size, reference_errors + 0.5, reference_size - reference_errors + 0.5)
+    return tail >= _GROWTH_LEVEL
 
 
 def _check_odds_ratios(ratios: Any) -> tuple[float, ...]:
@@ -437,7 +437,7 @@ def _design(errors: int, n: int, odds_ratio: float, arl: float) -> tuple[float, 
     best: tuple[float, float, float, float] | None = None
     for quantiles in (_DESIGN_QUANTILES, *((q,) for q in _FALLBACK_QUANTILES)):
         for quantile in quantiles:
-            p0 = float(stats.beta.ppf(quantile, errors + 0.5, n - errors + 0.5))
+            p0 = float(beta_ppf(quantile, errors + 0.5, n - errors + 0.5))
             odds = odds_ratio * p0 / (1.0 - p0)
             p1 = odds / (1.0 + odds)
             if not 0.0 < p0 < p1 < 1.0:

@@ -85,8 +85,6 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
-
 from stream_monitor.detectors import DEFAULT_ARL, register
 from stream_monitor.detectors.base import (
     Detection,
@@ -99,10 +97,6 @@ from stream_monitor.detectors.base import (
 
 __all__ = ["WindowedKS", "critical_lattice_statistic"]
 
-try:  # scipy's exact two-sample null distribution, as used by ks_2samp itself
-    from scipy.stats._stats_py import _attempt_exact_2kssamp
-except ImportError:  # pragma: no cover - scipy moved it; the asymptotic form stays valid
-    _attempt_exact_2kssamp = None
 
 #: largest reference or window accepted (bounds memory and evaluation cost)
 MAX_SAMPLE = 100_000
@@ -119,6 +113,12 @@ def _null_sf(n: int, m: int, h: int) -> float:
     if h <= 0:
         return 1.0
     d = h / lcm
+    from scipy import stats  # a large import (bench/memory.py): only for this detector, not the defaults
+
+    try:  # scipy's exact two-sample null distribution, as used by ks_2samp itself
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+    except ImportError:  # pragma: no cover - scipy moved it; the asymptotic form stays valid
+        _attempt_exact_2kssamp = None
     if _attempt_exact_2kssamp is not None and max(n, m) <= _SCIPY_MAX_EXACT:
         success, _, prob = _attempt_exact_2kssamp(n, m, g, d, "two-sided")
         if success:
@@ -496,6 +496,8 @@ class WindowedKS(Detector):
         assert self._reference is not None
         self._statistic = self._float_statistic(lattice)
         # the exact (or, for large samples, asymptotic) p-value, only when there is a detection
+        from scipy import stats
+
         p_value = float(stats.ks_2samp(self._reference, self._window_in_order()).pvalue)
         return Detection(
             index=index,

@@ -107,7 +107,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from stream_monitor.detectors._dist import chi2_isf, chi2_sf
 
 from stream_monitor.detectors import _jit
 from stream_monitor.detectors import DEFAULT_ARL, register
@@ -191,7 +191,7 @@ def _critical_values(stride: int, arl: float, bins: int) -> Mapping[bool, tuple[
     """
     alpha = stride / arl
     return MappingProxyType({
-        tied: (math.inf, *(float(stats.chi2.isf(alpha / factor, df)) for df in range(1, bins + 2)))
+        tied: (math.inf, *(chi2_isf(alpha / factor, df) for df in range(1, bins + 2)))
         for tied, factor in ((False, 1), (True, TIED_FACTOR))
     })
 
@@ -571,7 +571,7 @@ class QuantileChiSquare(Detector):
             n_seen=self._n_seen - 1,
             statistic=self._statistic,
             threshold=self._threshold,
-            p_value=float(stats.chi2.sf(self._statistic, degrees)),
+            p_value=chi2_sf(self._statistic, degrees),
             window={"reference": self._reference_total, "current": self.window},
             reference=self._reference_id,
         )
