@@ -27,6 +27,9 @@ Three figures (issue 13's memory targets):
    glibc's ``malloc_trim(0)`` has returned the heap's free pages (memory
    freed, mostly the warm-up buffers every signal holds at once at the
    start, that the heap keeps because live allocations sit between the holes).
+   The run fixes glibc's mmap threshold first, as ``stream-monitor run``
+   does (stream_monitor/runtime/allocator.py); a second run of this tree
+   with glibc's defaults (the column "glibc defaults") shows what that saves.
 3. **Checkpoint bytes per numeric signal**: ``json.dumps`` of every
    detector's ``state_dict()`` at the end of (1), median and largest per
    signal, and the median after 1,500 values, while the references fill (a
@@ -155,8 +158,12 @@ def _trimmed_rss() -> int | None:
     return _vm("VmRSS")
 
 
-def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
-    """RSS of a Monitor of one model with ``signals`` numeric features after ``values`` events."""
+def monitor_rss(signals: int, values: int, batch_events: int, allocator: bool = True) -> dict[str, Any]:
+    """RSS of a Monitor of one model with ``signals`` numeric features after ``values`` events.
+
+    With ``allocator``, glibc's mmap threshold is fixed first, as ``stream-monitor
+    run`` does at start (a revision without that setting measures as without).
+    """
     from prometheus_client import CollectorRegistry
 
     from stream_monitor.config import Settings
@@ -164,6 +171,14 @@ def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
     from stream_monitor.metrics import Metrics
     from stream_monitor.monitor import Monitor, Record
 
+    tuned = "glibc defaults"
+    if allocator:
+        try:
+            from stream_monitor.runtime.allocator import tune_allocator
+        except ImportError:
+            tuned = "none in this revision"
+        else:
+            tuned = tune_allocator()
     settings = Settings(limits={"max_signals_per_model": signals, "max_features": signals})
     rss_imported = _vm("VmRSS")
     monitor = Monitor(settings, Metrics(CollectorRegistry()))
@@ -194,6 +209,7 @@ def monitor_rss(signals: int, values: int, batch_events: int) -> dict[str, Any]:
     return {
         "signals": signals,
         "values": values,
+        "allocator": tuned,
         "rss_imported": rss_imported,
         "rss": rss,
         "hwm": _vm("VmHWM"),
@@ -221,6 +237,9 @@ def _child(mode: str, pythonpath: Path, args: argparse.Namespace) -> dict[str, A
                "--signals", str(args.signals), "--values", str(args.values),
                "--rss-signals", str(args.rss_signals), "--rss-values", str(args.rss_values),
                "--batch-events", str(args.batch_events)]
+    if mode == "rss-glibc":
+        command[command.index("rss-glibc")] = "rss"
+        command.append("--glibc-defaults")
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"measurement {mode} under {pythonpath} failed:\n{done.stderr[-3000:]}")
@@ -269,15 +288,17 @@ def _report(label: str, runs: dict[str, dict[str, Any]], args: argparse.Namespac
         row("state_dict() JSON per signal, largest", [f"{s['state_max']:,.0f} B" for s in sets.values()])
         row(f"  ... after {WARMING:,} values (references filling)",
             [f"{s['state_warming']:,.0f} B" for s in sets.values()])
-        last = list(sets.values())[-1]
+        last = sets["this tree"]
         verdict = last["per_signal"] + last["shared"] / 10_000 <= PER_SIGNAL_TARGET
         print(f"  -> {'PASS' if verdict else 'FAIL'}: at most {PER_SIGNAL_TARGET // 1024} KiB per numeric "
-              f"signal at steady state ({columns[-1]})")
+              f"signal at steady state (this tree)")
     rss = {name: run["rss"] for name, run in runs.items() if "rss" in run}
     if rss:
         first = next(iter(rss.values()))
         print(f"Monitor with metrics, one model of {first['signals']:,} numeric features, "
               f"{first['values']:,} events (values per signal), batches of {args.batch_events} events")
+        row("glibc mmap threshold (runtime/allocator.py)", [str(r.get("allocator", "n/a"))[:15]
+                                                            for r in rss.values()])
         row("RSS after imports", [_mib(r["rss_imported"]) for r in rss.values()])
         row("RSS at steady state (VmRSS)", [_mib(r["rss"]) for r in rss.values()])
         row("peak RSS (VmHWM)", [_mib(r["hwm"]) for r in rss.values()])
@@ -289,9 +310,9 @@ def _report(label: str, runs: dict[str, dict[str, Any]], args: argparse.Namespac
         row("Monitor.version_state() JSON per signal", [f"{r['checkpoint'] / r['signals']:,.0f} B"
                                                        for r in rss.values()])
         row("CPU seconds feeding", [f"{r['cpu_s']:.1f} s" for r in rss.values()])
-        last = list(rss.values())[-1]
+        last = rss["this tree"]
         print(f"  -> {'PASS' if last['rss'] <= RSS_TARGET else 'FAIL'}: at most "
-              f"{RSS_TARGET // 2**20} MiB RSS at {last['signals']:,} signals ({columns[-1]})")
+              f"{RSS_TARGET // 2**20} MiB RSS at {last['signals']:,} signals (this tree, as run sets glibc)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-values", type=int, default=5_000, help="values per signal of the RSS run")
     parser.add_argument("--batch-events", type=int, default=250, help="events per batch of the RSS run")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS run")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="RSS run only: leave glibc's mmap threshold dynamic (what run sets is not set)")
     parser.add_argument("--against", metavar="REV", help="also measure git revision REV (before/after)")
     parser.add_argument("--child", choices=("memory", "rss"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -309,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args)))
         return 0
     if args.child == "rss":
-        print(json.dumps(monitor_rss(args.rss_signals, args.rss_values, args.batch_events)))
+        print(json.dumps(monitor_rss(args.rss_signals, args.rss_values, args.batch_events,
+                                     allocator=not args.glibc_defaults)))
         return 0
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
     with tempfile.TemporaryDirectory() as scratch:
@@ -321,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name]["memory"] = _child("memory", tree, args)
             if not args.no_rss:
                 runs[name]["rss"] = _child("rss", tree, args)
+        if not args.no_rss:  # the same code with glibc's dynamic mmap threshold: the allocator setting's effect
+            runs["glibc defaults"] = {"rss": _child("rss-glibc", ROOT, args)}
     _report("Memory (issue 13 targets)", runs, args)
     return 0
 

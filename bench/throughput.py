@@ -356,6 +356,9 @@ def main() -> None:
     parser.add_argument("--run-events", type=int, default=200_000)
     parser.add_argument("--detectors", action="store_true", help="also each detector's cost in a replay")
     args = parser.parse_args()
+    from stream_monitor.runtime.allocator import tune_allocator
+    # as `stream-monitor run` and `replay` do at start
+    print(f"glibc mmap threshold: {tune_allocator()}")
     bench_replay(args.events, args.repeats)
     if args.detectors:
         bench_detectors(args.events)

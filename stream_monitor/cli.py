@@ -40,12 +40,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream_monitor.metrics import Health, Metrics, MetricsServer
     from confluent_kafka import KafkaException
 
+    from stream_monitor.runtime.allocator import tune_allocator
     from stream_monitor.runtime.service import Service, check_client_properties
 
     settings = _load(args.config)
     check_client_properties(settings)
     logs.configure(settings.log_level, args.log_format or settings.log_format)
-    log.info("starting", extra={"version": __version__, "settings": settings.redacted()})
+    allocator = tune_allocator()
+    log.info("starting", extra={"version": __version__, "settings": settings.redacted(),
+                                "malloc_mmap_threshold": allocator})
     metrics = Metrics()
     health = Health()
     server = MetricsServer(metrics.registry, health, settings.metrics.host, settings.metrics.port).start()
@@ -75,8 +78,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from stream_monitor.backtest.progress import Progress
     from stream_monitor.replay import ReplaySummary, replay
+    from stream_monitor.runtime.allocator import tune_allocator
 
     settings = _load(args.config)
+    tune_allocator()
     for path in (args.input, args.labels):
         if path is not None and not Path(path).is_file():
             print(f"replay: input file not found: {path}", file=sys.stderr)
