@@ -11,7 +11,7 @@ import pytest
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.environ.get("MALLOC_MMAP_THRESHOLD_"),
                            reason="glibc's mallopt and mallinfo2")
 
-# Frees a 4 MiB block (glibc's default then raises its threshold to 4 MiB), then takes a 200 kB
+# Frees a 24 MiB block (glibc's default then raises its threshold to 24 MiB), then takes a 6 MiB
 # one: mallinfo2's count of mapped blocks says whether it got a mapping of its own or heap memory.
 _PROBE = """
 import ctypes, sys
@@ -25,10 +25,10 @@ class Info(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 outcome = tune_allocator() if sys.argv[1] == "tuned" else "glibc defaults"
-big = bytearray(4 << 20)
+big = bytearray(24 << 20)
 del big
 before = libc.mallinfo2().hblks
-block = bytearray(200_000)
+block = bytearray(6 << 20)
 print(outcome, libc.mallinfo2().hblks - before)
 """
 
