@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 
@@ -147,20 +147,32 @@ def high_watermark(bootstrap: str, topic: str, partition: int = 0) -> int:
 
 
 def committed_offset(bootstrap: str, group_id: str, topic: str, partition: int = 0) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
-    try:
-        return consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
-    finally:
-        consumer.close()
+    return committed_offsets(bootstrap, group_id, [(topic, partition)])[(topic, partition)]
+
+
+#: how long a read of committed offsets may wait: a member killed inside a transaction leaves its
+#: offsets unstable until the broker aborts it (transaction.timeout.ms, 10 s) or a restart fences it
+COMMITTED_TIMEOUT_S = 60.0
 
 
 def committed_offsets(bootstrap: str, group_id: str,
                       partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """The group's committed offset of each (topic, partition), in one request (negative: none)."""
+    """The group's committed offset of each (topic, partition), in one request (negative: none).
+
+    The broker answers only once no transaction holds the group's offsets, so
+    after a kill -9 mid-transaction the read is retried for up to
+    :data:`COMMITTED_TIMEOUT_S`.
+    """
     wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    deadline = time.monotonic() + COMMITTED_TIMEOUT_S
     try:
-        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=10)}
+        while True:
+            try:
+                return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(wanted, timeout=10)}
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._TIMED_OUT or time.monotonic() > deadline:
+                    raise
     finally:
         consumer.close()
 
