@@ -1,6 +1,6 @@
 """Per-core throughput: ``replay`` and ``run`` beside their baselines, in one run (issue 13).
 
-    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000] [--detectors]
+    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000] [--detectors] [--labels]
 
 Figures are CPU seconds of this process (all threads), medians of the repeats:
 
@@ -17,6 +17,8 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
   (``Pipeline.process`` less the detectors), detect, service (the rest of the
   batch: offsets, metrics, alerts, checkpoint), consume+loop (the rest of the
   main thread), other threads (librdkafka's);
+- with ``--labels`` too: ``run`` again with a label for every prediction on a
+  labels topic (the join, the error-rate detectors), in predictions per CPU-second;
 - with ``--detectors``: each detector class's CPU in a replay, per event and
   per value, its calls per batch and the fixed cost of one call.
 """
@@ -257,22 +259,24 @@ def bench_detectors(events: int) -> None:
               f"{calls[cls] / batches:>13.1f}{fixed.get(cls, float('nan')) * 1e6:>15.1f}")
 
 
-def preload(servers: str, topic: str, events: int) -> None:
+def preload(servers: str, topic: str, events: int, labels: bool = False) -> None:
+    """The simulated stream's predictions on ``topic``; with ``labels``, every label on ``topic.labels``."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": servers})
-    for future in admin.create_topics([NewTopic(name, 1, 1) for name in
-                                       (topic, f"{topic}.alerts", f"{topic}.dlq")]).values():
+    names = [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else [])
+    for future in admin.create_topics([NewTopic(name, 1, 1) for name in names]).values():
         future.result(30)
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    for count, (event, _) in enumerate(generate(Scenario(n_events=events, seed=1))):
-        while True:
-            try:
-                producer.produce(topic, orjson.dumps(event), key=b"fraud")
-                break
-            except BufferError:
-                producer.poll(0.1)
+    for count, (event, label) in enumerate(generate(Scenario(n_events=events, seed=1))):
+        for name, value in ((topic, event), (f"{topic}.labels", label)) if labels else ((topic, event),):
+            while True:
+                try:
+                    producer.produce(name, orjson.dumps(value), key=b"fraud")
+                    break
+                except BufferError:
+                    producer.poll(0.1)
         if count % 10_000 == 0:
             producer.poll(0)
     assert producer.flush(120) == 0
@@ -300,7 +304,7 @@ def consume_only(servers: str, topic: str, events: int) -> float:
     return spent
 
 
-def run_service(servers: str, topic: str, events: int) -> tuple[float, dict[str, float]]:
+def run_service(servers: str, topic: str, events: int, labels: bool = False) -> tuple[float, dict[str, float]]:
     """CPU seconds of the service (in this process) from its start until caught up, and where the
     main thread's CPU went (seconds by stage; "other threads" is librdkafka's)."""
     from prometheus_client import CollectorRegistry
@@ -309,7 +313,7 @@ def run_service(servers: str, topic: str, events: int) -> tuple[float, dict[str,
     from stream_monitor.runtime.service import Service
     settings = Settings(kafka={"bootstrap_servers": servers, "group_id": f"bench-run-{uuid.uuid4().hex[:8]}"},
                         topics={"predictions": topic, "alerts": f"{topic}.alerts",
-                                "dead_letter": f"{topic}.dlq", "labels": None},
+                                "dead_letter": f"{topic}.dlq", "labels": f"{topic}.labels" if labels else None},
                         log_level="WARNING")
     metrics = Metrics(CollectorRegistry())
     service = Service(settings, metrics, Health())
@@ -327,21 +331,24 @@ def run_service(servers: str, topic: str, events: int) -> tuple[float, dict[str,
     return spent_s, stages
 
 
-def bench_run(servers: str, events: int, repeats: int) -> None:
+def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> None:
     from confluent_kafka.admin import AdminClient
     topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
-    preload(servers, topic, events)
+    preload(servers, topic, events, labels)
     plain, ours = [], []
     profile: list[dict[str, float]] = []
     try:
         for _ in range(repeats):
             plain.append(events / consume_only(servers, topic, events))
-            spent, stages_s = run_service(servers, topic, events)
+            spent, stages_s = run_service(servers, topic, events, labels)
             ours.append(events / spent)
             profile.append(stages_s)
     finally:
-        AdminClient({"bootstrap.servers": servers}).delete_topics([topic, f"{topic}.alerts", f"{topic}.dlq"])
-    print(f"run from the broker, {events} events, events per CPU-second, median of {repeats} [min-max]:")
+        AdminClient({"bootstrap.servers": servers}).delete_topics(
+            [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else []))
+    with_labels = f" and {events} labels (joined, error rate monitored)" if labels else ""
+    print(f"run from the broker, {events} events{with_labels}, events per CPU-second, "
+          f"median of {repeats} [min-max]:")
     print(f"  consume-only loop  {statistics.median(plain):>10,.0f}  [{min(plain):,.0f}-{max(plain):,.0f}]")
     print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  [{min(ours):,.0f}-{max(ours):,.0f}]  "
           f"(ratio {statistics.median(ours) / statistics.median(plain):.3f})")
@@ -355,6 +362,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-events", type=int, default=200_000)
     parser.add_argument("--detectors", action="store_true", help="also each detector's cost in a replay")
+    parser.add_argument("--labels", action="store_true",
+                        help="also run with a label per prediction on a labels topic (the join)")
     args = parser.parse_args()
     from stream_monitor.runtime.allocator import tune_allocator
     # as `stream-monitor run` and `replay` do at start
@@ -365,6 +374,8 @@ def main() -> None:
     servers = os.environ.get("KAFKA_BOOTSTRAP")
     if servers:
         bench_run(servers, args.run_events, args.repeats)
+        if args.labels:
+            bench_run(servers, args.run_events, args.repeats, labels=True)
     else:
         print("run: set KAFKA_BOOTSTRAP to measure the service from a real broker")
 

@@ -416,38 +416,46 @@ class LabelJoin:
 
     def add_prediction(self, event: PredictionEvent, partition: int = 0,
                        fallback_ts: float | None = None, silent: bool = False) -> None:
-        if event.prediction is None:
-            return
+        if event.prediction is not None:
+            self.add_prediction_fields(event.event_id, event.model, event.model_version, event.prediction,
+                                       event.ts, partition, fallback_ts, silent)
+
+    def add_prediction_fields(self, event_id: str, model: str, model_version: str, prediction: Any,
+                              ts: float | None, partition: int = 0, fallback_ts: float | None = None,
+                              silent: bool = False) -> None:
+        """:meth:`add_prediction` of an event given by its fields (a row of a decoded block);
+        ``prediction`` is not None."""
         self._silent = silent
-        state = self._model(event.model)
+        state = self._model(model)
         if not silent and self._loud_from is None:
             self._loud_from = self._inputs
-        ts = event.ts if event.ts is not None else fallback_ts
+        if ts is None:
+            ts = fallback_ts
         if ts is not None:
             ts, clamped = state.clock.observe(ts)
             if clamped:
                 self._clamped["predictions"] += 1
-        waiting = state.waiting_by_id.pop(event.event_id, None)
+        waiting = state.waiting_by_id.pop(event_id, None)
         if waiting:
             state.unresolved -= len(waiting)
             self.resolved_by_predictions += len(waiting)
             first, *others = waiting
-            self._resolve(first, event.model, event.model_version, event.prediction, ts, partition)
+            self._resolve(first, model, model_version, prediction, ts, partition)
             for entry in waiting:
                 entry.silent = entry.silent and silent
             for duplicate in others:
                 duplicate.outcome = "duplicate"
-            self._remember(state.joined_ids, event.event_id)
+            self._remember(state.joined_ids, event_id)
         else:
-            if event.event_id in state.pending:
-                del state.pending[event.event_id]  # the newest copy waits, at the end
+            if event_id in state.pending:
+                del state.pending[event_id]  # the newest copy waits, at the end
                 self._waiting_total -= 1
-            if len(state.versions.names) >= _MAX_VERSIONS and event.model_version not in state.versions.index:
+            if len(state.versions.names) >= _MAX_VERSIONS and model_version not in state.versions.index:
                 self._reindex(state)
-            state.pending[event.event_id] = _pack(state.versions, event.model_version, event.prediction,
-                                                  ts, partition, self._inputs)
+            state.pending[event_id] = _pack(state.versions, model_version, prediction, ts, partition,
+                                            self._inputs)
             self._waiting_total += 1
-        self._expire(event.model, state)
+        self._expire(model, state)
         if self._waiting_total > self.limits.max_waiting_predictions:
             self._drop_oldest()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -148,35 +149,33 @@ class Pipeline:
     def block_schema(self) -> BlockSchema | None:
         """The schema the next batch of predictions most likely has, to decode it as one block.
 
-        That of the last (model, version) seen; None while none is monitored, or
-        with labels (the join takes each prediction as an event).
+        That of the last (model, version) seen; None while none is monitored.
         """
-        if self.join_labels:
-            return None
         last = self.monitor.last_version()
         return None if last is None else self.monitor.block_schema(*last)
 
     def process(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> list[Alert]:
         """Feed a batch in arrival order; return its alerts.
 
-        Without labels, each :class:`RecordBlock` whose event times need no
-        clamping goes to the monitor column-wise, and the records between
-        blocks go record by record; with labels (the join takes each
-        prediction as an event) a block is taken apart into its records.
+        Each :class:`RecordBlock` whose event times need no clamping goes to
+        the monitor column-wise, and the records between blocks go record by
+        record; with labels, the join takes the block's predictions row by
+        row from its columns (event id, prediction, times), in arrival order
+        with the labels, and no event object is made for them.
         """
         if not any(item.__class__ is RecordBlock for item in items):
             return self._process_records(items)  # type: ignore[arg-type]
+        items = [record for item in items for record in (
+            item.records() if item.__class__ is RecordBlock and self._needs_clamping(item)  # type: ignore[arg-type]
+            else (item,))]  # type: ignore[union-attr]
         if self.join_labels:
-            return self._process_records([record for item in items for record in (
-                item.records() if item.__class__ is RecordBlock else (item,))])  # type: ignore[union-attr]
+            return self._process_joined(items)
         # predictions only: blocks and runs of records in turn (the alerts do not depend on the cuts)
         alerts: list[Alert] = []
         pending: list[Record | LabelRecord] = []
         for item in items:
             if item.__class__ is not RecordBlock:
                 pending.append(item)  # type: ignore[arg-type]
-            elif self._needs_clamping(item):  # type: ignore[arg-type]
-                pending.extend(item.records())  # type: ignore[union-attr]
             else:
                 if pending:
                     alerts += self._process_records(pending)
@@ -218,7 +217,56 @@ class Pipeline:
                 join.add_prediction(item.event, item.partition, item.timestamp, item.silent)
             else:
                 join.add_label(item.label, item.partition, item.timestamp, item.silent)
-        alerts = self.monitor.process(records)
+        return self._joined(self.monitor.process(records))
+
+    def _process_joined(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> list[Alert]:
+        """A batch with labels and blocks: the join takes every prediction and label in arrival
+        order, the monitor the blocks column-wise and the records between them in turn."""
+        join = self.join
+        skew = self._skew
+        alerts: list[Alert] = []
+        pending: list[Record] = []
+        for item in items:
+            if item.__class__ is RecordBlock:
+                self._join_block(item)  # type: ignore[arg-type]
+                if pending:
+                    alerts += self.monitor.process(pending)
+                    pending = []
+                alerts += self.monitor.process_block(item)  # type: ignore[arg-type]
+                continue
+            event = item.event if item.__class__ is Record else item.label  # type: ignore[union-attr]
+            ts, kafka_ts = event.ts, item.timestamp
+            if ts is not None and kafka_ts is not None and ts - kafka_ts > skew:
+                event.ts = self.clamp_event_time(ts, kafka_ts, "predictions" if item.__class__ is Record
+                                                 else "labels")
+            if event.unknown_fields:
+                self._check_fields(event.unknown_fields, "predictions" if item.__class__ is Record else "labels")
+            if item.__class__ is Record:
+                pending.append(item)  # type: ignore[arg-type]
+                join.add_prediction(item.event, item.partition, item.timestamp, item.silent)  # type: ignore[union-attr]
+            else:
+                join.add_label(item.label, item.partition, item.timestamp, item.silent)  # type: ignore[union-attr]
+        if pending:
+            alerts += self.monitor.process(pending)
+        return self._joined(alerts)
+
+    def _join_block(self, records: RecordBlock) -> None:
+        """The block's predictions to the join, row by row from its columns (as their records would)."""
+        block = records.block
+        schema = block.schema
+        if schema.prediction == "absent":
+            return  # no message of the block carries a prediction
+        add = self.join.add_prediction_fields
+        model, version, partition, quiet = schema.model, schema.model_version, records.partition, records.quiet
+        kafka = records.timestamps or itertools.repeat(None)
+        for index, (event_id, prediction, ts, fallback) in enumerate(
+                zip(block.event_ids(), block.predictions(), block.times(), kafka)):
+            if prediction is not None:
+                add(event_id, model, version, prediction, ts, partition, fallback, index < quiet)
+
+    def _joined(self, alerts: list[Alert]) -> list[Alert]:
+        """After a batch went to the join and the monitor: the joined pairs' alerts, the join's counts."""
+        join = self.join
         pairs = join.drain()
         if pairs:
             alerts.extend(self._performance(pairs))

@@ -296,6 +296,9 @@ class PredictionBlock:
     def predictions(self) -> list[Any]:
         return list(map(_PREDICTION, self._wires))
 
+    def event_ids(self) -> list[str]:
+        return list(map(_EVENT_ID, self._wires))
+
     def times(self) -> list[float | None]:
         """Each message's ``ts`` (None: the Kafka timestamp is used)."""
         return list(map(_TS, self._wires))
@@ -309,6 +312,7 @@ class PredictionBlock:
 
 
 _FEATURES, _PREDICTION, _TS = attrgetter("features"), attrgetter("prediction"), attrgetter("ts")
+_EVENT_ID = attrgetter("event_id")
 #: the schema decoders kept (one per (model, version, signal set) in use)
 _MAX_BLOCK_DECODERS = 64
 

@@ -19,6 +19,7 @@ from stream_monitor.config import Settings
 from stream_monitor.events import PredictionEvent
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Monitor, Record, RecordBlock
+from stream_monitor.events.batch import PredictionBlock
 from stream_monitor.pipeline import Decoder, LabelRecord, Pipeline
 from stream_monitor.simulate import Scenario, generate, parse_drift, stream
 
@@ -299,3 +300,70 @@ def test_replay_reads_the_lines_iterating_the_file_gives(monkeypatch: pytest.Mon
         chunks = list(replay_module._chunks(io.BytesIO(data), size))
         assert [line for chunk in chunks for line in chunk] == expected
         assert all(len(chunk) == size for chunk in chunks[:-1]) and all(chunks)
+
+
+@pytest.mark.parametrize(("seed", "batch"), [(11, 1000), (12, 250)])
+def test_blocks_with_labels_give_the_alerts_counts_and_join_of_their_records(
+        seed: int, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With labels on, a block's predictions go to the join from its columns (no event decoded per
+    message) and its features column-wise: the alerts, metrics and join state of its records."""
+    settings = Settings()
+    scenario = Scenario(models=("fraud",), n_events=9000, n_numeric=3, n_categorical=1, seed=seed,
+                        label_delay_events=150,
+                        drifts=(parse_drift("fraud:feature:f01@3000:shift=1.5"),
+                                parse_drift("performance:error_rate@4000:error=0.35")))
+    items = list(stream(scenario))
+    rng = random.Random(seed)
+    results = []
+    for as_block in (False, True):
+        registry = CollectorRegistry()
+        pipeline = Pipeline(settings, Metrics(registry), join_labels=True)
+        decoder = Decoder(settings)
+        monkeypatch.setattr(PredictionBlock, "events", _no_events)
+        alerts: list[bytes] = []
+        blocks = 0
+        rng.seed(seed)
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            batch_items: list = []
+            run: list[bytes] = []
+            kafka: list[float | None] = []
+
+            def flush() -> None:
+                nonlocal blocks
+                if not run:
+                    return
+                block = decoder.block(list(run), pipeline.block_schema()) if as_block else None
+                if block is not None:
+                    blocks += 1
+                    quiet = 40 if start == 2000 else 0
+                    batch_items.append(RecordBlock(block, 0, list(kafka), quiet))
+                else:
+                    batch_items.extend(Record(decoder.prediction(raw), 0, kafka[i], start == 2000 and i < 40)
+                                       for i, raw in enumerate(run))
+                run.clear()
+                kafka.clear()
+
+            for number, (kind, item) in enumerate(chunk, start):
+                if kind == "prediction":
+                    run.append(orjson.dumps(item))
+                    kafka.append(None if rng.random() < 0.2 else 1_764_000_000.0 + number / 100)
+                else:
+                    if rng.random() < 0.05:  # a label between predictions cuts the run
+                        flush()
+                    batch_items.append(LabelRecord(decoder.label(orjson.dumps(item)), 0, None))
+            flush()
+            alerts += [a.to_json() for a in pipeline.process(batch_items)]
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for metric in registry.collect()
+                   for s in metric.samples if not s.name.endswith("_created") and "seconds" not in s.name}
+        results.append((alerts, samples, repr(pipeline.join.state_dict()), blocks))
+    (expected, expected_samples, expected_join, _), (got, got_samples, got_join, blocks) = results
+    assert {orjson.loads(a)["signal"] for a in expected} >= {"feature:f01", "performance:error_rate"}
+    assert got == expected
+    assert got_samples == expected_samples
+    assert got_join == expected_join
+    assert blocks > len(items) // batch  # most predictions went as blocks
+
+
+def _no_events(self):  # type: ignore[no-untyped-def]
+    raise AssertionError("a block was taken apart into events")
