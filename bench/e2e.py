@@ -22,17 +22,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import orjson
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import river_consumer  # noqa: E402
-
-from stream_monitor.simulate import Scenario, generate  # noqa: E402
+from _preload import preload  # noqa: E402
 
 
 def bootstrap() -> str:
@@ -40,27 +37,6 @@ def bootstrap() -> str:
         return os.environ["KAFKA_BOOTSTRAP"]
     subprocess.run([sys.executable, str(REPO / "deploy/local/kafka.py"), "up"], check=True)
     return f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-
-
-def preload(servers: str, topic: str, events: int) -> float:
-    admin = AdminClient({"bootstrap.servers": servers})
-    for name, future in admin.create_topics([NewTopic(name, 1, 1) for name in
-                                             (topic, f"{topic}.alerts", f"{topic}.dlq")]).items():
-        future.result(30)
-    producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    started = time.perf_counter()
-    for count, (event, _) in enumerate(generate(Scenario(n_events=events, seed=1))):
-        while True:
-            try:
-                producer.produce(topic, orjson.dumps(event), key=b"fraud")
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if count % 10_000 == 0:
-            producer.poll(0)
-    assert producer.flush(120) == 0
-    return time.perf_counter() - started
 
 
 def consumed(port: int, topic: str) -> float:

@@ -230,16 +230,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _child(mode: str, pythonpath: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _child(mode: str, pythonpath: Path, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter importing the code under ``pythonpath``."""
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode,
                "--signals", str(args.signals), "--values", str(args.values),
                "--rss-signals", str(args.rss_signals), "--rss-values", str(args.rss_values),
-               "--batch-events", str(args.batch_events)]
-    if mode == "rss-glibc":
-        command[command.index("rss-glibc")] = "rss"
-        command.append("--glibc-defaults")
+               "--batch-events", str(args.batch_events), *extra]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"measurement {mode} under {pythonpath} failed:\n{done.stderr[-3000:]}")
@@ -346,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_rss:
                 runs[name]["rss"] = _child("rss", tree, args)
         if not args.no_rss:  # the same code with glibc's dynamic mmap threshold: the allocator setting's effect
-            runs["glibc defaults"] = {"rss": _child("rss-glibc", ROOT, args)}
+            runs["glibc defaults"] = {"rss": _child("rss", ROOT, args, "--glibc-defaults")}
     _report("Memory (issue 13 targets)", runs, args)
     return 0
 

@@ -42,8 +42,10 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
+from _preload import preload  # noqa: E402
 from stream_monitor.config import Settings  # noqa: E402
 from stream_monitor.errors import BadMessage  # noqa: E402
 from stream_monitor.monitor import Monitor, Record, RecordBlock  # noqa: E402
@@ -257,29 +259,6 @@ def bench_detectors(events: int) -> None:
         seconds = spent[cls.__name__]
         print(f"{cls.__name__:<20}{seconds / events * 1e6:>10.2f}{seconds / values_seen[cls] * 1e9:>10.0f}"
               f"{calls[cls] / batches:>13.1f}{fixed.get(cls, float('nan')) * 1e6:>15.1f}")
-
-
-def preload(servers: str, topic: str, events: int, labels: bool = False) -> None:
-    """The simulated stream's predictions on ``topic``; with ``labels``, every label on ``topic.labels``."""
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient({"bootstrap.servers": servers})
-    names = [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else [])
-    for future in admin.create_topics([NewTopic(name, 1, 1) for name in names]).values():
-        future.result(30)
-    producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    for count, (event, label) in enumerate(generate(Scenario(n_events=events, seed=1))):
-        for name, value in ((topic, event), (f"{topic}.labels", label)) if labels else ((topic, event),):
-            while True:
-                try:
-                    producer.produce(name, orjson.dumps(value), key=b"fraud")
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        if count % 10_000 == 0:
-            producer.poll(0)
-    assert producer.flush(120) == 0
 
 
 def consume_only(servers: str, topic: str, events: int) -> float:

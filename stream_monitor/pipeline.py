@@ -169,6 +169,7 @@ class Pipeline:
             item.records() if item.__class__ is RecordBlock and self._needs_clamping(item)  # type: ignore[arg-type]
             else (item,))]  # type: ignore[union-attr]
         if self.join_labels:
+            self._check_events([item for item in items if item.__class__ is not RecordBlock])  # type: ignore[misc]
             return self._process_joined(items)
         # predictions only: blocks and runs of records in turn (the alerts do not depend on the cuts)
         alerts: list[Alert] = []
@@ -197,7 +198,13 @@ class Pipeline:
         return bool(np.any(np.array(times, dtype=np.float64) - np.array(kafka, dtype=np.float64) > skew))
 
     def _process_records(self, items: Sequence[Record | LabelRecord]) -> list[Alert]:
-        join = self.join
+        self._check_events(items)
+        if not self.join_labels:
+            return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
+        return self._process_joined(items)
+
+    def _check_events(self, items: Sequence[Record | LabelRecord]) -> None:
+        """Clamp event times too far ahead of their Kafka time; count and log unknown fields."""
         skew = self._skew
         for item in items:
             event = item.event if item.__class__ is Record else item.label  # type: ignore[union-attr]
@@ -208,22 +215,12 @@ class Pipeline:
                 event.ts = self.clamp_event_time(ts, kafka_ts, topic_kind)
             if event.unknown_fields:
                 self._check_fields(event.unknown_fields, topic_kind)
-        if not self.join_labels:
-            return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
-        records: list[Record] = []
-        for item in items:
-            if isinstance(item, Record):
-                records.append(item)
-                join.add_prediction(item.event, item.partition, item.timestamp, item.silent)
-            else:
-                join.add_label(item.label, item.partition, item.timestamp, item.silent)
-        return self._joined(self.monitor.process(records))
 
     def _process_joined(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> list[Alert]:
-        """A batch with labels and blocks: the join takes every prediction and label in arrival
-        order, the monitor the blocks column-wise and the records between them in turn."""
+        """A checked batch with labels: the join takes every prediction and label in arrival order,
+        the monitor the blocks column-wise and the records between them in turn; then the joined
+        pairs' alerts and the join's counts."""
         join = self.join
-        skew = self._skew
         alerts: list[Alert] = []
         pending: list[Record] = []
         for item in items:
@@ -233,40 +230,13 @@ class Pipeline:
                     alerts += self.monitor.process(pending)
                     pending = []
                 alerts += self.monitor.process_block(item)  # type: ignore[arg-type]
-                continue
-            event = item.event if item.__class__ is Record else item.label  # type: ignore[union-attr]
-            ts, kafka_ts = event.ts, item.timestamp
-            if ts is not None and kafka_ts is not None and ts - kafka_ts > skew:
-                event.ts = self.clamp_event_time(ts, kafka_ts, "predictions" if item.__class__ is Record
-                                                 else "labels")
-            if event.unknown_fields:
-                self._check_fields(event.unknown_fields, "predictions" if item.__class__ is Record else "labels")
-            if item.__class__ is Record:
+            elif item.__class__ is Record:
                 pending.append(item)  # type: ignore[arg-type]
                 join.add_prediction(item.event, item.partition, item.timestamp, item.silent)  # type: ignore[union-attr]
             else:
                 join.add_label(item.label, item.partition, item.timestamp, item.silent)  # type: ignore[union-attr]
         if pending:
             alerts += self.monitor.process(pending)
-        return self._joined(alerts)
-
-    def _join_block(self, records: RecordBlock) -> None:
-        """The block's predictions to the join, row by row from its columns (as their records would)."""
-        block = records.block
-        schema = block.schema
-        if schema.prediction == "absent":
-            return  # no message of the block carries a prediction
-        add = self.join.add_prediction_fields
-        model, version, partition, quiet = schema.model, schema.model_version, records.partition, records.quiet
-        kafka = records.timestamps or itertools.repeat(None)
-        for index, (event_id, prediction, ts, fallback) in enumerate(
-                zip(block.event_ids(), block.predictions(), block.times(), kafka)):
-            if prediction is not None:
-                add(event_id, model, version, prediction, ts, partition, fallback, index < quiet)
-
-    def _joined(self, alerts: list[Alert]) -> list[Alert]:
-        """After a batch went to the join and the monitor: the joined pairs' alerts, the join's counts."""
-        join = self.join
         pairs = join.drain()
         if pairs:
             alerts.extend(self._performance(pairs))
@@ -281,6 +251,20 @@ class Pipeline:
         if self.metrics:
             self._export_join_metrics(pairs)
         return alerts
+
+    def _join_block(self, records: RecordBlock) -> None:
+        """The block's predictions to the join, row by row from its columns (as their records would)."""
+        block = records.block
+        schema = block.schema
+        if schema.prediction == "absent":
+            return  # no message of the block carries a prediction
+        add = self.join.add_prediction_fields
+        model, version, partition, quiet = schema.model, schema.model_version, records.partition, records.quiet
+        kafka = records.timestamps or itertools.repeat(None)
+        for index, (event_id, prediction, ts, fallback) in enumerate(
+                zip(block.event_ids(), block.predictions(), block.times(), kafka)):
+            if prediction is not None:
+                add(event_id, model, version, prediction, ts, partition, fallback, index < quiet)
 
     def release(self) -> None:
         """Remove every metric series of this pipeline (its partition moved to another member)."""

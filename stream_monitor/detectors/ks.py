@@ -106,6 +106,21 @@ _SCIPY_MAX_EXACT = 10_000
 _CHUNK_CELLS = 1 << 18
 
 
+@functools.cache
+def _scipy_stats() -> tuple[Any, Any]:
+    """``scipy.stats`` and its exact two-sample null distribution (None if scipy moved it).
+
+    A large import (bench/memory.py): made by this detector only, not by the defaults.
+    """
+    from scipy import stats
+
+    try:  # scipy's exact two-sample null distribution, as used by ks_2samp itself
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+    except ImportError:  # pragma: no cover - scipy moved it; the asymptotic form stays valid
+        _attempt_exact_2kssamp = None
+    return stats, _attempt_exact_2kssamp
+
+
 def _null_sf(n: int, m: int, h: int) -> float:
     """P(D_{n,m} >= h / lcm(n, m)) under no drift, two-sided."""
     g = math.gcd(n, m)
@@ -113,12 +128,7 @@ def _null_sf(n: int, m: int, h: int) -> float:
     if h <= 0:
         return 1.0
     d = h / lcm
-    from scipy import stats  # a large import (bench/memory.py): only for this detector, not the defaults
-
-    try:  # scipy's exact two-sample null distribution, as used by ks_2samp itself
-        from scipy.stats._stats_py import _attempt_exact_2kssamp
-    except ImportError:  # pragma: no cover - scipy moved it; the asymptotic form stays valid
-        _attempt_exact_2kssamp = None
+    stats, _attempt_exact_2kssamp = _scipy_stats()
     if _attempt_exact_2kssamp is not None and max(n, m) <= _SCIPY_MAX_EXACT:
         success, _, prob = _attempt_exact_2kssamp(n, m, g, d, "two-sided")
         if success:
@@ -496,8 +506,7 @@ class WindowedKS(Detector):
         assert self._reference is not None
         self._statistic = self._float_statistic(lattice)
         # the exact (or, for large samples, asymptotic) p-value, only when there is a detection
-        from scipy import stats
-
+        stats, _ = _scipy_stats()
         p_value = float(stats.ks_2samp(self._reference, self._window_in_order()).pvalue)
         return Detection(
             index=index,
