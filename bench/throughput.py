@@ -344,14 +344,14 @@ def main() -> None:
     parser.add_argument("--labels", action="store_true",
                         help="also run with a label per prediction on a labels topic (the join)")
     args = parser.parse_args()
-    from stream_monitor.runtime.allocator import tune_allocator
-    # as `stream-monitor run` and `replay` do at start
-    print(f"glibc mmap threshold: {tune_allocator()}")
     bench_replay(args.events, args.repeats)
     if args.detectors:
         bench_detectors(args.events)
     servers = os.environ.get("KAFKA_BOOTSTRAP")
     if servers:
+        from stream_monitor.runtime.allocator import tune_allocator
+        # as `stream-monitor run` does at start (replay keeps glibc's defaults); for the rest of this process
+        print(f"glibc mmap threshold for the run: {tune_allocator()}")
         bench_run(servers, args.run_events, args.repeats)
         if args.labels:
             bench_run(servers, args.run_events, args.repeats, labels=True)

@@ -78,10 +78,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from stream_monitor.backtest.progress import Progress
     from stream_monitor.replay import ReplaySummary, replay
-    from stream_monitor.runtime.allocator import tune_allocator
 
     settings = _load(args.config)
-    tune_allocator()
     for path in (args.input, args.labels):
         if path is not None and not Path(path).is_file():
             print(f"replay: input file not found: {path}", file=sys.stderr)

@@ -239,9 +239,8 @@ def _predictions_only(path: Path, pipeline: Pipeline, summary: ReplaySummary,
         process(pending)
 
 
-#: bytes read from a file at a time (lines are cut out of them in C); below the mmap threshold
-#: replay fixes (runtime/allocator.py), so a read is heap memory, not a new mapping's page faults
-_READ_BYTES = 1 << 20
+#: bytes read from a file at a time (lines are cut out of them in C)
+_READ_BYTES = 1 << 22
 
 
 def _chunks(handle: BinaryIO, size: int) -> Iterator[list[bytes]]:
