@@ -11,13 +11,25 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
+# The compiled block decoder (Rust, stream_monitor/_decode_rs): built with cargo where there is
+# one (on PATH or rustup's ~/.cargo/bin); without it blocks are decoded with msgspec, more slowly.
+CARGO ?= $(shell command -v cargo 2>/dev/null || { test -x $(HOME)/.cargo/bin/cargo && echo $(HOME)/.cargo/bin/cargo; })
+DECODER := stream_monitor/_decode_rs
+DECODER_SOURCES := $(DECODER)/Cargo.toml $(DECODER)/Cargo.lock $(DECODER)/pyproject.toml $(DECODER)/src/lib.rs
+
 # The demo needs the package and its dependencies only; the tests add the [test] extra.
 # pip shows what it downloads and installs (a first run takes a minute or two).
-$(VENV)/.installed-run: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml $(DECODER_SOURCES)
 	@echo "venv: installing stream-monitor and its dependencies into $(VENV) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar on -e .
+	@if [ -n "$(CARGO)" ]; then \
+	  echo "venv: building the compiled block decoder ($(DECODER), Rust; about a minute the first time) ..."; \
+	  PATH="$$(dirname $(CARGO)):$$PATH" $(PY) -m pip install --progress-bar on ./$(DECODER) || exit 1; \
+	else \
+	  echo "venv: cargo not found: blocks are decoded with msgspec (install Rust to build $(DECODER))" >&2; \
+	fi
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-run

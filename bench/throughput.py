@@ -6,13 +6,16 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
 
 - ``replay`` events/s over the 22-signal simulated model (20 numeric features,
   1 categorical, a score prediction), the batch path beside today's path
-  (one-message decode, value-by-value routing) on the same file;
+  (one-message decode, value-by-value routing) on the same file, and the batch
+  path with its blocks decoded by msgspec instead of the compiled decoder
+  (``STREAM_MONITOR_NATIVE_DECODE=0``; when that decoder is not built, both are msgspec);
 - per stage, us/event: decode+validate, route (``Pipeline.process`` less the
   detectors), detect (detector updates and alert building), rest (reading
   lines, records, the merge, writing alerts);
 - with KAFKA_BOOTSTRAP set: ``run`` (the service, in this process) from the real
   broker until caught up, in events per CPU-second, beside a plain
   ``consume(1000)`` loop touching every message value; the ratio of the two;
+  the run again with msgspec block decode;
   and where the run's CPU goes, us/event: decode (``_decode_run``), route
   (``Pipeline.process`` less the detectors), detect, service (the rest of the
   batch: offsets, metrics, alerts, checkpoint), consume+loop (the rest of the
@@ -92,6 +95,20 @@ def replay_batch(settings: Settings, path: Path) -> None:
 
 
 @contextmanager
+def decode_with(native: bool) -> Iterator[None]:
+    """Blocks decoded by the compiled decoder (when built) or by msgspec, in what is built inside."""
+    before = os.environ.get("STREAM_MONITOR_NATIVE_DECODE")
+    os.environ["STREAM_MONITOR_NATIVE_DECODE"] = "1" if native else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["STREAM_MONITOR_NATIVE_DECODE"]
+        else:
+            os.environ["STREAM_MONITOR_NATIVE_DECODE"] = before
+
+
+@contextmanager
 def stage_timers(targets: dict[str, tuple[type, str]],
                  clock: Callable[[], float] = time.process_time) -> Iterator[dict[str, float]]:
     """CPU seconds spent in each ``(class, method)`` of ``targets`` while the context is open."""
@@ -167,23 +184,29 @@ def bench_replay(events: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         write_events(path, events)
-        totals: dict[str, list[float]] = {"today": [], "batch": []}
-        profile: dict[str, list[dict[str, float]]] = {"today": [], "batch": []}
+        names = ("today", "msgspec", "batch")
+        totals: dict[str, list[float]] = {name: [] for name in names}
+        profile: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for _ in range(repeats):
             totals["today"].append(cpu(lambda: replay_today(settings, path)))
-            totals["batch"].append(cpu(lambda: replay_batch(settings, path)))
             profile["today"].append(stages(settings, path, columnar=False))
-            profile["batch"].append(stages(settings, path, columnar=True))
-    print(f"replay, {events} events of the 22-signal model, CPU s, median of {repeats}:")
+            for name in ("msgspec", "batch"):
+                with decode_with(native=name == "batch"):
+                    totals[name].append(cpu(lambda: replay_batch(settings, path)))
+                    profile[name].append(stages(settings, path, columnar=True))
+    print(f"replay, {events} events of the 22-signal model, CPU s, median of {repeats} "
+          f"(msgspec: the batch path with msgspec block decode):")
     print(f"{'path':<8}{'events/s':>11}{'decode+validate':>17}{'route':>9}{'detect':>9}{'rest':>8}  us/event")
-    for name in ("today", "batch"):
+    for name in names:
         total = statistics.median(totals[name])
         parts = {key: statistics.median(p[key] for p in profile[name]) for key in ("decode", "route", "detect")}
         rest = max(0.0, total - sum(parts.values()))
         per = {key: value / events * 1e6 for key, value in {**parts, "rest": rest}.items()}
         print(f"{name:<8}{events / total:>11,.0f}{per['decode']:>17.2f}{per['route']:>9.2f}"
               f"{per['detect']:>9.2f}{per['rest']:>8.2f}")
-    print(f"replay speed-up: {statistics.median(totals['today']) / statistics.median(totals['batch']):.2f}x")
+    print(f"replay speed-up: {statistics.median(totals['today']) / statistics.median(totals['batch']):.2f}x "
+          f"over today's path, {statistics.median(totals['msgspec']) / statistics.median(totals['batch']):.2f}x "
+          "over msgspec block decode")
 
 
 def detector_classes() -> list[type]:
@@ -314,14 +337,20 @@ def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> 
     from confluent_kafka.admin import AdminClient
     topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
     preload(servers, topic, events, labels)
-    plain, ours = [], []
+    plain, ours, msgspec_run = [], [], []
     profile: list[dict[str, float]] = []
+    msgspec_profile: list[dict[str, float]] = []
     try:
         for _ in range(repeats):
             plain.append(events / consume_only(servers, topic, events))
-            spent, stages_s = run_service(servers, topic, events, labels)
+            with decode_with(native=True):
+                spent, stages_s = run_service(servers, topic, events, labels)
             ours.append(events / spent)
             profile.append(stages_s)
+            with decode_with(native=False):
+                spent, stages_s = run_service(servers, topic, events, labels)
+            msgspec_run.append(events / spent)
+            msgspec_profile.append(stages_s)
     finally:
         AdminClient({"bootstrap.servers": servers}).delete_topics(
             [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else []))
@@ -331,8 +360,12 @@ def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> 
     print(f"  consume-only loop  {statistics.median(plain):>10,.0f}  [{min(plain):,.0f}-{max(plain):,.0f}]")
     print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  [{min(ours):,.0f}-{max(ours):,.0f}]  "
           f"(ratio {statistics.median(ours) / statistics.median(plain):.3f})")
-    print("  where run's CPU goes, us/event (median): " + ", ".join(
-        f"{name} {statistics.median(p[name] for p in profile) / events * 1e6:.2f}" for name in profile[0]))
+    print(f"  run, msgspec decode{statistics.median(msgspec_run):>10,.0f}  "
+          f"[{min(msgspec_run):,.0f}-{max(msgspec_run):,.0f}]  "
+          f"(ratio {statistics.median(msgspec_run) / statistics.median(plain):.3f})")
+    for name, stages_of in (("run", profile), ("run, msgspec decode", msgspec_profile)):
+        print(f"  where {name}'s CPU goes, us/event (median): " + ", ".join(
+            f"{stage} {statistics.median(p[stage] for p in stages_of) / events * 1e6:.2f}" for stage in stages_of[0]))
 
 
 def main() -> None:

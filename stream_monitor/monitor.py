@@ -37,7 +37,7 @@ from stream_monitor.compare import VersionComparisons
 from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
-from stream_monitor.events.batch import BlockSchema, PredictionBlock
+from stream_monitor.events.batch import BlockSchema, ColumnBlock, PredictionBlock
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import DetectorRecord, Metrics
 
@@ -105,7 +105,7 @@ class RecordBlock:
 
     __slots__ = ("block", "partition", "timestamps", "quiet")
 
-    def __init__(self, block: PredictionBlock, partition: int = 0,
+    def __init__(self, block: PredictionBlock | ColumnBlock, partition: int = 0,
                  timestamps: Sequence[float | None] | None = None, quiet: int = 0) -> None:
         self.block = block
         self.partition = partition
@@ -859,23 +859,37 @@ class Monitor:
                 predictions = block.predictions()
                 batch.count(batch.dropped, model, count - predictions.count(None))
         elif isinstance(prediction, _SignalState):
-            self._take_column(version, prediction, block.predictions(), positions, batch, False)
+            self._take_column(version, prediction, block.prediction_column(), positions, batch, False)
         base = self._events_seen
         self._events_seen += count
         return self._finish(records, batch, base)
 
     def _take_column(self, version: _VersionState, state: _SignalState, column: Sequence[Any],
                      positions: np.ndarray, batch: _Batch, null_is_missing: bool) -> None:
-        """One signal's column of a block: its values (nulls skipped, counted when ``null_is_missing``)."""
-        if state.kind == "numeric":
-            try:  # the usual column has no null: one C pass (a null stops it with a TypeError)
-                state.values = np.fromiter(column, dtype=np.float64, count=len(column))
+        """One signal's column of a block: its values (nulls skipped, counted when ``null_is_missing``).
+
+        A numeric column may come as a float64 array with NaN for null (a :class:`ColumnBlock`'s):
+        a JSON number is never NaN, so NaN marks a null.
+        """
+        if state.kind == "numeric" and not isinstance(column, np.ndarray):
+            try:  # one C pass; a null gives NaN or a TypeError, by numpy version (2.4 gives NaN)
+                column = np.fromiter(column, dtype=np.float64, count=len(column))
             except TypeError:
                 pass
-            else:
-                state.positions = positions
-                batch.touched[id(state)] = state
-                return
+        if isinstance(column, np.ndarray):
+            nulls = np.isnan(column)
+            missing = int(np.count_nonzero(nulls))
+            if missing:
+                if null_is_missing:
+                    batch.count(batch.missing, version.model, missing)
+                if missing == len(column):
+                    return
+                keep = ~nulls
+                column, positions = column[keep], positions[keep]
+            state.values = column
+            state.positions = positions
+            batch.touched[id(state)] = state
+            return
         nulls = column.count(None)
         if nulls:
             if null_is_missing:

@@ -21,7 +21,8 @@ import numpy as np
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
-from stream_monitor.events.batch import BatchDecoder, BlockDecoder, BlockSchema, LabelBatchDecoder, PredictionBlock
+from stream_monitor.events.batch import (BatchDecoder, BlockDecoder, BlockSchema, ColumnBlock, LabelBatchDecoder,
+                                         PredictionBlock)
 from stream_monitor.join import JoinLimits, LabelJoin, Pair
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
@@ -50,13 +51,13 @@ class Decoder:
         self._label_batch = LabelBatchDecoder(self.limits, self.label)
         self._block = BlockDecoder(self.limits, self.prediction, self.allowed)
 
-    def block(self, raws: Sequence[bytes | None], schema: BlockSchema | None) -> PredictionBlock | None:
+    def block(self, raws: Sequence[bytes | None], schema: BlockSchema | None) -> PredictionBlock | ColumnBlock | None:
         """The batch as one block of ``schema`` (see :class:`BlockDecoder`), or None: decode it with
         :meth:`predictions` instead."""
         return None if schema is None else self._block.block(raws, schema)
 
     def spans(self, raws: Sequence[bytes | None],
-              schema: BlockSchema | None) -> list[tuple[int, int, PredictionBlock | None]]:
+              schema: BlockSchema | None) -> list[tuple[int, int, PredictionBlock | ColumnBlock | None]]:
         """The batch cut into ``(start, stop, block)`` spans (see :meth:`BlockDecoder.spans`); a span
         without a block is to be decoded with :meth:`predictions`."""
         if schema is None:

@@ -18,18 +18,21 @@ module accepts decodes to exactly the event the oracle gives (checked by
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from msgspec.structs import astuple
 
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import _LATEST_TS, LabelEvent, Limits, PredictionEvent, _timestamp
 
-__all__ = ["BatchDecoder", "BlockDecoder", "BlockSchema", "LabelBatchDecoder", "PredictionBlock"]
+__all__ = ["BatchDecoder", "BlockDecoder", "BlockSchema", "ColumnBlock", "LabelBatchDecoder", "PredictionBlock",
+           "native_decoder"]
 
 #: integers orjson (the oracle's parser) keeps as int (up to 2**64 - 1); the few above int64 go to the oracle
 _INT_RANGE = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
@@ -296,6 +299,10 @@ class PredictionBlock:
     def predictions(self) -> list[Any]:
         return list(map(_PREDICTION, self._wires))
 
+    def prediction_column(self) -> Sequence[Any]:
+        """The predictions as the monitor takes them (here the values of :meth:`predictions`)."""
+        return self.predictions()
+
     def event_ids(self) -> list[str]:
         return list(map(_EVENT_ID, self._wires))
 
@@ -309,6 +316,76 @@ class PredictionBlock:
 
     def events(self) -> list[PredictionEvent]:
         return [self._oracle(raw) for raw in self.raws]
+
+
+class ColumnBlock:
+    """A block decoded by the compiled decoder: the numeric features one float64 matrix.
+
+    The same interface as :class:`PredictionBlock`, but :meth:`columns` gives a
+    numeric feature as a float64 array (NaN where the message has null: a JSON
+    number is never NaN) and :meth:`prediction_column` a numeric prediction too.
+    """
+
+    __slots__ = ("schema", "raws", "_numeric", "_categorical", "_event_ids", "_times", "_prediction", "_oracle")
+
+    def __init__(self, schema: BlockSchema, raws: Sequence[bytes], decoded: tuple[Any, ...],
+                 oracle: Callable[[bytes | None], PredictionEvent]) -> None:
+        numeric, self._categorical, self._event_ids, self._times, prediction = decoded
+        self.schema = schema
+        self.raws = raws
+        self._numeric = np.frombuffer(numeric, dtype=np.float64).reshape(len(schema.numeric), len(raws))
+        self._prediction = (np.frombuffer(prediction, dtype=np.float64) if schema.prediction == "numeric"
+                            else prediction)
+        self._oracle = oracle
+
+    def __len__(self) -> int:
+        return len(self.raws)
+
+    def columns(self) -> list[Sequence[Any]]:
+        """One column per feature of the schema's numeric and categorical ones (the ignored are not kept)."""
+        return [*self._numeric, *self._categorical]
+
+    def predictions(self) -> list[Any]:
+        prediction = self._prediction
+        if prediction is None:
+            return [None] * len(self.raws)
+        if isinstance(prediction, np.ndarray):
+            return [None if value != value else value for value in prediction.tolist()]
+        return list(prediction)
+
+    def prediction_column(self) -> Sequence[Any]:
+        """A numeric prediction as a float64 array (NaN: none), else the values of :meth:`predictions`."""
+        return self._prediction if isinstance(self._prediction, np.ndarray) else self.predictions()
+
+    def event_ids(self) -> list[str]:
+        return list(self._event_ids)
+
+    def times(self) -> list[float | None]:
+        """Each message's ``ts`` (None: the Kafka timestamp is used)."""
+        return list(self._times)
+
+    def event(self, index: int) -> PredictionEvent:
+        """The message's event, as the one-message decoder gives it (its own decode of the bytes)."""
+        return self._oracle(self.raws[index])
+
+    def events(self) -> list[PredictionEvent]:
+        return [self._oracle(raw) for raw in self.raws]
+
+
+def native_decoder() -> Any:
+    """The compiled block decoder's module (``stream_monitor_decode``), or None.
+
+    It is built and installed by ``make`` (``stream_monitor/_decode_rs``); without
+    it, or with ``STREAM_MONITOR_NATIVE_DECODE=0``, blocks are decoded with msgspec
+    (the same blocks, more slowly).
+    """
+    if os.environ.get("STREAM_MONITOR_NATIVE_DECODE", "1") == "0":
+        return None
+    try:
+        import stream_monitor_decode
+    except ImportError:
+        return None
+    return stream_monitor_decode
 
 
 _FEATURES, _PREDICTION, _TS = attrgetter("features"), attrgetter("prediction"), attrgetter("ts")
@@ -338,15 +415,23 @@ class BlockDecoder:
         self._decoders: dict[BlockSchema, tuple[Any, Any]] = {}
         #: schema -> batches left to skip: its last split found nothing to make a block of
         self._backoff: dict[BlockSchema, int] = {}
+        self._native = native_decoder()
+        #: schema -> the compiled decoder's schema (None: that schema is not for it)
+        self._native_schemas: dict[BlockSchema, Any] = {}
 
-    def block(self, raws: Sequence[bytes | None], schema: BlockSchema) -> PredictionBlock | None:
+    def block(self, raws: Sequence[bytes | None], schema: BlockSchema) -> PredictionBlock | ColumnBlock | None:
         """The messages as one block of ``schema``, or None when any is not plainly of it."""
         if not raws or None in raws or (self._allowed is not None and schema.model not in self._allowed):
             return None
+        decode = self._decoders.get(schema) or self._decoder(schema)
+        if self._native is not None and decode[0] is not _refuse:
+            native = self._native_schema(schema)
+            decoded = None if native is None else native.decode(raws if isinstance(raws, list) else list(raws))
+            if decoded is not None:
+                return ColumnBlock(schema, raws, decoded, self._oracle)  # type: ignore[arg-type]
         lengths = list(map(len, raws))  # type: ignore[arg-type]
         if min(lengths) == 0 or max(lengths) > self.limits.max_message_bytes:
             return None  # an empty value, or one too long: the oracle says which
-        decode = self._decoders.get(schema) or self._decoder(schema)
         try:
             wires = decode[0](b"[" + b",".join(raws) + b"]")  # type: ignore[arg-type]
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -358,7 +443,7 @@ class BlockDecoder:
         return PredictionBlock(schema, raws, wires, self._oracle)  # type: ignore[arg-type]
 
     def spans(self, raws: Sequence[bytes | None], schema: BlockSchema,
-              shortest: int | None = None) -> list[tuple[int, int, PredictionBlock | None]]:
+              shortest: int | None = None) -> list[tuple[int, int, PredictionBlock | ColumnBlock | None]]:
         """The messages cut into consecutive ``(start, stop, block)`` spans, in order.
 
         A span with a block holds at least ``shortest`` messages of the schema
@@ -399,6 +484,21 @@ class BlockDecoder:
             if len(self._backoff) > _MAX_BLOCK_DECODERS:
                 self._backoff = {schema: _BACKOFF_BATCHES}
         return spans
+
+    def _native_schema(self, schema: BlockSchema) -> Any:
+        """The compiled decoder's schema for ``schema`` (None: an ignored prediction, which it leaves to msgspec)."""
+        if schema in self._native_schemas:
+            return self._native_schemas[schema]
+        if len(self._native_schemas) >= _MAX_BLOCK_DECODERS:
+            self._native_schemas.clear()
+        native = None
+        if schema.prediction != "ignored":
+            limits = self.limits
+            native = self._native.Schema(list(schema.numeric), list(schema.categorical), list(schema.ignored),
+                                         schema.model, schema.model_version, schema.prediction,
+                                         limits.max_string_length, limits.max_message_bytes, _LATEST_TS)
+        self._native_schemas[schema] = native
+        return native
 
     def _one(self, decode: Any, raw: bytes | None) -> Any:
         """One message decoded with the schema's shape, or None if it is not plainly of it."""

@@ -367,3 +367,43 @@ def test_blocks_with_labels_give_the_alerts_counts_and_join_of_their_records(
 
 def _no_events(self):  # type: ignore[no-untyped-def]
     raise AssertionError("a block was taken apart into events")
+
+
+@pytest.mark.parametrize(("seed", "decoder"), [(9, "native"), (10, "native"), (9, "msgspec")])
+def test_blocks_with_nulls_give_the_alerts_and_counts_of_value_by_value(
+        seed: int, decoder: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replay in blocks with nulls in a numeric feature and in the prediction, decoded by the
+    compiled decoder (numeric columns as float64, NaN for null) or by msgspec (numpy 2.4 reads a
+    None as NaN): the same alerts, counts and summary as value by value."""
+    from stream_monitor.events.batch import ColumnBlock
+    if decoder == "native":
+        pytest.importorskip("stream_monitor_decode", reason="the compiled block decoder is not built")
+        monkeypatch.delenv("STREAM_MONITOR_NATIVE_DECODE", raising=False)
+    else:
+        monkeypatch.setenv("STREAM_MONITOR_NATIVE_DECODE", "0")
+    path = tmp_path / "events.jsonl"
+    scenario = Scenario(n_events=8000, n_numeric=3, n_categorical=1, seed=seed,
+                        drifts=(parse_drift("fraud:feature:f01@3000:shift=1.5"),
+                                parse_drift("fraud:prediction@5000:shift=1")))
+    lines = []
+    for number, (event, _) in enumerate(generate(scenario)):
+        if number % 7 == 3:
+            event["features"]["f01"] = None
+        if number % 11 == 5:
+            event["prediction"] = None
+        lines.append(orjson.dumps(event) + b"\n")
+    path.write_bytes(b"".join(lines))
+    kinds = []
+    original = Monitor.process_block
+
+    def spy(self, records):  # type: ignore[no-untyped-def]
+        kinds.append(type(records.block))
+        return original(self, records)
+
+    monkeypatch.setattr(Monitor, "process_block", spy)
+    expected = _replay(path, False, monkeypatch)
+    assert kinds == []
+    got = _replay(path, True, monkeypatch)
+    assert len(kinds) >= 7 and set(kinds) == {ColumnBlock if decoder == "native" else PredictionBlock}
+    assert got == expected
+    assert b'"signal":"feature:f01"' in got[0] and b'"signal":"prediction"' in got[0]

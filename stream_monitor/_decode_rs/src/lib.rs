@@ -1,0 +1,502 @@
+//! Prediction messages of one known schema decoded straight into columns.
+//!
+//! `stream_monitor.events.batch.BlockDecoder` decodes a batch whose messages all
+//! have one (model, version)'s usual shape into a block: a column per signal.
+//! With msgspec that costs a Python float per value and a tuple per message
+//! before the columns are numpy arrays. This module parses each message with
+//! serde_json and writes the numbers into one float64 matrix (a row per numeric
+//! feature, NaN for null), so no Python object is made per numeric value.
+//!
+//! It accepts a subset of what the msgspec block shape accepts, with the same
+//! values: every schema feature present once (a number or null for a numeric
+//! one, a string or null for a categorical one, either for an ignored one), no
+//! other feature or field, no field twice, the schema's model and version,
+//! `event_id` a non-empty string, `ts` a number in range or absent. On any doubt
+//! about any message, `decode` returns None and the caller takes its msgspec
+//! path, whose verdicts are the one-message decoder's.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Numeric,
+    Categorical,
+    Ignored,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prediction {
+    Absent,
+    Numeric,
+    Categorical,
+}
+
+/// One (model, version)'s message shape, as `BlockSchema` gives it.
+#[pyclass(frozen, module = "stream_monitor_decode")]
+struct Schema {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    kinds: Vec<Kind>,
+    /// the feature's row in its kind's output (numeric matrix row, categorical list)
+    slots: Vec<usize>,
+    n_numeric: usize,
+    n_categorical: usize,
+    model: String,
+    /// None: the version "unknown", which a message gives as "unknown", null or not at all
+    version: Option<String>,
+    prediction: Prediction,
+    max_string_length: usize,
+    max_message_bytes: usize,
+    latest_ts: f64,
+}
+
+#[pymethods]
+impl Schema {
+    #[new]
+    #[pyo3(signature = (numeric, categorical, ignored, model, model_version, prediction,
+                        max_string_length, max_message_bytes, latest_ts))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(numeric: Vec<String>, categorical: Vec<String>, ignored: Vec<String>, model: String,
+           model_version: String, prediction: &str, max_string_length: usize, max_message_bytes: usize,
+           latest_ts: f64) -> PyResult<Self> {
+        let prediction = match prediction {
+            "absent" => Prediction::Absent,
+            "numeric" => Prediction::Numeric,
+            "categorical" => Prediction::Categorical,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "prediction kind {other:?} is not decoded here (absent, numeric, categorical)")))
+            }
+        };
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        let mut slots = Vec::new();
+        for (kind, group) in [(Kind::Numeric, &numeric), (Kind::Categorical, &categorical), (Kind::Ignored, &ignored)] {
+            for (slot, name) in group.iter().enumerate() {
+                names.push(name.clone());
+                kinds.push(kind);
+                slots.push(slot);
+            }
+        }
+        let index: HashMap<String, usize> = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        if index.len() != names.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err("a feature name is given twice"));
+        }
+        let version = if model_version == "unknown" { None } else { Some(model_version) };
+        Ok(Schema { names, index, kinds, slots, n_numeric: numeric.len(), n_categorical: categorical.len(),
+                    model, version, prediction, max_string_length, max_message_bytes, latest_ts })
+    }
+
+    /// The messages as columns, or None when any is not plainly of the schema.
+    ///
+    /// Returns `(numeric, categorical, event_ids, times, prediction)`: `numeric` the
+    /// float64 bytes of a (numeric features x messages) matrix, NaN for null;
+    /// `categorical` a list (str or None) per categorical feature; `event_ids` a
+    /// str per message; `times` each `ts` (float or None); `prediction` the float64
+    /// bytes of the predictions (NaN: null or absent), a list of str or None, or
+    /// None when the schema has no prediction.
+    fn decode<'py>(&self, py: Python<'py>, raws: &Bound<'py, PyList>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let count = raws.len();
+        let mut messages: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(count);
+        for item in raws.iter() {
+            match item.downcast_into::<PyBytes>() {
+                Ok(raw) => {
+                    let length = raw.as_bytes().len();
+                    if length == 0 || length > self.max_message_bytes {
+                        return Ok(None);
+                    }
+                    messages.push(raw)
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        let mut out = Out {
+            numeric: vec![f64::NAN; self.n_numeric * count],
+            categorical: (0..self.n_categorical).map(|_| Vec::with_capacity(count)).collect(),
+            event_ids: Vec::with_capacity(count),
+            times: Vec::with_capacity(count),
+            numeric_prediction: Vec::new(),
+            categorical_prediction: Vec::new(),
+            seen: vec![false; self.names.len()],
+        };
+        match self.prediction {
+            Prediction::Numeric => out.numeric_prediction.reserve(count),
+            Prediction::Categorical => out.categorical_prediction.reserve(count),
+            Prediction::Absent => {}
+        }
+        for (row, raw) in messages.iter().enumerate() {
+            let mut deserializer = serde_json::Deserializer::from_slice(raw.as_bytes());
+            let seed = Message { schema: self, py, out: &mut out, row, count };
+            if seed.deserialize(&mut deserializer).is_err() || deserializer.end().is_err() {
+                return Ok(None);
+            }
+        }
+        let numeric = PyBytes::new(py, as_bytes(&out.numeric));
+        let categorical = PyList::empty(py);
+        for column in out.categorical {
+            categorical.append(PyList::new(py, column)?)?;
+        }
+        let event_ids = PyList::new(py, out.event_ids)?;
+        let times = PyList::new(py, out.times)?;
+        let prediction: Bound<'py, PyAny> = match self.prediction {
+            Prediction::Numeric => PyBytes::new(py, as_bytes(&out.numeric_prediction)).into_any(),
+            Prediction::Categorical => PyList::new(py, out.categorical_prediction)?.into_any(),
+            Prediction::Absent => py.None().into_bound(py),
+        };
+        Ok(Some(PyTuple::new(py, [numeric.into_any(), categorical.into_any(), event_ids.into_any(),
+                                  times.into_any(), prediction])?))
+    }
+}
+
+fn as_bytes(values: &[f64]) -> &[u8] {
+    // SAFETY: f64 has no padding and any alignment suits u8; the slice covers the same memory
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+struct Out {
+    numeric: Vec<f64>,
+    categorical: Vec<Vec<Option<PyObject>>>,
+    event_ids: Vec<PyObject>,
+    times: Vec<Option<f64>>,
+    numeric_prediction: Vec<f64>,
+    categorical_prediction: Vec<Option<PyObject>>,
+    /// the features the current message has given
+    seen: Vec<bool>,
+}
+
+/// The top-level fields of a prediction message.
+#[derive(Clone, Copy)]
+enum Field {
+    EventId = 0,
+    Model = 1,
+    ModelVersion = 2,
+    Ts = 3,
+    Features = 4,
+    Prediction = 5,
+}
+
+struct FieldKey;
+
+impl<'de> DeserializeSeed<'de> for FieldKey {
+    type Value = Field;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Field, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldKey {
+    type Value = Field;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field of the prediction contract")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+        Ok(match key {
+            "event_id" => Field::EventId,
+            "model" => Field::Model,
+            "model_version" => Field::ModelVersion,
+            "ts" => Field::Ts,
+            "features" => Field::Features,
+            "prediction" => Field::Prediction,
+            _ => return Err(E::custom("a field outside the contract")),
+        })
+    }
+}
+
+struct Message<'a, 'py> {
+    schema: &'a Schema,
+    py: Python<'py>,
+    out: &'a mut Out,
+    row: usize,
+    count: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Message<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Message<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a prediction message")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let schema = self.schema;
+        let py = self.py;
+        let out = self.out;
+        let mut given = 0u8;
+        let mut ts = None;
+        let mut numeric_prediction = f64::NAN;
+        let mut categorical_prediction = None;
+        while let Some(field) = map.next_key_seed(FieldKey)? {
+            let bit = 1u8 << field as u8;
+            if given & bit != 0 {
+                return Err(de::Error::custom("a field given twice"));
+            }
+            given |= bit;
+            match field {
+                Field::EventId => {
+                    let id = map.next_value_seed(Text { py, min: 1, max: schema.max_string_length })?;
+                    out.event_ids.push(id.ok_or_else(|| de::Error::custom("a null event_id"))?);
+                }
+                Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })?,
+                Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })?,
+                Field::Ts => {
+                    ts = map.next_value_seed(Number)?;
+                    if let Some(t) = ts {
+                        if !(0.0..=schema.latest_ts).contains(&t) {
+                            return Err(de::Error::custom("a time out of range"));
+                        }
+                    }
+                }
+                Field::Features => map.next_value_seed(Features { schema, py, out: &mut *out, row: self.row,
+                                                                  count: self.count })?,
+                Field::Prediction => match schema.prediction {
+                    Prediction::Numeric => numeric_prediction = map.next_value_seed(Number)?.unwrap_or(f64::NAN),
+                    Prediction::Categorical => {
+                        categorical_prediction =
+                            map.next_value_seed(Text { py, min: 0, max: schema.max_string_length })?
+                    }
+                    Prediction::Absent => map.next_value_seed(Exactly { want: None })?,
+                },
+            }
+        }
+        let required = (1u8 << Field::EventId as u8) | (1 << Field::Model as u8) | (1 << Field::Features as u8)
+            | if schema.version.is_some() { 1 << Field::ModelVersion as u8 } else { 0 };
+        if given & required != required {
+            return Err(de::Error::custom("a required field is missing"));
+        }
+        out.times.push(ts);
+        match schema.prediction {
+            Prediction::Numeric => out.numeric_prediction.push(numeric_prediction),
+            Prediction::Categorical => out.categorical_prediction.push(categorical_prediction),
+            Prediction::Absent => {}
+        }
+        Ok(())
+    }
+}
+
+/// A string equal to `want`; with `want` None, null (or "unknown", for the version).
+struct Exactly<'a> {
+    want: Option<&'a str>,
+}
+
+impl<'de> DeserializeSeed<'de> for Exactly<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Exactly<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the schema's value")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        match self.want {
+            Some(want) if want == value => Ok(()),
+            None if value == "unknown" => Ok(()),
+            _ => Err(E::custom("another value")),
+        }
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        if self.want.is_none() { Ok(()) } else { Err(E::custom("a null")) }
+    }
+}
+
+/// A number (an integer is its nearest float) or null (None).
+struct Number;
+
+impl<'de> DeserializeSeed<'de> for Number {
+    type Value = Option<f64>;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Option<f64>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Number {
+    type Value = Option<f64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or null")
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<f64>, E> {
+        // serde_json gives -0.0 for both `-0.0` and `-0`, which the one-message decoder reads as
+        // -0.0 and 0.0: such a message is left to msgspec
+        if !value.is_finite() || (value == 0.0 && value.is_sign_negative()) {
+            return Err(E::custom("not finite, or a negative zero"));
+        }
+        Ok(Some(value))
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<f64>, E> {
+        Ok(Some(value as f64))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<f64>, E> {
+        Ok(Some(value as f64))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+        Ok(None)
+    }
+}
+
+/// A string of `min` to `max` characters (a Python str) or null (None).
+struct Text<'py> {
+    py: Python<'py>,
+    min: usize,
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Text<'_> {
+    type Value = Option<PyObject>;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Option<PyObject>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Text<'_> {
+    type Value = Option<PyObject>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Option<PyObject>, E> {
+        // a byte is at most a character: count characters only when the bytes say it may be too long
+        let length = if value.len() <= self.max && value.len() >= self.min { value.len() } else { value.chars().count() };
+        if length < self.min || length > self.max {
+            return Err(E::custom("a string of the wrong length"));
+        }
+        Ok(Some(PyString::new(self.py, value).into_any().unbind()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<PyObject>, E> {
+        Ok(None)
+    }
+}
+
+/// A number, a string or null, checked and dropped (an ignored feature's value).
+struct Ignored {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Ignored {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Ignored {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, a string or null")
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+        Number.visit_f64(value).map(|_| ())
+    }
+    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        if value.len() > self.max && value.chars().count() > self.max {
+            return Err(E::custom("a string too long"));
+        }
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A feature name of the schema: its index (the expected next one is tried first).
+struct FeatureKey<'a> {
+    schema: &'a Schema,
+    expected: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FeatureKey<'_> {
+    type Value = usize;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeatureKey<'_> {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a feature of the schema")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<usize, E> {
+        if self.schema.names.get(self.expected).is_some_and(|name| name == key) {
+            return Ok(self.expected);
+        }
+        self.schema.index.get(key).copied().ok_or_else(|| E::custom("a feature outside the schema"))
+    }
+}
+
+struct Features<'a, 'py> {
+    schema: &'a Schema,
+    py: Python<'py>,
+    out: &'a mut Out,
+    row: usize,
+    count: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Features<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Features<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the schema's features")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let schema = self.schema;
+        let out = self.out;
+        out.seen.iter_mut().for_each(|seen| *seen = false);
+        let mut given = 0;
+        let mut expected = 0;
+        while let Some(index) = map.next_key_seed(FeatureKey { schema, expected })? {
+            if out.seen[index] {
+                return Err(de::Error::custom("a feature given twice"));
+            }
+            out.seen[index] = true;
+            given += 1;
+            expected = index + 1;
+            let slot = schema.slots[index];
+            match schema.kinds[index] {
+                Kind::Numeric => {
+                    if let Some(value) = map.next_value_seed(Number)? {
+                        out.numeric[slot * self.count + self.row] = value;
+                    }
+                }
+                Kind::Categorical => {
+                    let value = map.next_value_seed(Text { py: self.py, min: 0, max: schema.max_string_length })?;
+                    out.categorical[slot].push(value);
+                }
+                Kind::Ignored => map.next_value_seed(Ignored { max: schema.max_string_length })?,
+            }
+        }
+        if given != schema.names.len() {
+            return Err(de::Error::custom("a feature of the schema is missing"));
+        }
+        Ok(())
+    }
+}
+
+#[pymodule]
+fn stream_monitor_decode(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Schema>()?;
+    Ok(())
+}
