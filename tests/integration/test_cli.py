@@ -109,12 +109,20 @@ def test_demo_leaves_a_broker_it_did_not_start_running(kafka_bootstrap, tmp_path
 
 
 def test_make_demo_installs_only_what_the_demo_needs():
-    """The demo's venv step installs the package without the [test] extra, with pip's progress shown."""
-    plan = subprocess.run(["make", "-n", "-B", "demo", "VENV=/nonexistent-venv"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert plan.returncode == 0, plan.stderr
-    installs = [line for line in plan.stdout.splitlines() if "pip install" in line and "upgrade pip" not in line]
-    assert installs == ["/nonexistent-venv/bin/python -m pip install --progress-bar on -e ."], installs
+    """The demo's venv step installs the package without the [test] extra, with pip's progress shown,
+    and the compiled block decoder where there is a cargo (none: the step says so and goes on)."""
+    for cargo, decoder in (("/opt/rust/bin/cargo", True), ("", False)):
+        plan = subprocess.run(["make", "-n", "-B", "demo", "VENV=/nonexistent-venv", f"CARGO={cargo}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert plan.returncode == 0, plan.stderr
+        installs = [line.strip() for line in plan.stdout.splitlines()
+                    if "pip install" in line and "upgrade pip" not in line]
+        assert installs[0] == "/nonexistent-venv/bin/python -m pip install --progress-bar on -e .", installs
+        assert len(installs) == 2 and "[test]" not in installs[1]
+        assert "./stream_monitor/_decode_rs" in installs[1]
+        # the shell skips the decoder's install when make found no cargo
+        assert f'if [ -n "{cargo}" ]' in plan.stdout
+        assert ('PATH="$(dirname /opt/rust/bin/cargo):$PATH"' in installs[1]) is decoder
     assert "--owner-file" in plan.stdout
 
 
