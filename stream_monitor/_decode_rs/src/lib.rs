@@ -4,7 +4,8 @@
 //! have one (model, version)'s usual shape into a block: a column per signal.
 //! With msgspec that costs a Python float per value and a tuple per message
 //! before the columns are numpy arrays. This module parses each message with
-//! serde_json and writes the numbers into one float64 matrix (a row per numeric
+//! sonic-rs (serde_json where sonic-rs refuses it, or reads a zero whose sign it
+//! may lose) and writes the numbers into one float64 matrix (a row per numeric
 //! feature, NaN for null), so no Python object is made per numeric value.
 //!
 //! It accepts a subset of what the msgspec block shape accepts, with the same
@@ -20,7 +21,7 @@ use std::fmt;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -130,9 +131,18 @@ impl Schema {
             Prediction::Absent => {}
         }
         for (row, raw) in messages.iter().enumerate() {
-            let mut deserializer = serde_json::Deserializer::from_slice(raw.as_bytes());
-            let seed = Message { schema: self, py, out: &mut out, row, count };
-            if seed.deserialize(&mut deserializer).is_err() || deserializer.end().is_err() {
+            // sonic-rs first (SIMD, about 1.5x serde_json here); a message it refuses is read again by
+            // serde_json from a clean row (a zero read as a float, say), and one both refuse ends the block
+            let mark = out.mark();
+            let mut fast = sonic_rs::Deserializer::from_slice(raw.as_bytes());
+            let seed = Message { schema: self, py, out: &mut out, row, count, number: Number { zero_is_doubtful: true } };
+            if seed.deserialize(&mut fast).is_ok() && fast.end().is_ok() {
+                continue;
+            }
+            out.rewind(mark, row, count);
+            let mut exact = serde_json::Deserializer::from_slice(raw.as_bytes());
+            let seed = Message { schema: self, py, out: &mut out, row, count, number: Number { zero_is_doubtful: false } };
+            if seed.deserialize(&mut exact).is_err() || exact.end().is_err() {
                 return Ok(None);
             }
         }
@@ -167,6 +177,41 @@ struct Out {
     categorical_prediction: Vec<Option<PyObject>>,
     /// the features the current message has given
     seen: Vec<bool>,
+}
+
+/// How far the outputs were filled before a message.
+struct Mark {
+    categorical: Vec<usize>,
+    event_ids: usize,
+    times: usize,
+    numeric_prediction: usize,
+    categorical_prediction: usize,
+}
+
+impl Out {
+    fn mark(&self) -> Mark {
+        Mark {
+            categorical: self.categorical.iter().map(Vec::len).collect(),
+            event_ids: self.event_ids.len(),
+            times: self.times.len(),
+            numeric_prediction: self.numeric_prediction.len(),
+            categorical_prediction: self.categorical_prediction.len(),
+        }
+    }
+
+    /// Undo what a message that was then refused wrote (its row of the numeric matrix back to null).
+    fn rewind(&mut self, mark: Mark, row: usize, count: usize) {
+        for (column, length) in self.categorical.iter_mut().zip(mark.categorical) {
+            column.truncate(length);
+        }
+        self.event_ids.truncate(mark.event_ids);
+        self.times.truncate(mark.times);
+        self.numeric_prediction.truncate(mark.numeric_prediction);
+        self.categorical_prediction.truncate(mark.categorical_prediction);
+        for cell in self.numeric.iter_mut().skip(row).step_by(count) {
+            *cell = f64::NAN;
+        }
+    }
 }
 
 /// The top-level fields of a prediction message.
@@ -213,6 +258,7 @@ struct Message<'a, 'py> {
     out: &'a mut Out,
     row: usize,
     count: usize,
+    number: Number,
 }
 
 impl<'de> DeserializeSeed<'de> for Message<'_, '_> {
@@ -231,6 +277,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
         let schema = self.schema;
         let py = self.py;
         let out = self.out;
+        let number = self.number;
         let mut given = 0u8;
         let mut ts = None;
         let mut numeric_prediction = f64::NAN;
@@ -249,7 +296,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                 Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })?,
                 Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })?,
                 Field::Ts => {
-                    ts = map.next_value_seed(Number)?;
+                    ts = map.next_value_seed(number)?;
                     if let Some(t) = ts {
                         if !(0.0..=schema.latest_ts).contains(&t) {
                             return Err(de::Error::custom("a time out of range"));
@@ -257,9 +304,9 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                     }
                 }
                 Field::Features => map.next_value_seed(Features { schema, py, out: &mut *out, row: self.row,
-                                                                  count: self.count })?,
+                                                                  count: self.count, number })?,
                 Field::Prediction => match schema.prediction {
-                    Prediction::Numeric => numeric_prediction = map.next_value_seed(Number)?.unwrap_or(f64::NAN),
+                    Prediction::Numeric => numeric_prediction = map.next_value_seed(number)?.unwrap_or(f64::NAN),
                     Prediction::Categorical => {
                         categorical_prediction =
                             map.next_value_seed(Text { py, min: 0, max: schema.max_string_length })?
@@ -313,7 +360,13 @@ impl<'de> Visitor<'de> for Exactly<'_> {
 }
 
 /// A number (an integer is its nearest float) or null (None).
-struct Number;
+///
+/// With `zero_is_doubtful` (sonic-rs reading), a zero read as a float is refused: sonic-rs reads
+/// `-0.0` as 0.0, so the message is read again by serde_json, which keeps the sign.
+#[derive(Clone, Copy)]
+struct Number {
+    zero_is_doubtful: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for Number {
     type Value = Option<f64>;
@@ -330,8 +383,8 @@ impl<'de> Visitor<'de> for Number {
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<f64>, E> {
         // serde_json gives -0.0 for both `-0.0` and `-0`, which the one-message decoder reads as
         // -0.0 and 0.0: such a message is left to msgspec
-        if !value.is_finite() || (value == 0.0 && value.is_sign_negative()) {
-            return Err(E::custom("not finite, or a negative zero"));
+        if !value.is_finite() || (value == 0.0 && (self.zero_is_doubtful || value.is_sign_negative())) {
+            return Err(E::custom("not finite, or a zero whose sign is in doubt"));
         }
         Ok(Some(value))
     }
@@ -381,6 +434,7 @@ impl<'de> Visitor<'de> for Text<'_> {
 /// A number, a string or null, checked and dropped (an ignored feature's value).
 struct Ignored {
     max: usize,
+    number: Number,
 }
 
 impl<'de> DeserializeSeed<'de> for Ignored {
@@ -396,7 +450,7 @@ impl<'de> Visitor<'de> for Ignored {
         f.write_str("a number, a string or null")
     }
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
-        Number.visit_f64(value).map(|_| ())
+        self.number.visit_f64(value).map(|_| ())
     }
     fn visit_u64<E: de::Error>(self, _value: u64) -> Result<(), E> {
         Ok(())
@@ -447,6 +501,7 @@ struct Features<'a, 'py> {
     out: &'a mut Out,
     row: usize,
     count: usize,
+    number: Number,
 }
 
 impl<'de> DeserializeSeed<'de> for Features<'_, '_> {
@@ -464,6 +519,7 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let schema = self.schema;
         let out = self.out;
+        let number = self.number;
         out.seen.iter_mut().for_each(|seen| *seen = false);
         let mut given = 0;
         let mut expected = 0;
@@ -477,7 +533,7 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
             let slot = schema.slots[index];
             match schema.kinds[index] {
                 Kind::Numeric => {
-                    if let Some(value) = map.next_value_seed(Number)? {
+                    if let Some(value) = map.next_value_seed(number)? {
                         out.numeric[slot * self.count + self.row] = value;
                     }
                 }
@@ -485,7 +541,7 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
                     let value = map.next_value_seed(Text { py: self.py, min: 0, max: schema.max_string_length })?;
                     out.categorical[slot].push(value);
                 }
-                Kind::Ignored => map.next_value_seed(Ignored { max: schema.max_string_length })?,
+                Kind::Ignored => map.next_value_seed(Ignored { max: schema.max_string_length, number })?,
             }
         }
         if given != schema.names.len() {
