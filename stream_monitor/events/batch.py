@@ -329,13 +329,23 @@ class ColumnBlock:
     __slots__ = ("schema", "raws", "_numeric", "_categorical", "_event_ids", "_times", "_prediction", "_oracle")
 
     def __init__(self, schema: BlockSchema, raws: Sequence[bytes], decoded: tuple[Any, ...],
-                 oracle: Callable[[bytes | None], PredictionEvent]) -> None:
-        numeric, self._categorical, self._event_ids, self._times, prediction = decoded
+                 oracle: Callable[[bytes | None], PredictionEvent], start: int = 0, stop: int | None = None) -> None:
+        """The messages ``raws[start:stop]`` of the compiled decoder's answer ``decoded`` for ``raws``."""
+        numeric, categorical, event_ids, times, prediction, _fits = decoded
+        whole = start == 0 and (stop is None or stop == len(raws))
+        stop = len(raws) if stop is None else stop
         self.schema = schema
-        self.raws = raws
+        self.raws = raws if whole else raws[start:stop]
         self._numeric = np.frombuffer(numeric, dtype=np.float64).reshape(len(schema.numeric), len(raws))
-        self._prediction = (np.frombuffer(prediction, dtype=np.float64) if schema.prediction == "numeric"
-                            else prediction)
+        if schema.prediction == "numeric":
+            prediction = np.frombuffer(prediction, dtype=np.float64)
+        if not whole:
+            self._numeric = self._numeric[:, start:stop]
+            categorical = [column[start:stop] for column in categorical]
+            event_ids, times = event_ids[start:stop], times[start:stop]
+            if prediction is not None:
+                prediction = prediction[start:stop]
+        self._categorical, self._event_ids, self._times, self._prediction = categorical, event_ids, times, prediction
         self._oracle = oracle
 
     def __len__(self) -> int:
@@ -426,7 +436,7 @@ class BlockDecoder:
         decode = self._decoders.get(schema) or self._decoder(schema)
         if self._native is not None and decode[0] is not _refuse:
             native = self._native_schema(schema)
-            decoded = None if native is None else native.decode(raws if isinstance(raws, list) else list(raws))
+            decoded = None if native is None else native.decode(raws if isinstance(raws, list) else list(raws), False)
             if decoded is not None:
                 return ColumnBlock(schema, raws, decoded, self._oracle)  # type: ignore[arg-type]
         lengths = list(map(len, raws))  # type: ignore[arg-type]
@@ -458,24 +468,41 @@ class BlockDecoder:
         if skip:
             self._backoff[schema] = skip - 1
             return [(0, count, None)]
-        block = self.block(raws, schema)
-        if block is not None:
-            return [(0, count, block)]
         if not raws or (self._allowed is not None and schema.model not in self._allowed):
             return [(0, count, None)]
         shortest = max(64, count // 4) if shortest is None else shortest
-        one = (self._decoders.get(schema) or self._decoder(schema))[1]
-        wires = [self._one(one, raw) for raw in raws]
-        spans: list[tuple[int, int, PredictionBlock | None]] = []
+        make: Callable[[int, int], PredictionBlock | ColumnBlock]
+        native = self._native_schema(schema) if self._native is not None else None
+        if native is not None and (self._decoders.get(schema) or self._decoder(schema))[0] is not _refuse:
+            # the compiled decoder marks the messages not of the schema and decodes the others
+            listed = raws if isinstance(raws, list) else list(raws)
+            decoded = native.decode(listed, True)
+            fitting = np.frombuffer(decoded[5], dtype=np.bool_)
+            if fitting.all():
+                return [(0, count, ColumnBlock(schema, raws, decoded, self._oracle))]  # type: ignore[arg-type]
+            fits = fitting.tolist()
+
+            def make(start: int, stop: int) -> PredictionBlock | ColumnBlock:
+                return ColumnBlock(schema, listed, decoded, self._oracle, start, stop)  # type: ignore[arg-type]
+        else:
+            block = self.block(raws, schema)
+            if block is not None:
+                return [(0, count, block)]
+            one = (self._decoders.get(schema) or self._decoder(schema))[1]
+            wires = [self._one(one, raw) for raw in raws]
+            fits = [wire is not None for wire in wires]
+
+            def make(start: int, stop: int) -> PredictionBlock | ColumnBlock:
+                return PredictionBlock(schema, raws[start:stop], wires[start:stop], self._oracle)  # type: ignore[arg-type]
+        spans: list[tuple[int, int, PredictionBlock | ColumnBlock | None]] = []
         start = 0
-        for fits, group in itertools.groupby(range(count), key=lambda index: wires[index] is not None):
+        for fit, group in itertools.groupby(range(count), key=fits.__getitem__):
             indices = list(group)
             stop = indices[-1] + 1
-            if fits and len(indices) >= shortest:
+            if fit and len(indices) >= shortest:
                 if start < indices[0]:
                     spans.append((start, indices[0], None))
-                spans.append((indices[0], stop, PredictionBlock(
-                    schema, raws[indices[0]:stop], wires[indices[0]:stop], self._oracle)))  # type: ignore[arg-type]
+                spans.append((indices[0], stop, make(indices[0], stop)))
                 start = stop
         if start < count:
             spans.append((start, count, None))

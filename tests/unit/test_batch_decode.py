@@ -375,3 +375,32 @@ def test_block_numbers_are_the_oracles_floats(block_decoder: str) -> None:
     expected = np.array(oracle_floats, dtype=np.float64)
     assert column.tobytes() == expected.tobytes()
     assert np.asarray(block.prediction_column(), dtype=np.float64).tobytes() == expected.tobytes()
+
+
+def test_a_batch_with_a_few_other_messages_is_cut_into_blocks_around_them(block_decoder: str) -> None:
+    decoder = Decoder(Settings())
+    events = [event for event, _ in generate(Scenario(n_events=1000, n_numeric=3, n_categorical=1, seed=12))]
+    raws: list[bytes | None] = [orjson.dumps(event) for event in events]
+    first = decoder.prediction(raws[0])  # type: ignore[arg-type]
+    schema = BlockSchema(first.model, first.model_version, ("f00", "f01", "f02"), ("c00",), (), "numeric")
+    # a block span holds at least a quarter of the batch: these cut it into three
+    others = {300: b"not json", 301: None, 600: raws[600].replace(b'"f00"', b'"f09"'),  # type: ignore[union-attr]
+              601: raws[601].replace(b'"ts":', b'"ts":-0.0,"t":'), 999: b""}  # type: ignore[union-attr]
+    for index, raw in others.items():
+        raws[index] = raw
+    spans = decoder.spans(raws, schema)
+    assert [(start, stop) for start, stop, _ in spans] == [(0, 300), (300, 302), (302, 600), (600, 602),
+                                                          (602, 999), (999, 1000)]
+    kind = ColumnBlock if block_decoder == "native" else PredictionBlock
+    for start, stop, block in spans:
+        if start in others:
+            assert block is None
+            continue
+        assert isinstance(block, kind) and len(block) == stop - start
+        assert block.raws == raws[start:stop]
+        for index in (0, stop - start - 1):  # the block's first and last messages are the oracle's
+            assert _check_block(decoder, [raws[start + index]], schema)
+            features, prediction, ts = _block_values(block, index)
+            event = decoder.prediction(raws[start + index])
+            assert features == event.features and prediction == event.prediction and ts == event.ts
+            assert block.event_ids()[index] == event.event_id

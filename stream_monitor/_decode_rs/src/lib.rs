@@ -95,27 +95,28 @@ impl Schema {
 
     /// The messages as columns, or None when any is not plainly of the schema.
     ///
-    /// Returns `(numeric, categorical, event_ids, times, prediction)`: `numeric` the
-    /// float64 bytes of a (numeric features x messages) matrix, NaN for null;
+    /// Returns `(numeric, categorical, event_ids, times, prediction, fits)`: `numeric`
+    /// the float64 bytes of a (numeric features x messages) matrix, NaN for null;
     /// `categorical` a list (str or None) per categorical feature; `event_ids` a
     /// str per message; `times` each `ts` (float or None); `prediction` the float64
     /// bytes of the predictions (NaN: null or absent), a list of str or None, or
-    /// None when the schema has no prediction.
-    fn decode<'py>(&self, py: Python<'py>, raws: &Bound<'py, PyList>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    /// None when the schema has no prediction; `fits` a byte per message, 1 when it
+    /// is plainly of the schema. Without `partial` every message fits or the answer
+    /// is None; with it, a message that does not fit has null in every column.
+    #[pyo3(signature = (raws, partial = false))]
+    fn decode<'py>(&self, py: Python<'py>, raws: &Bound<'py, PyList>, partial: bool)
+                   -> PyResult<Option<Bound<'py, PyTuple>>> {
         let count = raws.len();
-        let mut messages: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(count);
+        let mut messages: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(count);
         for item in raws.iter() {
-            match item.downcast_into::<PyBytes>() {
-                Ok(raw) => {
-                    let length = raw.as_bytes().len();
-                    if length == 0 || length > self.max_message_bytes {
-                        return Ok(None);
-                    }
-                    messages.push(raw)
-                }
-                Err(_) => return Ok(None),
+            let raw = item.downcast_into::<PyBytes>().ok()
+                .filter(|raw| (1..=self.max_message_bytes).contains(&raw.as_bytes().len()));
+            if raw.is_none() && !partial {
+                return Ok(None);
             }
+            messages.push(raw);
         }
+        let mut fits = vec![1u8; count];
         let mut out = Out {
             numeric: vec![f64::NAN; self.n_numeric * count],
             categorical: (0..self.n_categorical).map(|_| Vec::with_capacity(count)).collect(),
@@ -131,20 +132,31 @@ impl Schema {
             Prediction::Absent => {}
         }
         for (row, raw) in messages.iter().enumerate() {
-            // sonic-rs first (SIMD, about 1.5x serde_json here); a message it refuses is read again by
-            // serde_json from a clean row (a zero read as a float, say), and one both refuse ends the block
             let mark = out.mark();
-            let mut fast = sonic_rs::Deserializer::from_slice(raw.as_bytes());
-            let seed = Message { schema: self, py, out: &mut out, row, count, number: Number { zero_is_doubtful: true } };
-            if seed.deserialize(&mut fast).is_ok() && fast.end().is_ok() {
-                continue;
+            if let Some(raw) = raw {
+                // sonic-rs first (SIMD, about 1.5x serde_json here); a message it refuses is read again
+                // by serde_json from a clean row (a zero read as a float, say)
+                let mut fast = sonic_rs::Deserializer::from_slice(raw.as_bytes());
+                let seed = Message { schema: self, py, out: &mut out, row, count,
+                                     number: Number { zero_is_doubtful: true } };
+                if seed.deserialize(&mut fast).is_ok() && fast.end().is_ok() {
+                    continue;
+                }
+                out.rewind(&mark, row, count);
+                let mut exact = serde_json::Deserializer::from_slice(raw.as_bytes());
+                let seed = Message { schema: self, py, out: &mut out, row, count,
+                                     number: Number { zero_is_doubtful: false } };
+                if seed.deserialize(&mut exact).is_ok() && exact.end().is_ok() {
+                    continue;
+                }
             }
-            out.rewind(mark, row, count);
-            let mut exact = serde_json::Deserializer::from_slice(raw.as_bytes());
-            let seed = Message { schema: self, py, out: &mut out, row, count, number: Number { zero_is_doubtful: false } };
-            if seed.deserialize(&mut exact).is_err() || exact.end().is_err() {
+            // not plainly of the schema: the block ends here, or (partial) the row is left null
+            if !partial {
                 return Ok(None);
             }
+            out.rewind(&mark, row, count);
+            out.null_row(py, self.prediction);
+            fits[row] = 0;
         }
         let numeric = PyBytes::new(py, as_bytes(&out.numeric));
         let categorical = PyList::empty(py);
@@ -159,7 +171,7 @@ impl Schema {
             Prediction::Absent => py.None().into_bound(py),
         };
         Ok(Some(PyTuple::new(py, [numeric.into_any(), categorical.into_any(), event_ids.into_any(),
-                                  times.into_any(), prediction])?))
+                                  times.into_any(), prediction, PyBytes::new(py, &fits).into_any()])?))
     }
 }
 
@@ -200,8 +212,8 @@ impl Out {
     }
 
     /// Undo what a message that was then refused wrote (its row of the numeric matrix back to null).
-    fn rewind(&mut self, mark: Mark, row: usize, count: usize) {
-        for (column, length) in self.categorical.iter_mut().zip(mark.categorical) {
+    fn rewind(&mut self, mark: &Mark, row: usize, count: usize) {
+        for (column, &length) in self.categorical.iter_mut().zip(&mark.categorical) {
             column.truncate(length);
         }
         self.event_ids.truncate(mark.event_ids);
@@ -210,6 +222,22 @@ impl Out {
         self.categorical_prediction.truncate(mark.categorical_prediction);
         for cell in self.numeric.iter_mut().skip(row).step_by(count) {
             *cell = f64::NAN;
+        }
+    }
+}
+
+impl Out {
+    /// A row of nulls, for a message that is not of the schema (the caller decodes it another way).
+    fn null_row(&mut self, py: Python<'_>, prediction: Prediction) {
+        for column in self.categorical.iter_mut() {
+            column.push(None);
+        }
+        self.event_ids.push(py.None());
+        self.times.push(None);
+        match prediction {
+            Prediction::Numeric => self.numeric_prediction.push(f64::NAN),
+            Prediction::Categorical => self.categorical_prediction.push(None),
+            Prediction::Absent => {}
         }
     }
 }
