@@ -155,6 +155,32 @@ class EventClock:
         self._agreeing = 0
         return True
 
+    def observe_prefix(self, times: Sequence[float | None]) -> int:
+        """Observe the longest prefix of ``times`` that :meth:`observe_all` takes at once; its length.
+
+        The time after that prefix (if any) is more than ``skew`` from the clock:
+        it is for :meth:`observe`, one event at a time.
+
+        >>> clock = EventClock(100.0)
+        >>> clock.observe_prefix([1.0, None, 3.0, 9e9, 4.0]), clock.now
+        (3, 3.0)
+        """
+        if self.observe_all(times):
+            return len(times)
+        positions = [index for index, ts in enumerate(times) if ts is not None]
+        values = np.array([times[index] for index in positions], dtype=np.float64)
+        now = self.now
+        start = 0
+        if now is None:  # the first time starts the clock
+            now, start = float(values[0]), 1
+        rest = values[start:]
+        before = np.maximum.accumulate(np.concatenate([[now], rest[:-1]]))
+        far = (rest - before > self.skew) | (before - rest > self.skew)
+        prefix = positions[start + int(np.argmax(far))]
+        taken = self.observe_all(times[:prefix])
+        assert taken, "a prefix before the first far time is observed at once"
+        return prefix
+
     def _confirms(self, ts: float) -> bool:
         if self._agreeing and self._outlier is not None and abs(ts - self._outlier) <= self.skew:
             self._agreeing += 1

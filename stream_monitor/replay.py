@@ -35,6 +35,7 @@ from stream_monitor.alerts import Alert
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import PredictionEvent
+from stream_monitor.events.batch import ColumnBlock, PredictionBlock
 from stream_monitor.join import EventClock
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Record, RecordBlock
@@ -223,14 +224,15 @@ def _predictions_only(path: Path, pipeline: Pipeline, summary: ReplaySummary,
             if progress is not None:
                 progress(sum(map(len, raws)) + len(raws))
             for start, stop, block in decoder.spans(raws, pipeline.block_schema()):
-                if block is not None and clock.observe_all(block.times()):
+                if block is not None:
                     if pending:
                         process(pending)
                         pending = []
-                    summary.events += len(block)
-                    schema = block.schema
-                    summary.events_by_model[(schema.model, schema.model_version)] += len(block)
-                    process([RecordBlock(block)])
+                    for hole in block.holes:  # a rejected line the block leaves out
+                        _records(decoder.predictions([raws[start + hole]]), pipeline, clock, summary, [], chunk,
+                                 process, path, first_line + start + hole, rejected_out)
+                    _block_pieces(block, start, first_line, pipeline, clock, summary, chunk, process, path,
+                                  rejected_out)
                 else:
                     pending = _records(decoder.predictions(raws[start:stop]), pipeline, clock, summary,
                                        pending, chunk, process, path, first_line + start, rejected_out)
@@ -273,6 +275,33 @@ def _chunks(handle: BinaryIO, size: int) -> Iterator[list[bytes]]:
     while lines:
         yield lines[:size]
         del lines[:size]
+
+
+def _block_pieces(block: PredictionBlock | ColumnBlock, start: int, first_line: int, pipeline: Pipeline,
+                  clock: EventClock, summary: ReplaySummary, chunk: int,
+                  process: Callable[[Sequence[Record | RecordBlock]], None], path: Path,
+                  rejected_out: BinaryIO | None) -> None:
+    """A block (its lines from ``start`` of the chunk that begins at line ``first_line``) processed in
+    pieces the clock takes at once; a line whose time the clock clamps goes on its own between them."""
+    times = block.times()
+    schema = block.schema
+    done = 0
+    while done < len(block):
+        taken = clock.observe_prefix(times[done:])
+        if taken:
+            piece = block if taken == len(block) else block.part(done, done + taken)
+            summary.events += taken
+            summary.events_by_model[(schema.model, schema.model_version)] += taken
+            process([RecordBlock(piece)])
+            done += taken
+        if done < len(block):
+            left_out = set(block.holes)
+            lines = [index for index in range(start, start + len(block) + len(left_out))
+                     if index - start not in left_out]
+            pending = _records([block.event(done)], pipeline, clock, summary, [], chunk, process, path,
+                               first_line + lines[done], rejected_out)
+            process(pending)
+            done += 1
 
 
 def _records(outcomes: list[PredictionEvent | BadMessage], pipeline: Pipeline, clock: EventClock,

@@ -21,7 +21,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -276,16 +276,22 @@ class PredictionBlock:
     None for a numeric feature, a string or None for a categorical one), all
     at once; :meth:`event` builds one message's :class:`PredictionEvent` when
     it is needed (an alert's event, the label join, a fallback).
+
+    ``holes`` are the positions, within the span of messages the block was cut
+    from, of the messages it leaves out: each one the one-message decoder
+    rejects (its dead letter is the caller's to send). The block's messages
+    are the span's others, in order.
     """
 
-    __slots__ = ("schema", "raws", "_wires", "_oracle")
+    __slots__ = ("schema", "raws", "_wires", "_oracle", "holes")
 
     def __init__(self, schema: BlockSchema, raws: Sequence[bytes], wires: list[Any],
-                 oracle: Callable[[bytes | None], PredictionEvent]) -> None:
+                 oracle: Callable[[bytes | None], PredictionEvent], holes: tuple[int, ...] = ()) -> None:
         self.schema = schema
         self.raws = raws
         self._wires = wires
         self._oracle = oracle
+        self.holes = holes
 
     def __len__(self) -> int:
         return len(self._wires)
@@ -302,6 +308,10 @@ class PredictionBlock:
     def prediction_column(self) -> Sequence[Any]:
         """The predictions as the monitor takes them (here the values of :meth:`predictions`)."""
         return self.predictions()
+
+    def part(self, start: int, stop: int) -> PredictionBlock:
+        """The block of its messages ``start`` to ``stop`` (no holes)."""
+        return PredictionBlock(self.schema, self.raws[start:stop], self._wires[start:stop], self._oracle)
 
     def event_ids(self) -> list[str]:
         return list(map(_EVENT_ID, self._wires))
@@ -326,25 +336,43 @@ class ColumnBlock:
     number is never NaN) and :meth:`prediction_column` a numeric prediction too.
     """
 
-    __slots__ = ("schema", "raws", "_numeric", "_categorical", "_event_ids", "_times", "_prediction", "_oracle")
+    __slots__ = ("schema", "raws", "_numeric", "_categorical", "_event_ids", "_times", "_prediction", "_oracle",
+                 "holes")
 
     def __init__(self, schema: BlockSchema, raws: Sequence[bytes], decoded: tuple[Any, ...],
-                 oracle: Callable[[bytes | None], PredictionEvent], start: int = 0, stop: int | None = None) -> None:
-        """The messages ``raws[start:stop]`` of the compiled decoder's answer ``decoded`` for ``raws``."""
+                 oracle: Callable[[bytes | None], PredictionEvent], start: int = 0, stop: int | None = None,
+                 holes: tuple[int, ...] = ()) -> None:
+        """The messages ``raws[start:stop]`` but the ``holes`` (positions from ``start``) of the
+        compiled decoder's answer ``decoded`` for ``raws``."""
         numeric, categorical, event_ids, times, prediction, _fits = decoded
-        whole = start == 0 and (stop is None or stop == len(raws))
         stop = len(raws) if stop is None else stop
+        whole = start == 0 and stop == len(raws) and not holes
         self.schema = schema
-        self.raws = raws if whole else raws[start:stop]
+        self.holes = holes
         self._numeric = np.frombuffer(numeric, dtype=np.float64).reshape(len(schema.numeric), len(raws))
         if schema.prediction == "numeric":
             prediction = np.frombuffer(prediction, dtype=np.float64)
-        if not whole:
+        if whole:
+            self.raws = raws
+        elif not holes:
+            self.raws = raws[start:stop]
             self._numeric = self._numeric[:, start:stop]
             categorical = [column[start:stop] for column in categorical]
             event_ids, times = event_ids[start:stop], times[start:stop]
             if prediction is not None:
                 prediction = prediction[start:stop]
+        else:
+            left_out = set(holes)
+            rows = [start + index for index in range(stop - start) if index not in left_out]
+            take = itemgetter(*rows) if len(rows) > 1 else (lambda sequence: (sequence[rows[0]],))
+            self.raws = list(take(raws))
+            self._numeric = self._numeric[:, rows]  # a copy, each feature's row contiguous
+            categorical = [list(take(column)) for column in categorical]
+            event_ids, times = list(take(event_ids)), list(take(times))
+            if isinstance(prediction, np.ndarray):
+                prediction = prediction[rows]
+            elif prediction is not None:
+                prediction = list(take(prediction))
         self._categorical, self._event_ids, self._times, self._prediction = categorical, event_ids, times, prediction
         self._oracle = oracle
 
@@ -366,6 +394,17 @@ class ColumnBlock:
     def prediction_column(self) -> Sequence[Any]:
         """A numeric prediction as a float64 array (NaN: none), else the values of :meth:`predictions`."""
         return self._prediction if isinstance(self._prediction, np.ndarray) else self.predictions()
+
+    def part(self, start: int, stop: int) -> ColumnBlock:
+        """The block of its messages ``start`` to ``stop`` (no holes; views of its columns)."""
+        part = object.__new__(ColumnBlock)
+        part.schema, part.holes, part._oracle = self.schema, (), self._oracle
+        part.raws = self.raws[start:stop]
+        part._numeric = self._numeric[:, start:stop]
+        part._categorical = [column[start:stop] for column in self._categorical]
+        part._event_ids, part._times = self._event_ids[start:stop], self._times[start:stop]
+        part._prediction = None if self._prediction is None else self._prediction[start:stop]
+        return part
 
     def event_ids(self) -> list[str]:
         return list(self._event_ids)
@@ -460,7 +499,10 @@ class BlockDecoder:
         (by default a quarter of the batch, and 64: each span costs one call of
         every detector); a span without one (None) is to be decoded message by message. A batch
         of the schema is one span; a batch with a few other messages is cut
-        around them. A schema whose last cut found no span of it is not tried
+        around them, but for messages the one-message decoder rejects: those
+        stay inside a span, as its block's ``holes`` (the caller sends their
+        dead letters), so bad messages spread through a stream do not cut it
+        into pieces too short for blocks. A schema whose last cut found no span of it is not tried
         for the next batches (a partition whose messages mix models, say).
         """
         count = len(raws)
@@ -471,7 +513,7 @@ class BlockDecoder:
         if not raws or (self._allowed is not None and schema.model not in self._allowed):
             return [(0, count, None)]
         shortest = max(64, count // 4) if shortest is None else shortest
-        make: Callable[[int, int], PredictionBlock | ColumnBlock]
+        make: Callable[[int, int, tuple[int, ...]], PredictionBlock | ColumnBlock]
         native = self._native_schema(schema) if self._native is not None else None
         if native is not None and (self._decoders.get(schema) or self._decoder(schema))[0] is not _refuse:
             # the compiled decoder marks the messages not of the schema and decodes the others
@@ -482,8 +524,8 @@ class BlockDecoder:
                 return [(0, count, ColumnBlock(schema, raws, decoded, self._oracle))]  # type: ignore[arg-type]
             fits = fitting.tolist()
 
-            def make(start: int, stop: int) -> PredictionBlock | ColumnBlock:
-                return ColumnBlock(schema, listed, decoded, self._oracle, start, stop)  # type: ignore[arg-type]
+            def make(start: int, stop: int, holes: tuple[int, ...]) -> PredictionBlock | ColumnBlock:
+                return ColumnBlock(schema, listed, decoded, self._oracle, start, stop, holes)  # type: ignore[arg-type]
         else:
             block = self.block(raws, schema)
             if block is not None:
@@ -492,25 +534,40 @@ class BlockDecoder:
             wires = [self._one(one, raw) for raw in raws]
             fits = [wire is not None for wire in wires]
 
-            def make(start: int, stop: int) -> PredictionBlock | ColumnBlock:
-                return PredictionBlock(schema, raws[start:stop], wires[start:stop], self._oracle)  # type: ignore[arg-type]
+            def make(start: int, stop: int, holes: tuple[int, ...]) -> PredictionBlock | ColumnBlock:
+                if not holes:
+                    return PredictionBlock(schema, raws[start:stop], wires[start:stop], self._oracle)  # type: ignore[arg-type]
+                kept = [index for index in range(start, stop) if index - start not in holes]
+                return PredictionBlock(schema, [raws[index] for index in kept],  # type: ignore[misc]
+                                       [wires[index] for index in kept], self._oracle, holes)
+        # a message the one-message decoder rejects leaves a hole in a block (it only has a dead letter)
+        rejected = [not fit and self._rejected(raw) for fit, raw in zip(fits, raws)]
         spans: list[tuple[int, int, PredictionBlock | ColumnBlock | None]] = []
         start = 0
-        for fit, group in itertools.groupby(range(count), key=fits.__getitem__):
+        for blockable, group in itertools.groupby(range(count), key=lambda index: fits[index] or rejected[index]):
             indices = list(group)
-            stop = indices[-1] + 1
-            if fit and len(indices) >= shortest:
-                if start < indices[0]:
-                    spans.append((start, indices[0], None))
-                spans.append((indices[0], stop, make(indices[0], stop)))
+            first, stop = indices[0], indices[-1] + 1
+            if blockable and sum(fits[first:stop]) >= shortest:
+                if start < first:
+                    spans.append((start, first, None))
+                holes = tuple(index - first for index in indices if rejected[index])
+                spans.append((first, stop, make(first, stop, holes)))
                 start = stop
         if start < count:
             spans.append((start, count, None))
-        if len(spans) == 1:
+        if len(spans) == 1 and spans[0][2] is None:
             self._backoff[schema] = _BACKOFF_BATCHES
             if len(self._backoff) > _MAX_BLOCK_DECODERS:
                 self._backoff = {schema: _BACKOFF_BATCHES}
         return spans
+
+    def _rejected(self, raw: bytes | None) -> bool:
+        """Whether the one-message decoder rejects the message."""
+        try:
+            self._oracle(raw)
+        except BadMessage:
+            return True
+        return False
 
     def _native_schema(self, schema: BlockSchema) -> Any:
         """The compiled decoder's schema for ``schema`` (None: an ignored prediction, which it leaves to msgspec)."""

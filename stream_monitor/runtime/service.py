@@ -450,7 +450,17 @@ class Service:
         values = list(map(_VALUE, run))
         if kind == "predictions":
             for start, stop, block in self._decoder.spans(values, state.pipeline.block_schema()):
-                if block is not None:
+                if block is not None and block.holes:
+                    # the messages left out of the block are rejects: their dead letters, then the block
+                    for hole in block.holes:
+                        at = start + hole
+                        self._decode_records(run[at:at + 1], values[at:at + 1], times[at:at + 1], kind,
+                                             partition, int(at < quiet), items)
+                    left_out = set(block.holes)
+                    kept = [index for index in range(start, stop) if index - start not in left_out]
+                    items.append(RecordBlock(block, partition, [times[index] for index in kept],
+                                             bisect.bisect_left(kept, quiet)))
+                elif block is not None:
                     items.append(RecordBlock(block, partition, times[start:stop], max(0, quiet - start)))
                 elif start == 0 and stop == len(run):
                     self._decode_records(run, values, times, kind, partition, quiet, items)

@@ -288,6 +288,30 @@ def test_the_clock_observes_a_list_of_times_as_one_by_one() -> None:
             assert whole.state() == EventClock(100.0).state() or whole.now == start
 
 
+def test_prefixes_the_clock_takes_at_once_and_the_far_times_between_them_are_one_by_one() -> None:
+    from stream_monitor.join import EventClock
+
+    rng = random.Random(5)
+    for trial in range(500):
+        times = [None if rng.random() < 0.1 else 1000.0 + i + rng.uniform(-60, 60) for i in range(rng.randrange(1, 30))]
+        for _ in range(rng.randrange(4)):
+            times[rng.randrange(len(times))] = rng.choice([1e9, -1e9, 5000.0])  # far ahead, behind, a jump
+        start = rng.choice([None, 990.0, 2000.0])
+        one, pieces = EventClock(100.0), EventClock(100.0)
+        one.now = pieces.now = start
+        expected = [one.observe(ts) if ts is not None else None for ts in times]
+        got: list = []
+        done = 0
+        while done < len(times):
+            taken = pieces.observe_prefix(times[done:])
+            got += [None if ts is None else (ts, False) for ts in times[done:done + taken]]
+            done += taken
+            if done < len(times):  # a far time: on its own
+                got.append(pieces.observe(times[done]))  # type: ignore[arg-type]
+                done += 1
+        assert got == expected and pieces.state() == one.state(), (trial, times, start)
+
+
 def test_replay_reads_the_lines_iterating_the_file_gives(monkeypatch: pytest.MonkeyPatch) -> None:
     from stream_monitor import replay as replay_module
 
@@ -407,3 +431,43 @@ def test_blocks_with_nulls_give_the_alerts_and_counts_of_value_by_value(
     assert len(kinds) >= 7 and set(kinds) == {ColumnBlock if decoder == "native" else PredictionBlock}
     assert got == expected
     assert b'"signal":"feature:f01"' in got[0] and b'"signal":"prediction"' in got[0]
+
+
+@pytest.mark.parametrize("decoder", ["native", "msgspec"])
+def test_a_stream_with_bad_lines_and_far_times_spread_through_it_still_goes_in_blocks(
+        decoder: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1% rejected lines and 0.2% far-ahead times in every chunk: the rejects are holes in the blocks,
+    a clamped time goes on its own between two pieces; the alerts, counts and summary of value by value."""
+    if decoder == "native":
+        pytest.importorskip("stream_monitor_decode", reason="the compiled block decoder is not built")
+        monkeypatch.delenv("STREAM_MONITOR_NATIVE_DECODE", raising=False)
+    else:
+        monkeypatch.setenv("STREAM_MONITOR_NATIVE_DECODE", "0")
+    rng = random.Random(14)
+    scenario = Scenario(n_events=8000, n_numeric=3, n_categorical=1, seed=14,
+                        drifts=(parse_drift("fraud:feature:f01@3000:shift=1.5"),))
+    lines = []
+    for event, _ in generate(scenario):
+        roll = rng.random()
+        if roll < 0.01:
+            lines.append(rng.choice([b"not json", b"", b'{"event_id": "x", "model": "fraud", "prediction": NaN}']))
+        elif roll < 0.012:
+            event["ts"] += 10 * 86400.0  # far ahead of the clock: clamped
+        lines.append(orjson.dumps(event))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    blocks = []
+    original = Monitor.process_block
+
+    def spy(self, records):  # type: ignore[no-untyped-def]
+        blocks.append(len(records))
+        return original(self, records)
+
+    monkeypatch.setattr(Monitor, "process_block", spy)
+    expected = _replay(path, False, monkeypatch)
+    got = _replay(path, True, monkeypatch)
+    assert got == expected and b"feature:f01" in got[0]
+    assert sum(got[2].rejected.values()) >= 60 and sum(got[2].clamped.values()) >= 8
+    # all but the first two chunks (the first's events wait for a full batch, so the schema is
+    # known from the third) and the clamped events go in blocks
+    assert sum(blocks) >= 8000 - 2000 - sum(got[2].clamped.values())
