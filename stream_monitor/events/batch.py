@@ -540,9 +540,11 @@ class BlockDecoder:
                 kept = [index for index in range(start, stop) if index - start not in holes]
                 return PredictionBlock(schema, [raws[index] for index in kept],  # type: ignore[misc]
                                        [wires[index] for index in kept], self._oracle, holes)
-        # a message the one-message decoder rejects leaves a hole in a block (it only has a dead letter)
-        rejected = [not fit and self._rejected(raw) for fit, raw in zip(fits, raws)]
         spans: list[tuple[int, int, PredictionBlock | ColumnBlock | None]] = []
+        # a message the one-message decoder rejects leaves a hole in a block (it only has a dead letter);
+        # too few messages of the schema for any block: no message is decoded twice to know that
+        rejected = ([not fit and self._rejected(raw) for fit, raw in zip(fits, raws)] if sum(fits) >= shortest
+                    else [False] * count)
         start = 0
         for blockable, group in itertools.groupby(range(count), key=lambda index: fits[index] or rejected[index]):
             indices = list(group)
