@@ -404,3 +404,15 @@ def test_a_batch_with_a_few_other_messages_is_cut_into_blocks_around_them(block_
             features, prediction, ts = _block_values(block, index)
             assert features == event.features and prediction == event.prediction and ts == event.ts
             assert block.event_ids()[index] == event.event_id
+
+
+@pytest.mark.parametrize("prediction", [b'"unknown"', b'"x"', b"0.5", b"true"])
+def test_a_prediction_where_the_schema_has_none_is_not_of_the_block(block_decoder: str, prediction: bytes) -> None:
+    """A schema without a prediction takes only null there: the message must start that signal."""
+    decoder = Decoder(Settings())
+    schema = BlockSchema("m", "2", ("x",), ("c",), (), "absent")
+    raw = (b'{"event_id":"e","model":"m","model_version":"2","features":{"x":1,"c":"a"},"prediction":'
+           + prediction + b"}")
+    assert decoder.block([raw], schema) is None
+    assert decoder.prediction(raw).prediction is not None
+    assert _check_block(decoder, [raw.replace(b'"prediction":' + prediction, b'"prediction":null')], schema)

@@ -339,7 +339,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                         categorical_prediction =
                             map.next_value_seed(Text { py, min: 0, max: schema.max_string_length })?
                     }
-                    Prediction::Absent => map.next_value_seed(Exactly { want: None })?,
+                    Prediction::Absent => map.next_value_seed(Null)?,
                 },
             }
         }
@@ -384,6 +384,26 @@ impl<'de> Visitor<'de> for Exactly<'_> {
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         if self.want.is_none() { Ok(()) } else { Err(E::custom("a null")) }
+    }
+}
+
+/// Null only (a prediction where the schema has none: anything else is not of the schema).
+struct Null;
+
+impl<'de> DeserializeSeed<'de> for Null {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Null {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
