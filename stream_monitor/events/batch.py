@@ -612,11 +612,14 @@ class BlockDecoder:
         name = Annotated[str, msgspec.Meta(min_length=1, max_length=limits.max_string_length)]
         kinds: dict[str, Any] = {"numeric": float | None, "categorical": text | None,
                                  "ignored": float | text | None, "absent": None}
+        # struct fields are Python identifiers: each feature is a generated field renamed to its name
+        # on the wire (a name such as "amount-usd" or "user id" is a valid feature)
+        kinds_in_order = ([float | None] * len(schema.numeric) + [text | None] * len(schema.categorical)
+                          + [float | text | None] * len(schema.ignored))
+        fields_in_order = [f"f{index}" for index in range(len(names))]
         features = msgspec.defstruct(
-            "WireFeatures", [(n, float | None) for n in schema.numeric]
-            + [(n, text | None) for n in schema.categorical]
-            + [(n, float | text | None) for n in schema.ignored],
-            forbid_unknown_fields=True, gc=False)
+            "WireFeatures", list(zip(fields_in_order, kinds_in_order)),
+            rename=dict(zip(fields_in_order, names)), forbid_unknown_fields=True, gc=False)
         fields: list[Any] = [
             ("event_id", name),
             ("model", Literal[schema.model]),  # type: ignore[valid-type]

@@ -416,3 +416,13 @@ def test_a_prediction_where_the_schema_has_none_is_not_of_the_block(block_decode
     assert decoder.block([raw], schema) is None
     assert decoder.prediction(raw).prediction is not None
     assert _check_block(decoder, [raw.replace(b'"prediction":' + prediction, b'"prediction":null')], schema)
+
+
+@pytest.mark.parametrize("name", ["amount-usd", "user id", "1x", "x.y", "__x", "class", "\u00e9t\u00e9"])
+def test_feature_names_that_are_not_python_identifiers_go_in_blocks(block_decoder: str, name: str) -> None:
+    decoder = Decoder(Settings())
+    schema = BlockSchema("m", "2", (name,), ("c",), (), "numeric")
+    raws = [orjson.dumps({"event_id": f"e{i}", "model": "m", "model_version": "2",
+                          "features": {name: i + 0.5, "c": "a"}, "prediction": 0.25}) for i in range(80)]
+    assert _check_block(decoder, raws, schema)
+    assert [(start, stop) for start, stop, block in decoder.spans(raws + [b"bad"], schema) if block] == [(0, 81)]
