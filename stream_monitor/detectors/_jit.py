@@ -104,22 +104,43 @@ def _cusum_walk(chunk: np.ndarray, scale: float, shift: float, clip: float, sums
     to ``+-clip``, rounded half to even) and every chart ``j`` adds
     ``signs[j] * step - drifts[j]`` to its sum, floored at 0. ``sums`` is
     updated in place up to and including the crossing value.
+
+    The charts go two at a time over the whole chunk (two sums in registers,
+    each pair's walk ending at the earliest crossing found so far), not all
+    of them value by value through ``sums``; after a crossing, every chart is
+    walked again up to it. The same integer steps in the same order per chart:
+    the same sums.
     """
+    size = chunk.shape[0]
     charts = sums.shape[0]
-    for index in range(chunk.shape[0]):
+    steps = np.empty(size, dtype=np.int64)
+    for index in range(size):
         scaled = chunk[index] * scale
         scaled -= shift
-        if scaled < -clip:
-            scaled = -clip
-        elif scaled > clip:
-            scaled = clip
-        step = np.int64(np.rint(scaled))
-        crossed = False
-        for chart in range(charts):
-            crossed |= _step(sums, thresholds, chart, signs[chart] * step - drifts[chart])
-        if crossed:
-            return index
-    return -1
+        steps[index] = np.int64(np.rint(min(max(scaled, -clip), clip)))
+    hit = size
+    start = sums.copy()
+    for first in range(0, charts, 2):
+        second = first + 1 if first + 1 < charts else first
+        total_a, sign_a, drift_a, limit_a = start[first], signs[first], drifts[first], thresholds[first]
+        total_b, sign_b, drift_b, limit_b = start[second], signs[second], drifts[second], thresholds[second]
+        for index in range(hit):
+            step = steps[index]
+            total_a = max(total_a + (sign_a * step - drift_a), 0)
+            total_b = max(total_b + (sign_b * step - drift_b), 0)
+            if (total_a > limit_a) | (total_b > limit_b):
+                hit = index
+                break
+        sums[first] = total_a
+        sums[second] = total_b
+    if hit == size:
+        return -1
+    for chart in range(charts):
+        total, sign, drift = start[chart], signs[chart], drifts[chart]
+        for index in range(hit + 1):
+            total = max(total + (sign * steps[index] - drift), 0)
+        sums[chart] = total
+    return hit
 
 
 def _step(sums: np.ndarray, thresholds: np.ndarray, chart: int, increment: int) -> bool:
@@ -136,13 +157,18 @@ def _binned_cusum_walk(values: np.ndarray, centre: float, cuts: np.ndarray, tabl
     """Multinomial CUSUMs over the distances ``|x - centre|``: the first crossing's index, or -1.
 
     A distance falls in bin ``i`` when ``i`` cut points lie strictly below it
-    (one equal to a cut point falls in the lower bin); chart ``j`` adds
+    (one equal to a cut point falls in the lower bin: the cut points are
+    sorted, so counting them is ``searchsorted``); chart ``j`` adds
     ``table[j, i]``, floored at 0. ``sums`` is updated in place up to and
     including the crossing value.
     """
     charts = sums.shape[0]
+    n_cuts = cuts.shape[0]
     for index in range(values.shape[0]):
-        found = np.searchsorted(cuts, abs(values[index] - centre))
+        distance = abs(values[index] - centre)
+        found = 0
+        for cut in range(n_cuts):  # searchsorted's bin without its branches (random data mispredicts them)
+            found += cuts[cut] < distance
         crossed = False
         for chart in range(charts):
             crossed |= _step(sums, thresholds, chart, table[chart, found])
@@ -167,8 +193,13 @@ def _window_counts(values: np.ndarray, edges: np.ndarray, history: np.ndarray, p
         for cell in range(cells):
             window[cell] += history[block, cell]
     filled, row = into_block, 0
+    n_edges = edges.shape[0]
     for index in range(values.shape[0]):
-        partial[np.searchsorted(edges, values[index], side="right")] += 1
+        value = values[index]
+        code = 0
+        for edge in range(n_edges):  # searchsorted(side="right") without its branches
+            code += edges[edge] <= value
+        partial[code] += 1
         filled += 1
         if filled == stride:
             for cell in range(cells):

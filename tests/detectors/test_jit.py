@@ -48,6 +48,28 @@ def test_compiled_loops_equal_the_numpy_code(name: str, seed: int, monkeypatch: 
     assert compiled == plain
 
 
+@pytest.mark.parametrize("params", [{"mode": "up", "drifts": [0.25, 0.5, 1.0]}, {"mode": "down", "drifts": [0.5]},
+                                    {"mode": "both", "drifts": [0.25, 0.5, 1.0, 2.0]}])
+def test_page_hinkley_compiled_equals_numpy_for_any_number_of_charts(params: dict[str, Any],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled walk takes the charts two at a time: odd counts, one chart, eight charts."""
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.normal(size=6000), rng.normal(0.6, 1, 3000), rng.normal(-0.6, 1, 3000),
+                             rng.normal(0, 1, 3000)])
+
+    def run_spec(compiled: bool) -> list[tuple[int, float]]:
+        monkeypatch.setattr(_jit, "ENABLED", compiled)
+        detector = build(DetectorSpec("page_hinkley", params), family_tests=3)
+        found = []
+        for start in range(0, len(values), 700):
+            found += [(start + d.index, d.statistic) for d in detector.update(values[start:start + 700])]
+        return found + [json.dumps(detector.state_dict(), sort_keys=True, default=str)]  # type: ignore[list-item]
+
+    compiled = run_spec(True)
+    assert len(compiled) >= 2, "a shift of the mode's direction must be detected"
+    assert compiled == run_spec(False)
+
+
 def test_scale_on_scores_compiled_equals_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The logit branch: a score whose spread grows."""
     rng = np.random.default_rng(5)
