@@ -275,6 +275,13 @@ class Monitor:
         self.trace: Trace | None = None
         #: the event index of the batch's first event (for the trace)
         self._batch_start = 0
+        #: seconds between two reads of the detectors' statistic and threshold gauges (0: after
+        #: every batch); the service reads them about once a second and when its input is idle, as
+        #: reading them after every batch cost more than some detectors' updates
+        self.gauge_interval_s = 0.0
+        #: the signals whose detectors ran since their gauges were last read, by id
+        self._stale_gauges: dict[int, _SignalState] = {}
+        self._gauges_at = -math.inf
 
     @staticmethod
     def preflight(settings: Settings) -> list[tuple[str, str]]:
@@ -548,6 +555,7 @@ class Monitor:
         self._signals_per_model.clear()
         self._dirty.clear()
         self._evicted.clear()
+        self._stale_gauges.clear()
 
     # -- state (checkpoints) --------------------------------------------
 
@@ -782,8 +790,21 @@ class Monitor:
                 metrics.signals_dropped.labels(model, "signal_cap").inc(count)
             for model, ts in batch.last_ts.items():
                 metrics.last_event_timestamp.labels(model).set(ts)
+        if self._stale_gauges and self._clock() - self._gauges_at >= self.gauge_interval_s:
+            self.refresh_gauges()
         alerts.sort(key=lambda item: item[:3])
         return [alert for *_, alert in alerts]
+
+    def refresh_gauges(self) -> None:
+        """Read the statistic and threshold of every detector that ran since the last read into its
+        metric series (``stream_monitor_detector_statistic`` and ``_threshold``)."""
+        stale, self._stale_gauges = self._stale_gauges, {}
+        self._gauges_at = self._clock()
+        for state in stale.values():
+            for detector, series in zip(state.detectors, state.series):
+                if detector is not None:
+                    series.statistic = detector.statistic
+                    series.threshold = detector.threshold
 
     def block_schema(self, model: str, model_version: str) -> BlockSchema | None:
         """The shape of a (model, version)'s usual message, to decode a batch as one block.
@@ -1141,8 +1162,21 @@ class Monitor:
         state.positions.extend(range(len(items)))
         alerts: list[tuple[int, str, str, Alert]] = []
         self._detect(state, records, alerts, derived=True)
+        if self._stale_gauges and self._clock() - self._gauges_at >= self.gauge_interval_s:
+            self.refresh_gauges()
         alerts.sort(key=lambda item: item[:3])
         return [alert for *_, alert in alerts]
+
+    def refresh_gauges(self) -> None:
+        """Read the statistic and threshold of every detector that ran since the last read into its
+        metric series (``stream_monitor_detector_statistic`` and ``_threshold``)."""
+        stale, self._stale_gauges = self._stale_gauges, {}
+        self._gauges_at = self._clock()
+        for state in stale.values():
+            for detector, series in zip(state.detectors, state.series):
+                if detector is not None:
+                    series.statistic = detector.statistic
+                    series.threshold = detector.threshold
 
     def _detect(self, state: _SignalState, records: Sequence[Record],
                 out: list[tuple[int, str, str, Alert]], derived: bool = False) -> None:
@@ -1195,10 +1229,9 @@ class Monitor:
                     series = state.series[index]
                     series.detections += 1
                     series.active_until = self._clock() + hold_s
-            if metrics_on:
-                series = state.series[index]
-                series.statistic = detector.statistic
-                series.threshold = detector.threshold
+        if metrics_on:
+            # the statistic and threshold gauges are read at the next refresh (refresh_gauges)
+            self._stale_gauges[id(state)] = state
         state.n_values = base + len(positions)
         state.values = []
         state.positions = []

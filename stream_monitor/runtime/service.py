@@ -70,6 +70,9 @@ _OFFSET, _TIMESTAMP, _VALUE = methodcaller("offset"), methodcaller("timestamp"),
 
 #: SIGTERM to exit: time left to deliver what is pending before giving up on it
 STOP_GRACE_S = 7.0
+#: the detectors' statistic and threshold gauges are read this often at most while events flow
+#: (and at every empty poll): a scrape sees them at most this much older than the last batch
+GAUGES_EVERY_S = 1.0
 #: delivery errors worth producing again: they pass when the broker is back
 _PASSING_DELIVERY_ERRORS = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT,
                                       KafkaError._TRANSPORT, KafkaError.REQUEST_TIMED_OUT,
@@ -285,8 +288,10 @@ class Service:
                 if self._stop.is_set():
                     break
                 if not messages:
-                    # a quiet input still gets its last changes written in time
+                    # a quiet input still gets its last changes written in time, and its gauges read
                     self.checkpoint.snapshot_due(self.owned.values())
+                    for state in self.owned.values():
+                        state.pipeline.monitor.refresh_gauges()
                 # every iteration, empty polls included: a pause must never outlive its reason
                 self._pace_inputs()
                 self._update_readiness()
@@ -823,6 +828,7 @@ class Service:
             if number not in self.owned:
                 self.owned[number] = recover(self.settings, self.metrics, self._reader, number,
                                              offsets, self._topic_kinds())
+                self.owned[number].pipeline.monitor.gauge_interval_s = GAUGES_EVERY_S
         seek: dict[tuple[str, int], int] = {}
         for p in partitions:
             kind = kinds[p.topic]

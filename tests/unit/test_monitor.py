@@ -90,3 +90,52 @@ def test_a_new_version_beyond_the_cap_evicts_the_least_recently_seen_one_and_its
     assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "2"}) is None
     assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "1"}) is not None
     assert sample("stream_monitor_detector_threshold", {**labels, "model_version": "3"}) is not None
+
+
+def test_the_statistic_gauges_are_read_at_most_once_per_interval_and_on_refresh():
+    metrics = Metrics(CollectorRegistry())
+    now = [100.0]
+    monitor = Monitor(Settings(), metrics, clock=lambda: now[0])
+    monitor.gauge_interval_s = 1.0
+    rng = np.random.default_rng(5)
+    items = records(rng.normal(0.0, 1.0, 6000))
+    labels = {"model": "m", "model_version": "1", "signal": "feature:x", "severity": "warning"}
+    names = ("page_hinkley", "quantile_chi2", "scale")
+
+    def gauges() -> list[float | None]:
+        return [metrics.registry.get_sample_value("stream_monitor_detector_statistic", {**labels, "detector": name})
+                for name in names]
+
+    def statistics() -> list[float]:
+        state = monitor._versions[("m", "1")].by_feature["x"]
+        return [detector.statistic for detector in state.detectors]
+
+    monitor.process(items[:3000])  # the first batch reads them
+    first = statistics()
+    assert gauges() == first
+    monitor.process(items[3000:4000])  # within the interval: the gauges keep the first batch's values
+    assert statistics() != first and gauges() == first
+    now[0] += 1.0
+    monitor.process(items[4000:5000])  # the interval is over: read again
+    assert gauges() == statistics()
+    monitor.process(items[5000:])
+    assert gauges() != statistics()
+    monitor.refresh_gauges()  # what the service does at an empty poll
+    assert gauges() == statistics()
+    thresholds = [metrics.registry.get_sample_value("stream_monitor_detector_threshold", {**labels, "detector": name})
+                  for name in names]
+    state = monitor._versions[("m", "1")].by_feature["x"]
+    assert thresholds == [detector.threshold for detector in state.detectors]
+
+
+def test_with_no_interval_the_statistic_gauges_follow_every_batch():
+    metrics = Metrics(CollectorRegistry())
+    monitor = Monitor(Settings(), metrics)
+    rng = np.random.default_rng(6)
+    items = records(rng.normal(0.0, 1.0, 5000))
+    labels = {"model": "m", "model_version": "1", "signal": "feature:x", "severity": "warning",
+              "detector": "page_hinkley"}
+    for start in range(0, 5000, 1000):
+        monitor.process(items[start:start + 1000])
+        detector = monitor._versions[("m", "1")].by_feature["x"].detectors[0]
+        assert metrics.registry.get_sample_value("stream_monitor_detector_statistic", labels) == detector.statistic
