@@ -1182,6 +1182,10 @@ class Monitor:
                 out: list[tuple[int, str, str, Alert]], derived: bool = False) -> None:
         values: Any = (np.asarray(state.values, dtype=np.float64) if state.kind != "categorical"
                        else state.values)
+        # one check of the column for all its detectors (a finite sum has finite terms only; one
+        # that overflows leaves the check to each detector)
+        finite = (state.kind != "categorical" and values.ndim == 1 and values.flags.c_contiguous
+                  and math.isfinite(np.add.reduce(values)))
         positions = state.positions
         base = state.n_values
         metrics_on = bool(state.series)
@@ -1197,7 +1201,7 @@ class Monitor:
                 continue
             try:
                 if trace is None or not len(positions):
-                    detections = list(detector.update(values))
+                    detections = list(detector.update_finite(values) if finite else detector.update(values))
                 else:
                     detections = _traced_update(trace, (state.model, model_version, state.signal,
                                                         detector.name), detector, values, where, base)

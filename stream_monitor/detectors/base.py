@@ -126,6 +126,15 @@ class Detector(abc.ABC):
     def update(self, values: np.ndarray | Sequence[Any]) -> list[Detection]:
         """Feed a batch of values in order; return the detections it caused."""
 
+    def update_finite(self, values: np.ndarray) -> list[Detection]:
+        """:meth:`update` of a contiguous 1-D float64 array already known to hold finite numbers only.
+
+        The monitor checks each numeric column once for all the signal's
+        detectors; a detector whose :meth:`update` checks its input skips that
+        check here. The same detections as :meth:`update`.
+        """
+        return self.update(values)
+
     def update_one(self, value: Any) -> Detection | None:
         """Feed one value; return its detection, if any."""
         if self.kind == "categorical":

@@ -413,9 +413,12 @@ class PageHinkley(Detector):
         batch = np.ascontiguousarray(values, dtype=np.float64).ravel()
         if not np.isfinite(batch).all():
             raise ValueError("page_hinkley: values must be finite (NaN and infinities are filtered upstream)")
+        return self.update_finite(batch)
+
+    def update_finite(self, values: np.ndarray) -> list[Detection]:
         if self.variant == "river":
-            return self._update_river(batch)
-        return self._update_calibrated(batch)
+            return self._update_river(values)
+        return self._update_calibrated(values)
 
     def _update_calibrated(self, batch: np.ndarray) -> list[Detection]:
         detections: list[Detection] = []

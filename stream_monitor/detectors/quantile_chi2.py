@@ -446,6 +446,9 @@ class QuantileChiSquare(Detector):
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if not np.isfinite(values).all():
             raise ValueError("quantile_chi2: values must be finite numbers")
+        return self.update_finite(values)
+
+    def update_finite(self, values: np.ndarray) -> list[Detection]:
         if self._edges is not None and values.size <= _CHUNK:  # the usual case: one pass
             consumed, detection = self._monitor(values, 0)
             if detection is None:

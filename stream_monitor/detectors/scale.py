@@ -319,6 +319,10 @@ class Scale(Detector):
         batch = np.ascontiguousarray(values, dtype=np.float64).ravel()
         if not np.isfinite(batch).all():
             raise ValueError("scale: values must be finite (NaN and infinities are filtered upstream)")
+        return self.update_finite(batch)
+
+    def update_finite(self, values: np.ndarray) -> list[Detection]:
+        batch = values
         detections: list[Detection] = []
         start_seen = self._n_seen
         position, size = 0, len(batch)
