@@ -204,3 +204,36 @@ def test_bad_input_is_dead_lettered_once_and_metrics_shutdown_and_restart_hold(
         assert committed_offset(kafka_bootstrap, group_id, topics["predictions"]) == len(stream) + len(more)
     finally:
         restarted.close()
+
+
+def test_the_loop_raises_the_collectors_young_generation_and_restores_it(kafka_bootstrap, topic_factory, group_id,
+                                                                        state_topics, monkeypatch):
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    from stream_monitor.config import Settings
+    from stream_monitor.metrics import Health, Metrics
+    from stream_monitor.runtime.service import GC_YOUNG_OBJECTS, Service
+
+    topics = {"predictions": topic_factory("in"), "alerts": topic_factory("alerts"),
+              "dead_letter": topic_factory("dlq")}
+    produce(kafka_bootstrap, topics["predictions"],
+            [orjson.dumps(event) for event, _ in generate(Scenario(n_events=300, seed=4))])
+    settings = Settings(kafka={"bootstrap_servers": kafka_bootstrap, "group_id": group_id}, topics=topics,
+                        log_level="WARNING")
+    during: list[int] = []
+    original = Service._process
+
+    def recording(self: Service, messages: list) -> None:
+        during.append(gc.get_threshold()[0])
+        original(self, messages)
+
+    monkeypatch.setattr(Service, "_process", recording)
+    before = gc.get_threshold()
+    metrics = Metrics(CollectorRegistry())
+    assert Service(settings, metrics, Health()).run(max_idle_s=1.0) == 0
+    assert metrics.registry.get_sample_value("stream_monitor_events_consumed_total",
+                                             {"topic": topics["predictions"]}) == 300
+    assert during and set(during) == {max(before[0], GC_YOUNG_OBJECTS)}
+    assert gc.get_threshold() == before
