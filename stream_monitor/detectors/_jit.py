@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENABLED", "crossed_chart", "cusum_walk", "binned_cusum_walk", "window_counts", "first_chi_square_hit",
-           "category_windows"]
+__all__ = ["ENABLED", "crossed_chart", "cusum_walk", "binned_cusum_walk", "coded_cusum_walk", "window_counts",
+           "first_chi_square_hit", "category_windows"]
 
 
 def _enabled() -> bool:
@@ -79,6 +79,11 @@ def cusum_walk(*args: Any) -> int:
 def binned_cusum_walk(*args: Any) -> int:
     """See :func:`_binned_cusum_walk`."""
     return _kernel("binned_cusum_walk")(*args)  # type: ignore[no-any-return]
+
+
+def coded_cusum_walk(*args: Any) -> int:
+    """See :func:`_coded_cusum_walk`."""
+    return _kernel("coded_cusum_walk")(*args)  # type: ignore[no-any-return]
 
 
 def window_counts(*args: Any) -> None:
@@ -175,6 +180,40 @@ def _binned_cusum_walk(values: np.ndarray, centre: float, cuts: np.ndarray, tabl
         if crossed:
             return index
     return -1
+
+
+def _coded_cusum_walk(codes: np.ndarray, table: np.ndarray, sums: np.ndarray, thresholds: np.ndarray) -> int:
+    """CUSUMs over category codes: the index of the first crossing, or -1.
+
+    Chart ``j`` adds ``table[j, code]`` for each code, floored at 0; ``sums``
+    is updated in place up to and including the crossing value. The charts go
+    two at a time over the whole column, as in :func:`_cusum_walk`.
+    """
+    size = codes.shape[0]
+    charts = sums.shape[0]
+    hit = size
+    start = sums.copy()
+    for first in range(0, charts, 2):
+        second = first + 1 if first + 1 < charts else first
+        total_a, limit_a = start[first], thresholds[first]
+        total_b, limit_b = start[second], thresholds[second]
+        for index in range(hit):
+            code = codes[index]
+            total_a = max(total_a + table[first, code], 0)
+            total_b = max(total_b + table[second, code], 0)
+            if (total_a > limit_a) | (total_b > limit_b):
+                hit = index
+                break
+        sums[first] = total_a
+        sums[second] = total_b
+    if hit == size:
+        return -1
+    for chart in range(charts):
+        total = start[chart]
+        for index in range(hit + 1):
+            total = max(total + table[chart, codes[index]], 0)
+        sums[chart] = total
+    return hit
 
 
 def _window_counts(values: np.ndarray, edges: np.ndarray, history: np.ndarray, partial: np.ndarray,

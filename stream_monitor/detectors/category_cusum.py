@@ -106,7 +106,7 @@ from typing import Any
 import numpy as np
 from stream_monitor.detectors._dist import beta_ppf
 
-from stream_monitor.detectors import DEFAULT_ARL, register
+from stream_monitor.detectors import DEFAULT_ARL, _jit, register
 from stream_monitor.detectors.base import (
     Detection,
     Detector,
@@ -346,6 +346,12 @@ class CategoryCusum(Detector):
         with its sum before the chunk and a leading 0, and the chart is
         ``walk[t] - min(walk[:t + 1])``.
         """
+        if _jit.ENABLED:
+            index = _jit.coded_cusum_walk(codes, self._table, self._sums, self._fixed_thresholds)
+            if index < 0:
+                return None
+            chart, total = _jit.crossed_chart(self._sums, self._fixed_thresholds)
+            return index, chart, total / _SCALE
         size = len(codes)
         columns = np.empty(size + 1, dtype=np.intp)
         columns[0] = self._table.shape[1] - 1

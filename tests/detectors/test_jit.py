@@ -88,7 +88,7 @@ def categories(seed: int) -> list[str]:
     return [*before.tolist(), *after.tolist(), *rare]
 
 
-@pytest.mark.parametrize("name", ["chi_square"])
+@pytest.mark.parametrize("name", ["chi_square", "category_cusum"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_compiled_category_loops_equal_the_numpy_code(name: str, seed: int,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
