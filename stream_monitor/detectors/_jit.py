@@ -225,13 +225,16 @@ def _window_counts(values: np.ndarray, edges: np.ndarray, history: np.ndarray, p
     finishes it: it joins ``history`` (the last blocks, oldest first) and
     row ``k`` of ``windows`` becomes the sum of ``history`` after the ``k``-th
     block finished. ``history`` and ``partial`` are updated in place.
+
+    Within the loop ``history`` is a ring (a finished block replaces the
+    oldest, at ``oldest``), put back in order at the end.
     """
     blocks, cells = history.shape
     window = np.zeros(cells, dtype=np.int64)
     for block in range(blocks):
         for cell in range(cells):
             window[cell] += history[block, cell]
-    filled, row = into_block, 0
+    filled, row, oldest = into_block, 0, 0
     n_edges = edges.shape[0]
     for index in range(values.shape[0]):
         value = values[index]
@@ -242,15 +245,18 @@ def _window_counts(values: np.ndarray, edges: np.ndarray, history: np.ndarray, p
         filled += 1
         if filled == stride:
             for cell in range(cells):
-                window[cell] += partial[cell] - history[0, cell]
-            for block in range(blocks - 1):
-                for cell in range(cells):
-                    history[block, cell] = history[block + 1, cell]
-            for cell in range(cells):
-                history[blocks - 1, cell] = partial[cell]
+                window[cell] += partial[cell] - history[oldest, cell]
+                history[oldest, cell] = partial[cell]
                 windows[row, cell] = window[cell]
                 partial[cell] = 0
+            oldest = oldest + 1 if oldest + 1 < blocks else 0
             filled, row = 0, row + 1
+    if oldest:
+        ring = history.copy()
+        for block in range(blocks):
+            taken = oldest + block if oldest + block < blocks else oldest + block - blocks
+            for cell in range(cells):
+                history[block, cell] = ring[taken, cell]
 
 
 def _row_sum(row: np.ndarray) -> float:

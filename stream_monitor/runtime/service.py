@@ -400,7 +400,7 @@ class Service:
                     self._on_kafka_error(error)
             messages = [message for message, error in zip(messages, errors) if error is None]
         # the bookkeeping goes run by run: consume() returns long runs of one topic-partition
-        for topic, partition, run in _runs(messages):
+        for topic, partition, run in _runs(messages, one_topic=self._labels_topic is None):
             state = owned.get(partition)
             if state is None or (topic, partition) not in self._assigned:
                 continue  # not ours (any more): its owner reads it from the committed offset
@@ -983,12 +983,17 @@ def _partition_lag(stats: dict[str, Any]) -> int | None:
     return None
 
 
-def _runs(messages: list[Message]) -> list[tuple[str, int, list[Message]]]:
-    """Consecutive messages of one topic-partition, in order: ``(topic, partition, messages)``."""
+def _runs(messages: list[Message], one_topic: bool = False) -> list[tuple[str, int, list[Message]]]:
+    """Consecutive messages of one topic-partition, in order: ``(topic, partition, messages)``.
+
+    ``one_topic``: the consumer reads a single topic (no labels), so messages of one partition are one run.
+    """
     if not messages:
         return []
     partitions = list(map(_PARTITION, messages))
     if partitions.count(partitions[0]) == len(partitions):
+        if one_topic:
+            return [(messages[0].topic(), partitions[0], messages)]
         topics = list(map(_TOPIC, messages))
         if topics.count(topics[0]) == len(topics):  # the usual batch: one run
             return [(topics[0], partitions[0], messages)]

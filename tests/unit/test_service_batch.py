@@ -129,3 +129,18 @@ def test_a_batch_of_one_run_reaches_the_pipeline_whole() -> None:
     assert [item.event.event_id for item in seen] == [f"1-{m.offset()}" for m in messages]
     assert service.owned[1].positions == {"predictions": messages[-1].offset() + 1}
     service.consumer.close()
+
+
+def test_runs_of_a_single_topic_batch():
+    from stream_monitor.runtime.service import _runs
+
+    one = [Consumed(PREDICTIONS, 3, offset, b"{}") for offset in range(5)]
+    assert _runs(one, one_topic=True) == [(PREDICTIONS, 3, one)]
+    assert _runs(one) == [(PREDICTIONS, 3, one)]
+    mixed = one[:2] + [Consumed(PREDICTIONS, 1, 0, b"{}")] + one[2:]
+    assert _runs(mixed, one_topic=True) == [(PREDICTIONS, 3, one[:2]), (PREDICTIONS, 1, mixed[2:3]),
+                                            (PREDICTIONS, 3, one[2:])]
+    # two topics, one partition number: one run each, unless the consumer reads one topic only
+    both = one[:2] + [Consumed(LABELS, 3, 0, b"{}")]
+    assert _runs(both) == [(PREDICTIONS, 3, one[:2]), (LABELS, 3, both[2:])]
+    assert _runs([]) == []
