@@ -1167,17 +1167,6 @@ class Monitor:
         alerts.sort(key=lambda item: item[:3])
         return [alert for *_, alert in alerts]
 
-    def refresh_gauges(self) -> None:
-        """Read the statistic and threshold of every detector that ran since the last read into its
-        metric series (``stream_monitor_detector_statistic`` and ``_threshold``)."""
-        stale, self._stale_gauges = self._stale_gauges, {}
-        self._gauges_at = self._clock()
-        for state in stale.values():
-            for detector, series in zip(state.detectors, state.series):
-                if detector is not None:
-                    series.statistic = detector.statistic
-                    series.threshold = detector.threshold
-
     def _detect(self, state: _SignalState, records: Sequence[Record],
                 out: list[tuple[int, str, str, Alert]], derived: bool = False) -> None:
         values: Any = (np.asarray(state.values, dtype=np.float64) if state.kind != "categorical"
