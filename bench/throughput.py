@@ -1,6 +1,6 @@
 """Per-core throughput: ``replay`` and ``run`` beside their baselines, in one run (issue 13).
 
-    python bench/throughput.py [--events 100000] [--repeats 3] [--run-events 200000] [--detectors] [--labels]
+    python bench/throughput.py [--events 100000] [--repeats 5] [--run-events 200000] [--detectors] [--labels]
 
 Figures are CPU seconds of this process (all threads), medians of the repeats:
 
@@ -15,9 +15,10 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
   lines, records, the merge, writing alerts);
 - with KAFKA_BOOTSTRAP set: ``run`` (the service, in this process) from the real
   broker until caught up, in events per CPU-second, beside a plain
-  ``consume(1000)`` loop touching every message value; the ratio of the two;
-  the run again with msgspec block decode;
-  and where the run's CPU goes, us/event: decode (``_decode_run``), route
+  ``consume(1000)`` loop touching every message value, measured just before and
+  after the runs of each repeat; the ratio of the two (the median of the repeats' ratios, with
+  their spread); the run again with msgspec block decode;
+  and, from one more run with stage timers, where the run's CPU goes, us/event: decode (``_decode_run``), route
   (``Pipeline.process`` less the detectors), detect, service (the rest of the
   batch: offsets, metrics, alerts, checkpoint), consume+loop (the rest of the
   main thread), other threads (librdkafka's);
@@ -324,9 +325,12 @@ def consume_only(servers: str, topic: str, events: int) -> float:
     return spent
 
 
-def run_service(servers: str, topic: str, events: int, labels: bool = False) -> tuple[float, dict[str, float]]:
-    """CPU seconds of the service (in this process) from its start until caught up, and where the
-    main thread's CPU went (seconds by stage; "other threads" is librdkafka's)."""
+def run_service(servers: str, topic: str, events: int, labels: bool = False,
+                profiled: bool = False) -> tuple[float, dict[str, float]]:
+    """CPU seconds of the service (in this process) from its start until caught up; with
+    ``profiled``, also where the main thread's CPU went (seconds by stage; "other threads" is
+    librdkafka's). The stage timers cost two clock reads per timed call, so the headline figures
+    come from runs without them."""
     from prometheus_client import CollectorRegistry
 
     from stream_monitor.metrics import Health, Metrics
@@ -339,57 +343,67 @@ def run_service(servers: str, topic: str, events: int, labels: bool = False) -> 
     service = Service(settings, metrics, Health())
     targets = {"batch": (Service, "_process"), "decode": (Service, "_decode_run"),
                "pipeline": (Pipeline, "process"), "detect": (Monitor, "_detect")}
-    with stage_timers(targets, time.thread_time) as spent:
+    with stage_timers(targets if profiled else {}, time.thread_time) as spent:
         started, main_started = time.process_time(), time.thread_time()
         service.run(max_idle_s=2.0)
         spent_s, main_s = time.process_time() - started, time.thread_time() - main_started
     consumed = metrics.registry.get_sample_value("stream_monitor_events_consumed_total", {"topic": topic})
     assert consumed == events, f"the service read {consumed} of {events} events"
+    if not profiled:
+        return spent_s, {}
     stages = {"decode": spent["decode"], "route": spent["pipeline"] - spent["detect"], "detect": spent["detect"],
               "service": spent["batch"] - spent["decode"] - spent["pipeline"],
               "consume+loop": main_s - spent["batch"], "other threads": spent_s - main_s}
     return spent_s, stages
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):>10,.0f}  [{min(values):,.0f}-{max(values):,.0f}]"
+
+
 def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> None:
+    """Each repeat measures the consume-only loop, ``run``, ``run`` with msgspec decode and the loop
+    again, back to back, so a ratio compares figures of the same minute (this machine's speed
+    drifts by a third within minutes): the repeat's loop figure is the mean of the two around its
+    runs, and the ratio reported is the median of the repeats' ratios. One more run of each kind,
+    with stage timers, gives where the CPU goes."""
     from confluent_kafka.admin import AdminClient
     topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
     preload(servers, topic, events, labels)
     plain, ours, msgspec_run = [], [], []
-    profile: list[dict[str, float]] = []
-    msgspec_profile: list[dict[str, float]] = []
     try:
         for _ in range(repeats):
-            plain.append(events / consume_only(servers, topic, events))
+            before = events / consume_only(servers, topic, events)
             with decode_with(native=True):
-                spent, stages_s = run_service(servers, topic, events, labels)
-            ours.append(events / spent)
-            profile.append(stages_s)
+                ours.append(events / run_service(servers, topic, events, labels)[0])
             with decode_with(native=False):
-                spent, stages_s = run_service(servers, topic, events, labels)
-            msgspec_run.append(events / spent)
-            msgspec_profile.append(stages_s)
+                msgspec_run.append(events / run_service(servers, topic, events, labels)[0])
+            # the loop again after the runs: the repeat's figure is the mean of the two around them
+            plain.append((before + events / consume_only(servers, topic, events)) / 2)
+        with decode_with(native=True):
+            profile = run_service(servers, topic, events, labels, profiled=True)[1]
+        with decode_with(native=False):
+            msgspec_profile = run_service(servers, topic, events, labels, profiled=True)[1]
     finally:
         AdminClient({"bootstrap.servers": servers}).delete_topics(
             [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else []))
     with_labels = f" and {events} labels (joined, error rate monitored)" if labels else ""
     print(f"run from the broker, {events} events{with_labels}, events per CPU-second, "
-          f"median of {repeats} [min-max]:")
-    print(f"  consume-only loop  {statistics.median(plain):>10,.0f}  [{min(plain):,.0f}-{max(plain):,.0f}]")
-    print(f"  stream-monitor run {statistics.median(ours):>10,.0f}  [{min(ours):,.0f}-{max(ours):,.0f}]  "
-          f"(ratio {statistics.median(ours) / statistics.median(plain):.3f})")
-    print(f"  run, msgspec decode{statistics.median(msgspec_run):>10,.0f}  "
-          f"[{min(msgspec_run):,.0f}-{max(msgspec_run):,.0f}]  "
-          f"(ratio {statistics.median(msgspec_run) / statistics.median(plain):.3f})")
+          f"median of {repeats} [min-max]; ratio: median of the repeats' run / consume-only [min-max]:")
+    print(f"  consume-only loop  {spread(plain)}")
+    for name, figures in (("stream-monitor run ", ours), ("run, msgspec decode", msgspec_run)):
+        ratios = [ours_i / plain_i for ours_i, plain_i in zip(figures, plain)]
+        print(f"  {name}{spread(figures)}  (ratio {statistics.median(ratios):.3f} "
+              f"[{min(ratios):.3f}-{max(ratios):.3f}])")
     for name, stages_of in (("run", profile), ("run, msgspec decode", msgspec_profile)):
-        print(f"  where {name}'s CPU goes, us/event (median): " + ", ".join(
-            f"{stage} {statistics.median(p[stage] for p in stages_of) / events * 1e6:.2f}" for stage in stages_of[0]))
+        print(f"  where {name}'s CPU goes (one more run, with stage timers), us/event: " + ", ".join(
+            f"{stage} {seconds / events * 1e6:.2f}" for stage, seconds in stages_of.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--run-events", type=int, default=200_000)
     parser.add_argument("--detectors", action="store_true", help="also each detector's cost in a replay")
     parser.add_argument("--labels", action="store_true",
