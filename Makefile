@@ -83,11 +83,19 @@ demo: $(VENV)/.installed-run
 	  $(PY) -m stream_monitor.demo --bootstrap $(KAFKA_BOOTSTRAP_LOCAL); \
 	  status=$$?; $(KAFKA) down --owner-file $(DEMO_BROKER_OWNER); exit $$status
 
+# Against the local broker (the benchmarks that measure the service from a real broker read
+# KAFKA_BOOTSTRAP, and skip that part without it): a broker already up is used and left
+# running, one started here is stopped at the end.
+BENCH_BROKER_OWNER := .cache/bench/broker-started-$(KAFKA_PORT)
 bench: venv
-	@for script in bench/*.py; do \
+	$(KAFKA) up --owner-file $(BENCH_BROKER_OWNER)
+	@status=0; for script in bench/*.py; do \
 	  case $$script in */_*) continue;; esac; \
-	  echo "== $$script"; $(PY) $$script || exit 1; \
-	done
+	  echo "== $$script"; \
+	  KAFKA_BOOTSTRAP=$(KAFKA_BOOTSTRAP_LOCAL) $(PY) $$script || { status=1; break; }; \
+	done; \
+	$(KAFKA) down --owner-file $(BENCH_BROKER_OWNER); \
+	exit $$status
 
 clean: kafka-down
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -126,6 +126,23 @@ def test_make_demo_installs_only_what_the_demo_needs():
     assert "--owner-file" in plan.stdout
 
 
+def test_make_bench_runs_every_benchmark_against_the_local_broker():
+    """The benchmarks that measure the service from a real broker read KAFKA_BOOTSTRAP (without it
+    bench/throughput.py and bench/state.py leave that part out): make bench starts the local broker
+    unless one is up, gives every script its address, and stops only a broker it started."""
+    plan = subprocess.run(["make", "-n", "-B", "bench", "VENV=/nonexistent-venv", "KAFKA_PORT=19092"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lines = [line.strip() for line in plan.stdout.splitlines()]
+    up = lines.index("/nonexistent-venv/bin/python deploy/local/kafka.py up --owner-file "
+                     ".cache/bench/broker-started-19092")
+    run = next(index for index, line in enumerate(lines) if "$script" in line and "python" in line)
+    assert lines[run].startswith("KAFKA_BOOTSTRAP=127.0.0.1:19092 /nonexistent-venv/bin/python $script"), lines[run]
+    down = next(index for index, line in enumerate(lines) if "kafka.py down" in line)
+    assert up < run < down
+    assert "--owner-file .cache/bench/broker-started-19092" in lines[down]
+
+
 def test_parser_names_every_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert set(commands) == {"run", "replay", "simulate", "reference", "check-config", "alerts", "topics"}
