@@ -15,10 +15,10 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
   lines, records, the merge, writing alerts);
 - with KAFKA_BOOTSTRAP set: ``run`` (the service, in this process) from the real
   broker until caught up, in events per CPU-second, beside a plain
-  ``consume(1000)`` loop touching every message value, measured just before and
-  after the runs of each repeat; the ratio of the two (the median of the repeats' ratios, with
-  their spread); the run again with msgspec block decode;
-  and, from one more run with stage timers, where the run's CPU goes, us/event: decode (``_decode_run``), route
+  ``consume(1000)`` loop touching every message value; their ratio (how each
+  repeat pairs them: :func:`bench_run`); the run again with msgspec block decode;
+  and, from one more run with stage timers, where the run's CPU goes, us/event:
+  decode (``_decode_run``), route
   (``Pipeline.process`` less the detectors), detect, service (the rest of the
   batch: offsets, metrics, alerts, checkpoint), consume+loop (the rest of the
   main thread), other threads (librdkafka's);
@@ -392,7 +392,7 @@ def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> 
           f"median of {repeats} [min-max]; ratio: median of the repeats' run / consume-only [min-max]:")
     print(f"  consume-only loop  {spread(plain)}")
     for name, figures in (("stream-monitor run ", ours), ("run, msgspec decode", msgspec_run)):
-        ratios = [ours_i / plain_i for ours_i, plain_i in zip(figures, plain)]
+        ratios = [run / loop for run, loop in zip(figures, plain)]
         print(f"  {name}{spread(figures)}  (ratio {statistics.median(ratios):.3f} "
               f"[{min(ratios):.3f}-{max(ratios):.3f}])")
     for name, stages_of in (("run", profile), ("run, msgspec decode", msgspec_profile)):
