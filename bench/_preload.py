@@ -11,10 +11,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from stream_monitor.simulate import Scenario, generate
 
 
-def preload(servers: str, topic: str, events: int, labels: bool = False) -> float:
+def preload(servers: str, topic: str, events: int, labels: bool = False, scenario: Scenario | None = None) -> float:
     """Create ``topic`` with its ``.alerts`` and ``.dlq`` topics and write ``events`` predictions of the
-    simulated 22-signal model to it; with ``labels``, every label to ``topic.labels`` too. Returns the
-    seconds of writing."""
+    simulated 22-signal model to it (or those of ``scenario``); with ``labels``, every label to
+    ``topic.labels`` too. Returns the seconds of writing."""
     admin = AdminClient({"bootstrap.servers": servers})
     names = [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else [])
     for future in admin.create_topics([NewTopic(name, 1, 1) for name in names]).values():
@@ -22,7 +22,7 @@ def preload(servers: str, topic: str, events: int, labels: bool = False) -> floa
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
                          "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
     started = time.perf_counter()
-    for count, (event, label) in enumerate(generate(Scenario(n_events=events, seed=1))):
+    for count, (event, label) in enumerate(generate(scenario or Scenario(n_events=events, seed=1))):
         for name, value in ((topic, event), (f"{topic}.labels", label)) if labels else ((topic, event),):
             while True:
                 try:

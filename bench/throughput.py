@@ -1,6 +1,7 @@
 """Per-core throughput: ``replay`` and ``run`` beside their baselines, in one run (issue 13).
 
     python bench/throughput.py [--events 100000] [--repeats 5] [--run-events 200000] [--detectors] [--labels]
+                               [--shapes]
 
 Figures are CPU seconds of this process (all threads), medians of the repeats:
 
@@ -25,7 +26,11 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
 - with ``--labels`` too: ``run`` again with a label for every prediction on a
   labels topic (the join, the error-rate detectors), in predictions per CPU-second;
 - with ``--detectors``: each detector class's CPU in a replay, per event and
-  per value, its calls per batch and the fixed cost of one call.
+  per value, its calls per batch and the fixed cost of one call;
+- with ``--shapes``: streams of several (model, version)s interleaved on one
+  partition (a canary compared live, four models round robin): ``replay``
+  with mixed blocks beside without them (only the last seen (model, version)
+  in blocks), and ``run`` from the broker of each beside the consume-only loop.
 """
 
 from __future__ import annotations
@@ -226,6 +231,52 @@ def bench_replay(events: int, repeats: int) -> None:
           "over msgspec block decode")
 
 
+#: streams of several (model, version)s interleaved on one partition, beside the one-model stream
+SHAPES: dict[str, Callable[[int], Scenario]] = {
+    "one model": lambda events: Scenario(n_events=events, seed=1),
+    "canary 20%, compared live": lambda events: Scenario(n_events=events, seed=1, candidate_version="2",
+                                                         candidate_share=0.2),
+    "4 models round robin": lambda events: Scenario(models=("fraud", "churn", "risk", "ltv"),
+                                                    n_events=events // 4, seed=1),
+}
+
+
+@contextmanager
+def without_mixed_blocks() -> Iterator[None]:
+    """Only the messages of the last (model, version) seen go in blocks (no :class:`MixedBlock`)."""
+    original = Pipeline.schema_of
+    Pipeline.schema_of = lambda self, model, model_version: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Pipeline.schema_of = original  # type: ignore[method-assign]
+
+
+def bench_shapes(events: int, repeats: int) -> None:
+    """``replay`` of each of :data:`SHAPES`, with mixed blocks and without (then each batch's messages
+    of other (model, version)s than the last seen cut it, and mostly go one by one)."""
+    settings = Settings()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, shape in SHAPES.items():
+            path = Path(tmp) / "events.jsonl"
+            with open(path, "wb") as handle:
+                for event, _ in generate(shape(events)):
+                    handle.write(orjson.dumps(event) + b"\n")
+            mixed, single = [], []
+            for _ in range(repeats):
+                mixed.append(cpu(lambda: replay_batch(settings, path)))
+                with without_mixed_blocks():
+                    single.append(cpu(lambda: replay_batch(settings, path)))
+            rows.append((name, events / statistics.median(mixed), events / statistics.median(single),
+                         statistics.median(s / m for s, m in zip(single, mixed))))
+    print(f"replay of interleaved (model, version)s, {events} events, events/s, median of {repeats} "
+          f"(start-up included: each model's detectors calibrate once):")
+    print(f"{'stream':<28}{'mixed blocks':>14}{'without':>10}{'speed-up':>10}")
+    for name, mixed_rate, single_rate, ratio in rows:
+        print(f"{name:<28}{mixed_rate:>14,.0f}{single_rate:>10,.0f}{ratio:>9.2f}x")
+
+
 def detector_classes() -> list[type]:
     """The detector classes of the default set and the registry (each has its own ``update``)."""
     from stream_monitor import detectors
@@ -361,7 +412,7 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):>10,.0f}  [{min(values):,.0f}-{max(values):,.0f}]"
 
 
-def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> None:
+def bench_run(servers: str, events: int, repeats: int, labels: bool = False, shape: str = "one model") -> None:
     """Each repeat measures the consume-only loop, ``run``, ``run`` with msgspec decode and the loop
     again, back to back, so a ratio compares figures of the same minute (this machine's speed
     drifts by a third within minutes): the repeat's loop figure is the mean of the two around its
@@ -369,7 +420,7 @@ def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> 
     with stage timers, gives where the CPU goes."""
     from confluent_kafka.admin import AdminClient
     topic = f"bench.throughput.{uuid.uuid4().hex[:8]}"
-    preload(servers, topic, events, labels)
+    preload(servers, topic, events, labels, SHAPES[shape](events))
     plain, ours, msgspec_run = [], [], []
     try:
         for _ in range(repeats):
@@ -388,7 +439,8 @@ def bench_run(servers: str, events: int, repeats: int, labels: bool = False) -> 
         AdminClient({"bootstrap.servers": servers}).delete_topics(
             [topic, f"{topic}.alerts", f"{topic}.dlq"] + ([f"{topic}.labels"] if labels else []))
     with_labels = f" and {events} labels (joined, error rate monitored)" if labels else ""
-    print(f"run from the broker, {events} events{with_labels}, events per CPU-second, "
+    of = "" if shape == "one model" else f" ({shape})"
+    print(f"run from the broker, {events} events{of}{with_labels}, events per CPU-second, "
           f"median of {repeats} [min-max]; ratio: median of the repeats' run / consume-only [min-max]:")
     print(f"  consume-only loop  {spread(plain)}")
     for name, figures in (("stream-monitor run ", ours), ("run, msgspec decode", msgspec_run)):
@@ -408,8 +460,12 @@ def main() -> None:
     parser.add_argument("--detectors", action="store_true", help="also each detector's cost in a replay")
     parser.add_argument("--labels", action="store_true",
                         help="also run with a label per prediction on a labels topic (the join)")
+    parser.add_argument("--shapes", action="store_true",
+                        help="also streams of several models or versions interleaved (replay, and run)")
     args = parser.parse_args()
     bench_replay(args.events, args.repeats)
+    if args.shapes:
+        bench_shapes(args.events, args.repeats)
     if args.detectors:
         bench_detectors(args.events)
     servers = os.environ.get("KAFKA_BOOTSTRAP")
@@ -420,6 +476,9 @@ def main() -> None:
         bench_run(servers, args.run_events, args.repeats)
         if args.labels:
             bench_run(servers, args.run_events, args.repeats, labels=True)
+        if args.shapes:
+            for shape in list(SHAPES)[1:]:
+                bench_run(servers, args.run_events, args.repeats, shape=shape)
     else:
         print("run: set KAFKA_BOOTSTRAP to measure the service from a real broker")
 

@@ -37,7 +37,7 @@ from stream_monitor.compare import VersionComparisons
 from stream_monitor.config import _DEFAULT_RULE, ModelRule, Settings
 from stream_monitor.detectors.reference import reference_params
 from stream_monitor.events import PredictionEvent
-from stream_monitor.events.batch import BlockSchema, ColumnBlock, PredictionBlock
+from stream_monitor.events.batch import BlockSchema, ColumnBlock, MixedBlock, PredictionBlock
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import DetectorRecord, Metrics
 
@@ -96,7 +96,8 @@ class Record:
 
 
 class RecordBlock:
-    """Consecutive records of one partition whose events are one :class:`PredictionBlock`.
+    """Consecutive records of one partition whose events are one block (of one schema, or a
+    :class:`~stream_monitor.events.batch.MixedBlock` of several).
 
     Behaves as the sequence of those records (built one at a time, when an
     alert or a fallback needs one); ``timestamps`` are the Kafka message times
@@ -105,7 +106,7 @@ class RecordBlock:
 
     __slots__ = ("block", "partition", "timestamps", "quiet")
 
-    def __init__(self, block: PredictionBlock | ColumnBlock, partition: int = 0,
+    def __init__(self, block: PredictionBlock | ColumnBlock | MixedBlock, partition: int = 0,
                  timestamps: Sequence[float | None] | None = None, quiet: int = 0) -> None:
         self.block = block
         self.partition = partition
@@ -847,6 +848,8 @@ class Monitor:
         longer matches the monitor's goes through :meth:`process` record by record.
         """
         block = records.block
+        if block.__class__ is MixedBlock:
+            return self._process_mixed(records)
         schema = block.schema
         if self.block_schema(schema.model, schema.model_version) != schema \
                 or self._comparisons.wants(schema.model):
@@ -881,6 +884,62 @@ class Monitor:
                 batch.count(batch.dropped, model, count - predictions.count(None))
         elif isinstance(prediction, _SignalState):
             self._take_column(version, prediction, block.prediction_column(), positions, batch, False)
+        base = self._events_seen
+        self._events_seen += count
+        return self._finish(records, batch, base)
+
+    def _process_mixed(self, records: RecordBlock) -> list[Alert]:
+        """A block of several (model, version)s' events (a :class:`MixedBlock`), as :meth:`process`
+        routes their records column by column: each part's columns go to its signals at their
+        places in the block, so the detectors, the version comparisons and the alerts see what
+        the records would give them. A part whose schema no longer matches sends the block
+        through :meth:`process` record by record."""
+        block = records.block
+        parts = block.parts
+        for part, _ in parts:
+            schema = part.schema
+            if self.block_schema(schema.model, schema.model_version) != schema:
+                return self.process(records.records())
+        count = len(block)
+        batch = _Batch()
+        self._batch_start = self._events_seen
+        kafka = records.timestamps
+        latest: dict[str, tuple[int, float]] = {}
+        for part, positions in parts:
+            schema = part.schema
+            model = schema.model
+            version = self._versions[state_key(model, schema.model_version)]
+            version.last_seen = self._events_seen + int(positions[-1])
+            self._dirty.add((model, version.model_version))
+            times = part.times()
+            for index in range(len(part) - 1, -1, -1):
+                position = int(positions[index])
+                ts = times[index]
+                if ts is None and kafka is not None:
+                    ts = kafka[position]
+                if ts is not None:
+                    if position > latest.get(model, (-1, 0.0))[0]:
+                        latest[model] = (position, ts)
+                    break
+            by_feature = version.by_feature
+            for name, column in zip((*schema.numeric, *schema.categorical), part.columns()):
+                state = by_feature[name]
+                assert state is not None
+                self._take_column(version, state, column, positions, batch, True)
+            size = len(part)
+            for name in schema.ignored:
+                if not (version.unselected and "feature:" + name in version.unselected):
+                    batch.count(batch.dropped, model, size)
+            prediction = version.prediction
+            if schema.prediction == "ignored":
+                if "prediction" not in version.unselected:
+                    predictions = part.predictions()
+                    batch.count(batch.dropped, model, size - predictions.count(None))
+            elif isinstance(prediction, _SignalState):
+                self._take_column(version, prediction, part.prediction_column(), positions, batch, False)
+        batch.last_ts.update({model: ts for model, (_, ts) in latest.items()})
+        last = parts[int(block.owner(count - 1))][0].schema
+        self._last_version = (last.model, last.model_version)
         base = self._events_seen
         self._events_seen += count
         return self._finish(records, batch, base)

@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stream_monitor.alerts import Alert
@@ -22,7 +22,7 @@ from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import LabelEvent, Limits, PredictionEvent, decode_label, decode_prediction
 from stream_monitor.events.batch import (BatchDecoder, BlockDecoder, BlockSchema, ColumnBlock, LabelBatchDecoder,
-                                         PredictionBlock)
+                                         MixedBlock, PredictionBlock)
 from stream_monitor.join import JoinLimits, LabelJoin, Pair
 from stream_monitor.logs import RateLimitedLog
 from stream_monitor.metrics import Metrics
@@ -56,13 +56,15 @@ class Decoder:
         :meth:`predictions` instead."""
         return None if schema is None else self._block.block(raws, schema)
 
-    def spans(self, raws: Sequence[bytes | None],
-              schema: BlockSchema | None) -> list[tuple[int, int, PredictionBlock | ColumnBlock | None]]:
-        """The batch cut into ``(start, stop, block)`` spans (see :meth:`BlockDecoder.spans`); a span
-        without a block is to be decoded with :meth:`predictions`."""
+    def spans(self, raws: Sequence[bytes | None], schema: BlockSchema | None,
+              schema_of: Callable[[str, str], BlockSchema | None] | None = None,
+              ) -> list[tuple[int, int, PredictionBlock | ColumnBlock | MixedBlock | None]]:
+        """The batch cut into ``(start, stop, block)`` spans (see :meth:`BlockDecoder.spans`: messages
+        of ``schema`` first, then of the schemas ``schema_of`` gives for the other (model, version)s);
+        a span without a block is to be decoded with :meth:`predictions`."""
         if schema is None:
             return [(0, len(raws), None)]
-        return self._block.spans(raws, schema)
+        return self._block.spans(raws, schema, schema_of=schema_of)
 
     def predictions(self, raws: Sequence[bytes | None]) -> list[PredictionEvent | BadMessage]:
         """Decode a batch: one event or one :class:`BadMessage` per message, as :meth:`prediction` gives."""
@@ -154,6 +156,11 @@ class Pipeline:
         """
         last = self.monitor.last_version()
         return None if last is None else self.monitor.block_schema(*last)
+
+    def schema_of(self, model: str, model_version: str) -> BlockSchema | None:
+        """The usual schema of a (model, version) (None: none yet), for the messages of a batch not of
+        :meth:`block_schema`'s."""
+        return self.monitor.block_schema(model, model_version)
 
     def process(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> list[Alert]:
         """Feed a batch in arrival order; return its alerts.
@@ -256,12 +263,23 @@ class Pipeline:
     def _join_block(self, records: RecordBlock) -> None:
         """The block's predictions to the join, row by row from its columns (as their records would)."""
         block = records.block
-        schema = block.schema
-        if schema.prediction == "absent":
-            return  # no message of the block carries a prediction
         add = self.join.add_prediction_fields
-        model, version, partition, quiet = schema.model, schema.model_version, records.partition, records.quiet
+        partition, quiet = records.partition, records.quiet
         kafka = records.timestamps or itertools.repeat(None)
+        if block.__class__ is MixedBlock:
+            # several (model, version)s: their predictions in the block's order, as the records'
+            if all(part.schema.prediction == "absent" for part, _ in block.parts):  # type: ignore[union-attr]
+                return
+            for index, (event_id, prediction, ts, fallback, (model, version)) in enumerate(
+                    zip(block.event_ids(), block.predictions(), block.times(), kafka,
+                        block.versions())):  # type: ignore[union-attr]
+                if prediction is not None:
+                    add(event_id, model, version, prediction, ts, partition, fallback, index < quiet)
+            return
+        schema = block.schema
+        if schema.prediction == "absent":  # type: ignore[union-attr]
+            return  # no message of the block carries a prediction
+        model, version = schema.model, schema.model_version  # type: ignore[union-attr]
         for index, (event_id, prediction, ts, fallback) in enumerate(
                 zip(block.event_ids(), block.predictions(), block.times(), kafka)):
             if prediction is not None:

@@ -35,7 +35,7 @@ from stream_monitor.alerts import Alert
 from stream_monitor.config import Settings
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import PredictionEvent
-from stream_monitor.events.batch import ColumnBlock, PredictionBlock
+from stream_monitor.events.batch import ColumnBlock, MixedBlock, PredictionBlock, block_counts
 from stream_monitor.join import EventClock
 from stream_monitor.metrics import Metrics
 from stream_monitor.monitor import Record, RecordBlock
@@ -223,7 +223,7 @@ def _predictions_only(path: Path, pipeline: Pipeline, summary: ReplaySummary,
             summary.lines += len(raws)
             if progress is not None:
                 progress(sum(map(len, raws)) + len(raws))
-            for start, stop, block in decoder.spans(raws, pipeline.block_schema()):
+            for start, stop, block in decoder.spans(raws, pipeline.block_schema(), pipeline.schema_of):
                 if block is not None:
                     if pending:
                         process(pending)
@@ -277,21 +277,21 @@ def _chunks(handle: BinaryIO, size: int) -> Iterator[list[bytes]]:
         del lines[:size]
 
 
-def _block_pieces(block: PredictionBlock | ColumnBlock, start: int, first_line: int, pipeline: Pipeline,
+def _block_pieces(block: PredictionBlock | ColumnBlock | MixedBlock, start: int, first_line: int, pipeline: Pipeline,
                   clock: EventClock, summary: ReplaySummary, chunk: int,
                   process: Callable[[Sequence[Record | RecordBlock]], None], path: Path,
                   rejected_out: BinaryIO | None) -> None:
     """A block (its lines from ``start`` of the chunk that begins at line ``first_line``) processed in
     pieces the clock takes at once; a line whose time the clock clamps goes on its own between them."""
     times = block.times()
-    schema = block.schema
     done = 0
     while done < len(block):
         taken = clock.observe_prefix(times[done:])
         if taken:
             piece = block if taken == len(block) else block.part(done, done + taken)
             summary.events += taken
-            summary.events_by_model[(schema.model, schema.model_version)] += taken
+            for key, count in block_counts(piece):
+                summary.events_by_model[key] += count
             process([RecordBlock(piece)])
             done += taken
         if done < len(block):

@@ -31,8 +31,8 @@ from msgspec.structs import astuple
 from stream_monitor.errors import BadMessage
 from stream_monitor.events import _LATEST_TS, LabelEvent, Limits, PredictionEvent, _timestamp
 
-__all__ = ["BatchDecoder", "BlockDecoder", "BlockSchema", "ColumnBlock", "LabelBatchDecoder", "PredictionBlock",
-           "native_decoder"]
+__all__ = ["BatchDecoder", "BlockDecoder", "BlockSchema", "ColumnBlock", "LabelBatchDecoder", "MixedBlock",
+           "PredictionBlock", "block_counts", "native_decoder"]
 
 #: integers orjson (the oracle's parser) keeps as int (up to 2**64 - 1); the few above int64 go to the oracle
 _INT_RANGE = msgspec.Meta(ge=-(2**63), le=2**63 - 1)
@@ -341,12 +341,18 @@ class ColumnBlock:
 
     def __init__(self, schema: BlockSchema, raws: Sequence[bytes], decoded: tuple[Any, ...],
                  oracle: Callable[[bytes | None], PredictionEvent], start: int = 0, stop: int | None = None,
-                 holes: tuple[int, ...] = ()) -> None:
+                 holes: tuple[int, ...] = (), rows: Sequence[int] | None = None) -> None:
         """The messages ``raws[start:stop]`` but the ``holes`` (positions from ``start``) of the
-        compiled decoder's answer ``decoded`` for ``raws``."""
+        compiled decoder's answer ``decoded`` for ``raws``; with ``rows``, the messages at those
+        indices of ``raws`` (ascending) instead, and ``holes`` is only kept."""
         numeric, categorical, event_ids, times, prediction, _fits = decoded
         stop = len(raws) if stop is None else stop
-        whole = start == 0 and stop == len(raws) and not holes
+        if rows is None and holes:
+            left_out = set(holes)
+            rows = [start + index for index in range(stop - start) if index not in left_out]
+        if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            start, stop, rows = rows[0], rows[-1] + 1, None  # consecutive: views, no copy
+        whole = rows is None and start == 0 and stop == len(raws)
         self.schema = schema
         self.holes = holes
         self._numeric = np.frombuffer(numeric, dtype=np.float64).reshape(len(schema.numeric), len(raws))
@@ -354,7 +360,7 @@ class ColumnBlock:
             prediction = np.frombuffer(prediction, dtype=np.float64)
         if whole:
             self.raws = raws
-        elif not holes:
+        elif rows is None:
             self.raws = raws[start:stop]
             self._numeric = self._numeric[:, start:stop]
             categorical = [column[start:stop] for column in categorical]
@@ -362,9 +368,7 @@ class ColumnBlock:
             if prediction is not None:
                 prediction = prediction[start:stop]
         else:
-            left_out = set(holes)
-            rows = [start + index for index in range(stop - start) if index not in left_out]
-            take = itemgetter(*rows) if len(rows) > 1 else (lambda sequence: (sequence[rows[0]],))
+            take = _taker(rows)
             self.raws = list(take(raws))
             self._numeric = self._numeric[:, rows]  # a copy, each feature's row contiguous
             categorical = [list(take(column)) for column in categorical]
@@ -421,6 +425,97 @@ class ColumnBlock:
         return [self._oracle(raw) for raw in self.raws]
 
 
+class MixedBlock:
+    """Consecutive messages of several schemas, each schema's share one block.
+
+    A partition carries several models, or two versions of one (a canary, an
+    A/B split), their messages interleaved. ``parts`` are ``(block, positions)``
+    pairs: ``positions`` (ascending int array) are the places of the block's
+    messages among the span's messages, which are the parts' together. The
+    same interface as a block, in the span's order; ``holes`` as a block's.
+    """
+
+    __slots__ = ("parts", "holes", "_owner", "_index")
+
+    #: no single schema: each part has its own
+    schema = None
+
+    def __init__(self, parts: list[tuple[PredictionBlock | ColumnBlock, np.ndarray]],
+                 holes: tuple[int, ...] = ()) -> None:
+        self.parts = parts
+        self.holes = holes
+        count = sum(len(block) for block, _ in parts)
+        owner = np.full(count, -1, dtype=np.intp)
+        index = np.zeros(count, dtype=np.intp)
+        for number, (block, positions) in enumerate(parts):
+            owner[positions] = number
+            index[positions] = np.arange(len(block))
+        assert owner.min(initial=0) >= 0, "the parts' positions must cover the span"
+        self._owner, self._index = owner, index
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def owner(self, index: int) -> int:
+        """The number of the part holding the message at ``index``."""
+        return int(self._owner[index])
+
+    def _in_order(self, values_of: Callable[[PredictionBlock | ColumnBlock], Sequence[Any]]) -> list[Any]:
+        out: list[Any] = [None] * len(self._owner)
+        for block, positions in self.parts:
+            for position, value in zip(positions.tolist(), values_of(block)):
+                out[position] = value
+        return out
+
+    def predictions(self) -> list[Any]:
+        return self._in_order(lambda block: block.predictions())
+
+    def event_ids(self) -> list[str]:
+        return self._in_order(lambda block: block.event_ids())
+
+    def times(self) -> list[float | None]:
+        """Each message's ``ts`` (None: the Kafka timestamp is used)."""
+        return self._in_order(lambda block: block.times())
+
+    def versions(self) -> list[tuple[str, str]]:
+        """Each message's (model, model_version)."""
+        return self._in_order(lambda block: [(block.schema.model, block.schema.model_version)] * len(block))
+
+    def counts(self) -> list[tuple[tuple[str, str], int]]:
+        """How many messages each (model, model_version) has."""
+        return [((block.schema.model, block.schema.model_version), len(block)) for block, _ in self.parts]
+
+    def part(self, start: int, stop: int) -> MixedBlock | PredictionBlock | ColumnBlock:
+        """The messages ``start`` to ``stop`` (no holes); one block when they are of one schema."""
+        parts = []
+        for block, positions in self.parts:
+            low, high = np.searchsorted(positions, (start, stop)).tolist()
+            if low < high:
+                parts.append((block.part(low, high), positions[low:high] - start))
+        return parts[0][0] if len(parts) == 1 else MixedBlock(parts)
+
+    def event(self, index: int) -> PredictionEvent:
+        """The message's event, as the one-message decoder gives it (its own decode of the bytes)."""
+        return self.parts[self._owner[index]][0].event(int(self._index[index]))
+
+    def events(self) -> list[PredictionEvent]:
+        return self._in_order(lambda block: block.events())
+
+
+def block_counts(block: PredictionBlock | ColumnBlock | MixedBlock) -> list[tuple[tuple[str, str], int]]:
+    """How many messages each (model, model_version) of a block has."""
+    if isinstance(block, MixedBlock):
+        return block.counts()
+    return [((block.schema.model, block.schema.model_version), len(block))]
+
+
+def _taker(rows: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """``itemgetter(*rows)`` that always gives a tuple."""
+    if len(rows) > 1:
+        return itemgetter(*rows)
+    return lambda sequence: tuple(sequence[row] for row in rows)
+
+
 def native_decoder() -> Any:
     """The compiled block decoder's module (``stream_monitor_decode``), or None.
 
@@ -464,9 +559,13 @@ class BlockDecoder:
         self._decoders: dict[BlockSchema, tuple[Any, Any]] = {}
         #: schema -> batches left to skip: its last split found nothing to make a block of
         self._backoff: dict[BlockSchema, int] = {}
+        #: schema -> its cuts in a row that found nothing to make a block of
+        self._failures: dict[BlockSchema, int] = {}
         self._native = native_decoder()
         #: schema -> the compiled decoder's schema (None: that schema is not for it)
         self._native_schemas: dict[BlockSchema, Any] = {}
+        #: schemas whose last batch also held messages of other schemas
+        self._mixed: set[BlockSchema] = set()
 
     def block(self, raws: Sequence[bytes | None], schema: BlockSchema) -> PredictionBlock | ColumnBlock | None:
         """The messages as one block of ``schema``, or None when any is not plainly of it."""
@@ -491,19 +590,28 @@ class BlockDecoder:
             return None
         return PredictionBlock(schema, raws, wires, self._oracle)  # type: ignore[arg-type]
 
-    def spans(self, raws: Sequence[bytes | None], schema: BlockSchema,
-              shortest: int | None = None) -> list[tuple[int, int, PredictionBlock | ColumnBlock | None]]:
+    def spans(self, raws: Sequence[bytes | None], schema: BlockSchema, shortest: int | None = None,
+              schema_of: Callable[[str, str], BlockSchema | None] | None = None,
+              ) -> list[tuple[int, int, PredictionBlock | ColumnBlock | MixedBlock | None]]:
         """The messages cut into consecutive ``(start, stop, block)`` spans, in order.
 
-        A span with a block holds at least ``shortest`` messages of the schema
+        A span with a block holds at least ``shortest`` messages of known schemas
         (by default a quarter of the batch, and 64: each span costs one call of
-        every detector); a span without one (None) is to be decoded message by message. A batch
-        of the schema is one span; a batch with a few other messages is cut
-        around them, but for messages the one-message decoder rejects: those
+        every detector); a span without one (None) is to be decoded message by message.
+
+        The messages of ``schema`` are taken first. With ``schema_of`` (the
+        usual schema of a (model, version), None when it has none), the other
+        messages of the batch are tried against the schemas of the other
+        models and versions they carry, a few at most: a partition whose
+        models (or a canary's two versions) are interleaved still goes in
+        blocks, a :class:`MixedBlock` where a span holds several schemas.
+
+        A batch of one schema is one span; a batch with a few messages of no
+        known schema is cut around them, but for messages the one-message decoder rejects: those
         stay inside a span, as its block's ``holes`` (the caller sends their
         dead letters), so bad messages spread through a stream do not cut it
-        into pieces too short for blocks. A schema whose last cut found no span of it is not tried
-        for the next batches (a partition whose messages mix models, say).
+        into pieces too short for blocks. A schema whose last cut found no span is not tried
+        for the next batches (a partition of models none of which has a schema yet, say).
         """
         count = len(raws)
         skip = self._backoff.get(schema, 0)
@@ -513,55 +621,147 @@ class BlockDecoder:
         if not raws or (self._allowed is not None and schema.model not in self._allowed):
             return [(0, count, None)]
         shortest = max(64, count // 4) if shortest is None else shortest
-        make: Callable[[int, int, tuple[int, ...]], PredictionBlock | ColumnBlock]
-        native = self._native_schema(schema) if self._native is not None else None
-        if native is not None and (self._decoders.get(schema) or self._decoder(schema))[0] is not _refuse:
-            # the compiled decoder marks the messages not of the schema and decodes the others
-            listed = raws if isinstance(raws, list) else list(raws)
-            decoded = native.decode(listed, True)
-            fitting = np.frombuffer(decoded[5], dtype=np.bool_)
-            if fitting.all():
-                return [(0, count, ColumnBlock(schema, raws, decoded, self._oracle))]  # type: ignore[arg-type]
-            fits = fitting.tolist()
-
-            def make(start: int, stop: int, holes: tuple[int, ...]) -> PredictionBlock | ColumnBlock:
-                return ColumnBlock(schema, listed, decoded, self._oracle, start, stop, holes)  # type: ignore[arg-type]
+        listed = raws if isinstance(raws, list) else list(raws)
+        # a schema whose last batch held other schemas' messages is read screening them out first
+        fits, make = self._fit(schema, listed, screen=schema in self._mixed)
+        if fits.all():
+            self._mixed.discard(schema)
+            return [(0, count, make(None, ()))]
+        # each schema tried: (make a block of some of its rows, each batch index's row in its pass or -1)
+        passes: list[tuple[Callable[..., PredictionBlock | ColumnBlock], np.ndarray | None]] = [(make, None)]
+        owner = np.where(fits, 0, -1).astype(np.intp)
+        rejected = np.zeros(count, dtype=np.bool_)
+        known = np.zeros(count, dtype=np.bool_)  # a valid message of no schema tried: it cuts the span
+        if schema_of is not None:
+            self._other_schemas(listed, schema, schema_of, passes, owner, rejected, known)
+        if len(passes) > 1:
+            if len(self._mixed) >= _MAX_BLOCK_DECODERS:
+                self._mixed.clear()
+            self._mixed.add(schema)
         else:
-            block = self.block(raws, schema)
-            if block is not None:
-                return [(0, count, block)]
-            one = (self._decoders.get(schema) or self._decoder(schema))[1]
-            wires = [self._one(one, raw) for raw in raws]
-            fits = [wire is not None for wire in wires]
-
-            def make(start: int, stop: int, holes: tuple[int, ...]) -> PredictionBlock | ColumnBlock:
-                if not holes:
-                    return PredictionBlock(schema, raws[start:stop], wires[start:stop], self._oracle)  # type: ignore[arg-type]
-                kept = [index for index in range(start, stop) if index - start not in holes]
-                return PredictionBlock(schema, [raws[index] for index in kept],  # type: ignore[misc]
-                                       [wires[index] for index in kept], self._oracle, holes)
-        spans: list[tuple[int, int, PredictionBlock | ColumnBlock | None]] = []
-        # a message the one-message decoder rejects leaves a hole in a block (it only has a dead letter);
-        # too few messages of the schema for any block: no message is decoded twice to know that
-        rejected = ([not fit and self._rejected(raw) for fit, raw in zip(fits, raws)] if sum(fits) >= shortest
-                    else [False] * count)
+            self._mixed.discard(schema)
+        taken = owner >= 0
+        if int(np.count_nonzero(taken)) >= shortest:
+            # too few messages of known schemas for any block: no message is decoded twice to know that
+            for index in np.flatnonzero(~taken & ~rejected & ~known).tolist():
+                rejected[index] = self._rejected(raws[index])
+        blockable = taken | rejected
+        # the runs of blockable messages and of the others, as (first, stop) pairs
+        cuts = np.flatnonzero(np.diff(blockable.view(np.int8))) + 1
+        bounds = [0, *cuts.tolist(), count]
+        spans: list[tuple[int, int, PredictionBlock | ColumnBlock | MixedBlock | None]] = []
         start = 0
-        for blockable, group in itertools.groupby(range(count), key=lambda index: fits[index] or rejected[index]):
-            indices = list(group)
-            first, stop = indices[0], indices[-1] + 1
-            if blockable and sum(fits[first:stop]) >= shortest:
+        for first, stop in zip(bounds, bounds[1:]):
+            if blockable[first] and int(np.count_nonzero(taken[first:stop])) >= shortest:
                 if start < first:
                     spans.append((start, first, None))
-                holes = tuple(index - first for index in indices if rejected[index])
-                spans.append((first, stop, make(first, stop, holes)))
+                holes = tuple(np.flatnonzero(rejected[first:stop]).tolist())
+                spans.append((first, stop, self._span_block(passes, owner[first:stop], first, holes)))
                 start = stop
         if start < count:
             spans.append((start, count, None))
         if len(spans) == 1 and spans[0][2] is None:
-            self._backoff[schema] = _BACKOFF_BATCHES
-            if len(self._backoff) > _MAX_BLOCK_DECODERS:
-                self._backoff = {schema: _BACKOFF_BATCHES}
+            # 1, 2, 4 ... batches skipped after as many cuts in a row without a block: a version's first
+            # batch (its schema is learned from it) costs one, a partition that never has blocks little
+            failures = self._failures.get(schema, 0) + 1
+            if len(self._failures) > _MAX_BLOCK_DECODERS:
+                self._failures, self._backoff = {}, {}
+            self._failures[schema] = failures
+            self._backoff[schema] = min(_BACKOFF_BATCHES, 2 ** (failures - 1))
+        else:
+            self._failures.pop(schema, None)
         return spans
+
+    def _fit(self, schema: BlockSchema, raws: list[bytes | None], screen: bool = False,
+             ) -> tuple[np.ndarray, Callable[[Sequence[int] | None, tuple[int, ...]], PredictionBlock | ColumnBlock]]:
+        """Which messages are plainly of ``schema`` (a bool array), and how to make a block of some
+        of them: ``make(rows, holes)`` (``rows`` None: all of them). With ``screen``, the compiled
+        decoder reads each message's model and version first (cheap where many are of other schemas)."""
+        native = self._native_schema(schema) if self._native is not None else None
+        if native is not None and (self._decoders.get(schema) or self._decoder(schema))[0] is not _refuse:
+            # the compiled decoder marks the messages not of the schema and decodes the others
+            decoded = native.decode(raws, True, screen)
+
+            def make_columns(rows: Sequence[int] | None, holes: tuple[int, ...]) -> ColumnBlock:
+                return ColumnBlock(schema, raws, decoded, self._oracle, holes=holes,  # type: ignore[arg-type]
+                                   rows=rows)
+            return np.frombuffer(decoded[5], dtype=np.bool_), make_columns
+        block = self.block(raws, schema)
+        if block is not None:
+            return np.ones(len(raws), dtype=np.bool_), lambda rows, holes: block
+        one = (self._decoders.get(schema) or self._decoder(schema))[1]
+        wires = [self._one(one, raw) for raw in raws]
+
+        def make_wires(rows: Sequence[int] | None, holes: tuple[int, ...]) -> PredictionBlock:
+            if rows is None:
+                return PredictionBlock(schema, raws, wires, self._oracle, holes)  # type: ignore[arg-type]
+            return PredictionBlock(schema, [raws[row] for row in rows],  # type: ignore[misc]
+                                   [wires[row] for row in rows], self._oracle, holes)
+        return np.array([wire is not None for wire in wires], dtype=np.bool_), make_wires
+
+    def _other_schemas(self, raws: list[bytes | None], first: BlockSchema,
+                       schema_of: Callable[[str, str], BlockSchema | None],
+                       passes: list[tuple[Callable[..., PredictionBlock | ColumnBlock], np.ndarray | None]],
+                       owner: np.ndarray, rejected: np.ndarray, known: np.ndarray) -> None:
+        """The messages not of ``first`` tried against the schemas of their (model, version)s.
+
+        The first message left is decoded on its own to know its (model, version);
+        if that has a schema not tried yet, every message left is tried against
+        it. At most :data:`_MAX_SCHEMAS` schemas and :data:`_PROBES` such
+        decodes per batch: a partition of very many models, or of models
+        without a schema yet, costs little more than one pass.
+        """
+        left = np.flatnonzero(owner < 0)
+        tried = {first}
+        probes = 0
+        while len(left) and len(passes) < _MAX_SCHEMAS and probes < _PROBES:
+            probes += 1
+            probe = int(left[0])
+            try:
+                event = self._oracle(raws[probe])
+            except BadMessage:
+                rejected[probe] = True
+                left = left[1:]
+                continue
+            schema = schema_of(event.model, event.model_version)
+            if schema is None or schema in tried or (self._allowed is not None and schema.model not in self._allowed):
+                known[probe] = True
+                left = left[1:]
+                continue
+            tried.add(schema)
+            fits, make = self._fit(schema, [raws[index] for index in left.tolist()], screen=True)
+            row_of = np.full(len(owner), -1, dtype=np.intp)
+            row_of[left] = np.arange(len(left))
+            passes.append((make, row_of))
+            owner[left[fits]] = len(passes) - 1
+            if not fits[0]:
+                known[probe] = True  # of a known version, but not of its usual shape
+            left = left[~fits]
+            if len(left) and int(left[0]) == probe:
+                left = left[1:]
+
+    @staticmethod
+    def _span_block(passes: list[tuple[Callable[..., PredictionBlock | ColumnBlock], np.ndarray | None]],
+                    owner: np.ndarray, first: int, holes: tuple[int, ...],
+                    ) -> PredictionBlock | ColumnBlock | MixedBlock:
+        """The block of a span (its batch indices from ``first``, their pass numbers ``owner``, -1 for
+        the ``holes``): of one schema, or a :class:`MixedBlock` of each schema's messages."""
+        kept = owner[owner >= 0]
+        numbers = np.unique(kept)
+        if len(numbers) == 1:
+            make, row_of = passes[int(numbers[0])]
+            indices = np.flatnonzero(owner >= 0) + first
+            rows = indices if row_of is None else row_of[indices]
+            return make(rows.tolist(), holes)
+        parts = []
+        for number in numbers.tolist():
+            make, row_of = passes[number]
+            positions = np.flatnonzero(kept == number)
+            indices = np.flatnonzero(owner == number) + first
+            rows = indices if row_of is None else row_of[indices]
+            parts.append((make(rows.tolist(), ()), positions))
+        parts.sort(key=lambda part: int(part[1][0]))
+        return MixedBlock(parts, holes)
 
     def _rejected(self, raw: bytes | None) -> bool:
         """Whether the one-message decoder rejects the message."""
@@ -636,8 +836,12 @@ class BlockDecoder:
         return self._decoders[schema]
 
 
-#: batches a schema is not tried for after a cut found no block in one
+#: the most batches a schema is not tried for after cuts that found no block
 _BACKOFF_BATCHES = 16
+#: schemas tried per batch (each one more pass over the messages not taken yet)
+_MAX_SCHEMAS = 8
+#: messages decoded on their own per batch to learn the (model, version) of those not taken yet
+_PROBES = 16
 
 
 def _times_valid(wires: Sequence[Any]) -> bool:

@@ -464,7 +464,8 @@ class Service:
                  for timestamp_kind, milliseconds in map(_TIMESTAMP, run)]
         values = list(map(_VALUE, run))
         if kind == "predictions":
-            for start, stop, block in self._decoder.spans(values, state.pipeline.block_schema()):
+            for start, stop, block in self._decoder.spans(values, state.pipeline.block_schema(),
+                                                          state.pipeline.schema_of):
                 if block is not None and block.holes:
                     # the messages left out of the block are rejects: their dead letters, then the block
                     for hole in block.holes:

@@ -426,3 +426,127 @@ def test_feature_names_that_are_not_python_identifiers_go_in_blocks(block_decode
                           "features": {name: i + 0.5, "c": "a"}, "prediction": 0.25}) for i in range(80)]
     assert _check_block(decoder, raws, schema)
     assert [(start, stop) for start, stop, block in decoder.spans(raws + [b"bad"], schema) if block] == [(0, 81)]
+
+
+def _header_variants(raws: list[bytes]) -> list[bytes]:
+    """Messages whose model and version differ from the corpus's in every way the screen reads:
+    other strings, null, numbers, escapes, spaces, the fields late or twice or nested."""
+    out = []
+    for raw in raws:
+        for old, new in ((b'"model":"m"', b'"model":"other"'), (b'"model":"m"', b'"model":null'),
+                         (b'"model":"m"', b'"model":1'), (b'"model":"m"', b'"model":"\\u006d"'),
+                         (b'"model":"m"', b'"model" : "m2"'), (b'"model":"m"', b'"model":"o\\"x"'),
+                         (b'"model_version":"2"', b'"model_version":"3"'),
+                         (b'"model_version":"2"', b'"model_version":null'),
+                         (b'"model_version":"2"', b'"model_version":"unknown"'),
+                         (b'"model_version":"2"', b'"model_version":2'),
+                         (b'"model_version":"2"', b'"model_version":"\\u0032"'),
+                         (b'"event_id":"e1"', b'"event_id":"e\\"1"'),
+                         (b'"event_id":"e1",', b'"event_id":"e1","model":"other",'),
+                         (b'"event_id":"e1",', b'"x":{"model":"other"},"event_id":"e1",'),
+                         (b'"event_id":"e1",', b'"x":[1,"other"],"event_id":"e1",'),
+                         (b'{"event_id"', b' \n{ "event_id"')):
+            if old in raw:
+                out.append(raw.replace(old, new, 1))
+    return out
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda s: f"{s.prediction}-{len(s.numeric)}-{s.model_version}")
+def test_screening_model_and_version_never_changes_what_fits_or_its_values(schema: BlockSchema) -> None:
+    """The compiled decoder's screen (a message's leading model and version read before the whole
+    message) only leaves out messages the full read refuses: the same fits and the same columns."""
+    pytest.importorskip("stream_monitor_decode", reason="the compiled block decoder is not built")
+    if schema.prediction == "ignored":
+        pytest.skip("the compiled decoder leaves an ignored prediction to msgspec")
+    from stream_monitor.events.batch import native_decoder
+    native = native_decoder().Schema(list(schema.numeric), list(schema.categorical), list(schema.ignored),
+                                     schema.model, schema.model_version, schema.prediction, 12, 2000, 4102444800.0)
+    corpus = [raw for raw in _corpus() + _fuzzed(11, 300) if raw]
+    corpus += [raw.replace(b'"model_version":"2",', b"") for raw in corpus]
+    corpus += _header_variants(corpus)
+    full, screened = native.decode(corpus, True, False), native.decode(corpus, True, True)
+    fits = np.frombuffer(full[5], dtype=np.bool_)
+    assert full[5] == screened[5] and 0 < fits.sum() < len(corpus) // 2
+    assert full[0] == screened[0] and full[1:5] == screened[1:5]
+
+
+def _interleaved(decoder: Decoder) -> tuple[list[bytes | None], dict[tuple[str, str], BlockSchema]]:
+    """1,000 messages of three (model, version)s interleaved at random (two versions of "fraud", one of
+    "churn"), and their schemas."""
+    rng = random.Random(21)
+    streams = {key: iter(generate(Scenario(models=(key[0],), model_version=key[1], n_events=1000, n_numeric=3,
+                                           n_categorical=1, seed=21 + number)))
+               for number, key in enumerate([("fraud", "1"), ("fraud", "2"), ("churn", "1")])}
+    raws: list[bytes | None] = []
+    for _ in range(1000):
+        key = rng.choices(list(streams), weights=[6, 2, 2])[0]
+        event = next(streams[key])[0]
+        raws.append(orjson.dumps(event))
+    schemas = {key: BlockSchema(key[0], key[1], ("f00", "f01", "f02"), ("c00",), (), "numeric") for key in streams}
+    return raws, schemas
+
+
+def test_interleaved_models_and_versions_go_as_one_mixed_block_with_each_message_in_its_place(
+        block_decoder: str) -> None:
+    """A partition carrying several models (or a canary's two versions) goes in blocks: one part
+    per schema, each message at its place; rejects are holes, a valid message of no known schema
+    cuts the span."""
+    from stream_monitor.events.batch import MixedBlock
+    decoder = Decoder(Settings())
+    raws, schemas = _interleaved(decoder)
+    others = {100: b"not json", 101: None, 500: raws[500].replace(b'"f00"', b'"f09"'),  # type: ignore[union-attr]
+              998: b""}
+    for index, raw in others.items():
+        raws[index] = raw
+    asked = []
+
+    def schema_of(model: str, model_version: str) -> BlockSchema | None:
+        asked.append((model, model_version))
+        return schemas[(model, model_version)]
+
+    first = decoder.prediction(raws[0])  # type: ignore[arg-type]
+    spans = decoder.spans(raws, schemas[(first.model, first.model_version)], schema_of)
+    assert [(start, stop, block.holes if block else None) for start, stop, block in spans] == [
+        (0, 500, (100, 101)), (500, 501, None), (501, 1000, (497,))]
+    assert len(asked) <= 2 * 4  # a probe per schema and span side, not one per message
+    kind = ColumnBlock if block_decoder == "native" else PredictionBlock
+    for start, stop, block in spans:
+        if block is None:
+            continue
+        assert isinstance(block, MixedBlock) and len(block.parts) == 3
+        assert all(isinstance(part, kind) for part, _ in block.parts)
+        kept = [index for index in range(start, stop) if index - start not in block.holes]
+        assert len(block) == len(kept)
+        ids, times, predictions = block.event_ids(), block.times(), block.predictions()
+        versions = block.versions()
+        for place, at in enumerate(kept):
+            event = decoder.prediction(raws[at])
+            assert block.event(place) == event
+            assert (ids[place], times[place], predictions[place]) == (event.event_id, event.ts, event.prediction)
+            assert versions[place] == (event.model, event.model_version)
+        for part, positions in block.parts:
+            assert positions.tolist() == sorted(positions.tolist())
+            for index, place in enumerate(positions.tolist()):
+                features, prediction, ts = _block_values(part, index)
+                assert features == decoder.prediction(raws[kept[place]]).features
+        # a piece of it (replay cuts a block where the clock clamps a time) keeps the same places
+        piece = block.part(10, 300)
+        assert [event.event_id for event in piece.events()] == ids[10:300]
+
+
+def test_messages_of_versions_without_a_schema_cut_the_batch_and_are_probed_a_few_times(
+        block_decoder: str) -> None:
+    """A version with no schema yet (its first messages, or a model over the cap) is not a block; at
+    most a few of its messages are decoded on their own to learn that, per batch."""
+    decoder = Decoder(Settings())
+    raws, schemas = _interleaved(decoder)
+    probed = []
+
+    def schema_of(model: str, model_version: str) -> BlockSchema | None:
+        probed.append(model)
+        return None if model == "churn" else schemas[(model, model_version)]
+
+    spans = decoder.spans(raws, schemas[("fraud", "1")], schema_of)
+    assert len(probed) <= 16
+    # churn's messages (a fifth, spread through the batch) leave no run of 250 of the others
+    assert spans == [(0, 1000, None)]

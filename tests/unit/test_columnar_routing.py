@@ -471,3 +471,106 @@ def test_a_stream_with_bad_lines_and_far_times_spread_through_it_still_goes_in_b
     # all but the first two chunks (the first's events wait for a full batch, so the schema is
     # known from the third) and the clamped events go in blocks
     assert sum(blocks) >= 8000 - 2000 - sum(got[2].clamped.values())
+
+
+# -- mixed blocks: a partition carrying several models or a canary's two versions ---------------------
+
+def _mixed_scenarios(seed: int) -> dict[str, Scenario]:
+    return {
+        # a canary: version 2 takes 30% of the traffic from event 1500, its predictions shifted
+        "canary": Scenario(models=("fraud",), n_events=9000, n_numeric=3, n_categorical=1, seed=seed,
+                           candidate_version="2", candidate_share=0.3, candidate_from=500,
+                           candidate_score_shift=1.0, candidate_error_rate=0.3, label_delay_events=150,
+                           drifts=(parse_drift("fraud:feature:f01@4000:shift=1.5"),)),
+        # four models round robin on one partition, one drifting
+        "models": Scenario(models=("a", "b", "c", "d"), n_events=2500, n_numeric=3, n_categorical=1, seed=seed,
+                           label_delay_events=150, drifts=(parse_drift("c:feature:f00@1200:scale=3"),)),
+    }
+
+
+@pytest.mark.parametrize(("shape", "seed"), [("canary", 31), ("canary", 32), ("models", 33)])
+def test_interleaved_models_and_versions_replay_in_mixed_blocks_with_the_alerts_of_value_by_value(
+        shape: str, seed: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several (model, version)s interleaved in one stream (a canary compared live, models sharing a
+    partition), with bad lines and far times: replay takes most events in mixed blocks, and gives
+    the alerts (version comparisons included), counts and summary of value by value."""
+    from stream_monitor.events.batch import MixedBlock
+    items = [("prediction", event) for event, _ in generate(_mixed_scenarios(seed)[shape])]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(_lines(items, seed))
+    mixed = []
+    original = Monitor.process_block
+
+    def spy(self, records):  # type: ignore[no-untyped-def]
+        if isinstance(records.block, MixedBlock):
+            mixed.append(len(records))
+        return original(self, records)
+
+    monkeypatch.setattr(Monitor, "process_block", spy)
+    expected = _replay(path, False, monkeypatch)
+    got = _replay(path, True, monkeypatch)
+    assert got[0] == expected[0]
+    assert got[1] == expected[1]
+    assert got[2] == expected[2]
+    signals = {(alert["model"], alert["signal"], alert["detector"]) for alert in map(orjson.loads, got[0].splitlines())}
+    if shape == "canary":
+        # the candidate's shifted predictions are told apart from the baseline's, and the feature drift seen
+        assert {("fraud", "prediction", "version_compare"), ("fraud", "feature:f01", "page_hinkley")} <= signals
+    else:
+        assert ("c", "feature:f00") in {signal[:2] for signal in signals}
+    # all but the first chunks (which teach the schemas) and the lines around clamped times go mixed
+    assert sum(mixed) >= 0.6 * len(items)
+
+
+@pytest.mark.parametrize(("shape", "seed", "batch"), [("canary", 34, 1000), ("models", 35, 400)])
+def test_mixed_blocks_with_labels_give_the_alerts_counts_and_join_of_their_records(
+        shape: str, seed: int, batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With labels, a mixed block's predictions reach the join in arrival order across its versions
+    (the join's per-model and global caps depend on it) and its columns go to their signals: the
+    alerts, metrics and join state of its records."""
+    from stream_monitor.events.batch import MixedBlock
+    settings = Settings()
+    items = list(stream(_mixed_scenarios(seed)[shape]))
+    results = []
+    for as_block in (False, True):
+        registry = CollectorRegistry()
+        pipeline = Pipeline(settings, Metrics(registry), join_labels=True)
+        decoder = Decoder(settings)
+        monkeypatch.setattr(PredictionBlock, "events", _no_events)
+        alerts: list[bytes] = []
+        mixed = 0
+        for start in range(0, len(items), batch):
+            batch_items: list = []
+            run: list[bytes] = []
+
+            def flush() -> None:
+                nonlocal mixed
+                spans = (decoder.spans(list(run), pipeline.block_schema(), pipeline.schema_of) if as_block
+                         else [(0, len(run), None)])
+                for first, stop, block in spans:
+                    if block is not None:
+                        assert not block.holes
+                        mixed += len(block) if isinstance(block, MixedBlock) else 0
+                        batch_items.append(RecordBlock(block, 0, [None] * len(block), 0))
+                    else:
+                        batch_items.extend(Record(decoder.prediction(raw), 0, None) for raw in run[first:stop])
+                run.clear()
+
+            for number, (kind, item) in enumerate(items[start:start + batch], start):
+                if kind == "prediction":
+                    run.append(orjson.dumps(item))
+                else:
+                    if number % 401 == 0:  # a label between predictions cuts the run
+                        flush()
+                    batch_items.append(LabelRecord(decoder.label(orjson.dumps(item)), 0, None))
+            flush()
+            alerts += [a.to_json() for a in pipeline.process(batch_items)]
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for metric in registry.collect()
+                   for s in metric.samples if not s.name.endswith("_created") and "seconds" not in s.name}
+        results.append((alerts, samples, repr(pipeline.join.state_dict()), mixed))
+    (expected, expected_samples, expected_join, _), (got, got_samples, got_join, mixed) = results
+    assert any(orjson.loads(a)["signal"] == "performance:error_rate" for a in expected) or shape == "models"
+    assert got == expected
+    assert got_samples == expected_samples
+    assert got_join == expected_join
+    assert mixed >= 0.5 * sum(kind == "prediction" for kind, _ in items)

@@ -103,8 +103,12 @@ impl Schema {
     /// None when the schema has no prediction; `fits` a byte per message, 1 when it
     /// is plainly of the schema. Without `partial` every message fits or the answer
     /// is None; with it, a message that does not fit has null in every column.
-    #[pyo3(signature = (raws, partial = false))]
-    fn decode<'py>(&self, py: Python<'py>, raws: &Bound<'py, PyList>, partial: bool)
+    ///
+    /// With `screen` (and `partial`), each message's `model` and `model_version` are
+    /// read first, skipping the rest: one of another model or version is marked as not
+    /// fitting without being parsed (the batch of a partition carrying several).
+    #[pyo3(signature = (raws, partial = false, screen = false))]
+    fn decode<'py>(&self, py: Python<'py>, raws: &Bound<'py, PyList>, partial: bool, screen: bool)
                    -> PyResult<Option<Bound<'py, PyTuple>>> {
         let count = raws.len();
         let mut messages: Vec<Option<Bound<'py, PyBytes>>> = Vec::with_capacity(count);
@@ -125,6 +129,7 @@ impl Schema {
             numeric_prediction: Vec::new(),
             categorical_prediction: Vec::new(),
             seen: vec![false; self.names.len()],
+            foreign: false,
         };
         match self.prediction {
             Prediction::Numeric => out.numeric_prediction.reserve(count),
@@ -133,7 +138,7 @@ impl Schema {
         }
         for (row, raw) in messages.iter().enumerate() {
             let mark = out.mark();
-            if let Some(raw) = raw {
+            if let Some(raw) = raw.as_ref().filter(|raw| !(partial && screen && self.foreign(raw.as_bytes()))) {
                 // sonic-rs first (SIMD, about 1.5x serde_json here); a message it refuses is read again
                 // by serde_json from a clean row (a zero read as a float, say)
                 let mut fast = sonic_rs::Deserializer::from_slice(raw.as_bytes());
@@ -143,6 +148,17 @@ impl Schema {
                     continue;
                 }
                 out.rewind(&mark, row, count);
+                if out.foreign {
+                    // another model's or version's message (a partition carries several): both
+                    // parsers read a string alike, so it is not of the schema
+                    out.foreign = false;
+                    if !partial {
+                        return Ok(None);
+                    }
+                    out.null_row(py, self.prediction);
+                    fits[row] = 0;
+                    continue;
+                }
                 let mut exact = serde_json::Deserializer::from_slice(raw.as_bytes());
                 let seed = Message { schema: self, py, out: &mut out, row, count,
                                      number: Number { zero_is_doubtful: false } };
@@ -175,6 +191,87 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// Whether the message surely is another model's or version's: a `model` or `model_version`
+    /// among its leading top-level fields a string (or null) the full read would refuse.
+    ///
+    /// Reads the top-level fields in order while their values are plain (a string without
+    /// escapes, a number, true, false, null) and stops at the first that is not (an object, an
+    /// array, an escape): a message in any doubt is left to the full read, which decides.
+    fn foreign(&self, raw: &[u8]) -> bool {
+        let mut at = skip_space(raw, 0);
+        if raw.get(at) != Some(&b'{') {
+            return false;
+        }
+        at += 1;
+        loop {
+            at = skip_space(raw, at);
+            let Some((key, after)) = plain_string(raw, at) else { return false };
+            at = skip_space(raw, after);
+            if raw.get(at) != Some(&b':') {
+                return false;
+            }
+            at = skip_space(raw, at + 1);
+            let value_at = at;
+            let value = match raw.get(at) {
+                Some(b'"') => {
+                    let Some((text, after)) = plain_string(raw, at) else { return false };
+                    at = after;
+                    Some(text)
+                }
+                Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                    while at < raw.len() && !matches!(raw[at], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                        if matches!(raw[at], b'"' | b'{' | b'[' | b'\\') {
+                            return false;
+                        }
+                        at += 1;
+                    }
+                    None
+                }
+                _ => return false,
+            };
+            let null = &raw[value_at..at] == b"null";
+            if key == b"model" {
+                match value {
+                    Some(model) if model != self.model.as_bytes() => return true,
+                    None if null => return true,
+                    _ => {}
+                }
+            } else if key == b"model_version" {
+                match (value, self.version.as_deref()) {
+                    (Some(version), Some(want)) if version != want.as_bytes() => return true,
+                    (Some(version), None) if version != b"unknown" => return true,
+                    (None, Some(_)) if null => return true,
+                    _ => {}
+                }
+            }
+            at = skip_space(raw, at);
+            match raw.get(at) {
+                Some(b',') => at += 1,
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn skip_space(raw: &[u8], mut at: usize) -> usize {
+    while at < raw.len() && matches!(raw[at], b' ' | b'\t' | b'\n' | b'\r') {
+        at += 1;
+    }
+    at
+}
+
+/// The string starting at `at` (its bytes between the quotes) and the index after it, when it
+/// has no escape.
+fn plain_string(raw: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    if raw.get(at) != Some(&b'"') {
+        return None;
+    }
+    let length = raw[at + 1..].iter().position(|&byte| byte == b'"' || byte == b'\\')?;
+    let end = at + 1 + length;
+    (raw[end] == b'"').then(|| (&raw[at + 1..end], end + 1))
+}
+
 fn as_bytes(values: &[f64]) -> &[u8] {
     // SAFETY: f64 has no padding and any alignment suits u8; the slice covers the same memory
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
@@ -189,6 +286,8 @@ struct Out {
     categorical_prediction: Vec<Option<PyObject>>,
     /// the features the current message has given
     seen: Vec<bool>,
+    /// the current message is of another model or version: no other parser is tried
+    foreign: bool,
 }
 
 /// How far the outputs were filled before a message.
@@ -321,8 +420,10 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                     let id = map.next_value_seed(Text { py, min: 1, max: schema.max_string_length })?;
                     out.event_ids.push(id.ok_or_else(|| de::Error::custom("a null event_id"))?);
                 }
-                Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })?,
-                Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })?,
+                Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })
+                    .inspect_err(|_| out.foreign = true)?,
+                Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })
+                    .inspect_err(|_| out.foreign = true)?,
                 Field::Ts => {
                     ts = map.next_value_seed(number)?;
                     if let Some(t) = ts {
