@@ -294,3 +294,21 @@ def test_compare_rule_is_validated_naming_the_field(tmp_path) -> None:
         load_settings(config)
     config.write_text("models:\n  - model: fraud\n    compare: {baseline: '7', alpha: 0.001}\n")
     assert load_settings(config).rule_for("fraud").compare.baseline == "7"
+
+
+@pytest.mark.parametrize(("seed", "size", "bins"), [(1, 0, 4), (2, 1, 1), (3, 1000, 2), (4, 997, 16), (5, 5000, 64)])
+def test_the_counts_before_each_value_in_its_bin_are_those_of_a_value_by_value_count(
+        seed: int, size: int, bins: int) -> None:
+    from stream_monitor.compare.source_test import _earlier_in_bin
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, bins, size)
+    candidate = (rng.random(size) < 0.2).astype(np.int64)
+    seen, seen_candidate = [0] * bins, [0] * bins
+    expected, expected_candidate = [], []
+    for value, source in zip(values.tolist(), candidate.tolist()):
+        expected.append(seen[value])
+        expected_candidate.append(seen_candidate[value])
+        seen[value] += 1
+        seen_candidate[value] += source
+    within, candidate_within = _earlier_in_bin(values, candidate)
+    assert within.tolist() == expected and candidate_within.tolist() == expected_candidate
