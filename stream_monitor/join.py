@@ -300,6 +300,25 @@ def _unpack(versions: _Versions, value: _Pending) -> tuple[str, float | str, flo
     return versions.names[version], prediction, None if math.isnan(ts) else ts, partition, seq
 
 
+class _Now:
+    """The type of :data:`_NOW`."""
+
+
+#: :meth:`LabelJoin._expire` at the clock's time
+_NOW = _Now()
+
+
+def _clock_after_each(now: float | None, stamps: Sequence[float | None]) -> list[float | None]:
+    """The clock after each of ``stamps`` (None: no time) as :meth:`EventClock.observe` moves it when
+    none is beyond the skew: the running maximum from ``now``."""
+    out: list[float | None] = []
+    for ts in stamps:
+        if ts is not None:
+            now = ts if now is None else max(now, ts)
+        out.append(now)
+    return out
+
+
 def _pending_ts(value: _Pending) -> float | None:
     ts = _PACKED.unpack(value[0] if isinstance(value, tuple) else value)[1]
     return None if math.isnan(ts) else ts
@@ -461,6 +480,15 @@ class LabelJoin:
             ts, clamped = state.clock.observe(ts)
             if clamped:
                 self._clamped["predictions"] += 1
+        self._take_prediction(state, model, event_id, model_version, prediction, ts, partition, silent,
+                              self._inputs)
+        self._expire(model, state)
+        if self._waiting_total > self.limits.max_waiting_predictions:
+            self._drop_oldest()
+
+    def _take_prediction(self, state: _ModelJoin, model: str, event_id: str, model_version: str, prediction: Any,
+                         ts: float | None, partition: int, silent: bool, arrival: int) -> None:
+        """A prediction resolves the labels waiting for it, or waits for its label."""
         waiting = state.waiting_by_id.pop(event_id, None)
         if waiting:
             state.unresolved -= len(waiting)
@@ -478,12 +506,96 @@ class LabelJoin:
                 self._waiting_total -= 1
             if len(state.versions.names) >= _MAX_VERSIONS and model_version not in state.versions.index:
                 self._reindex(state)
-            state.pending[event_id] = _pack(state.versions, model_version, prediction, ts, partition,
-                                            self._inputs)
+            state.pending[event_id] = _pack(state.versions, model_version, prediction, ts, partition, arrival)
             self._waiting_total += 1
-        self._expire(model, state)
-        if self._waiting_total > self.limits.max_waiting_predictions:
-            self._drop_oldest()
+
+    def add_prediction_rows(self, event_ids: Sequence[str], model: str, model_version: str,
+                            predictions: Sequence[Any], times: Sequence[float | None],
+                            partition: int = 0, fallbacks: Sequence[float | None] | None = None,
+                            quiet: int = 0) -> None:
+        """The rows of a block of one (model, version), as :meth:`add_prediction_fields` row by row
+        would add them (a row without prediction is not an input; the first ``quiet`` rows are silent).
+
+        The usual block (its model joined before, every time within the skew of the clock) is
+        added with the clock moved once; a row that meets no waiting label is packed straight into
+        the waiting predictions, with what row-by-row adding would expire after it checked inline
+        (:meth:`_expire` runs only where something is due). Any other block goes row by row.
+        """
+        rows = [row for row, prediction in enumerate(predictions) if prediction is not None]
+        kafka = fallbacks if fallbacks is not None else [None] * len(predictions)
+        stamps = [times[row] if times[row] is not None else kafka[row] for row in rows]
+        state = self._models.get(model)
+        clock_before = None if state is None else state.clock.now
+        if (state is None or (state.queue and state.queue[0].outcome is not None)
+                or self._waiting_total + len(rows) > self.limits.max_waiting_predictions
+                or not state.clock.observe_all(stamps)):
+            for row in rows:
+                self.add_prediction_fields(event_ids[row], model, model_version, predictions[row], times[row],
+                                           partition, kafka[row], row < quiet)
+            return
+        if not rows:
+            return
+        self._silent = rows[0] < quiet
+        first = self._inputs + 1
+        self._model(model)  # counts the first row as an input; the others are counted here
+        self._inputs += len(rows) - 1
+        state.last_active = self._inputs
+        loud = next((index for index, row in enumerate(rows) if row >= quiet), None)
+        if loud is not None and self._loud_from is None:
+            self._loud_from = first + loud
+        pending, queue, waiting_by_id = state.pending, state.queue, state.waiting_by_id
+        limits = self.limits
+        retention, retention_s, skew = limits.retention_events, limits.retention_seconds, limits.max_event_time_skew_s
+        stale_s, bound = limits.early_label_seconds, limits.max_waiting_predictions
+        pack, nan = _PACKED.pack, math.nan
+        version = -1  # the version's number in the model's table, once a row waits
+
+        def heads() -> tuple[float | None, float | None]:
+            """The oldest waiting prediction's time and the head label's (what expiry looks at)."""
+            return (_pending_ts(next(iter(pending.values()))) if pending else None,
+                    queue[0].label.ts if queue else None)
+        head_ts, label_ts = heads()
+        # the clock after each row, as observing them one by one moves it (observe_all took them all)
+        running = _clock_after_each(clock_before, stamps)
+        for index, row in enumerate(rows):
+            event_id, prediction, ts, now = event_ids[row], predictions[row], stamps[index], running[index]
+            silent = row < quiet
+            if waiting_by_id and event_id in waiting_by_id:
+                # a row that resolves waiting labels: as one row is added (its expiry always run)
+                self._silent = silent
+                self._take_prediction(state, model, event_id, model_version, prediction, ts, partition, silent,
+                                      first + index)
+                self._expire(model, state, now)
+                if self._waiting_total > bound:
+                    self._drop_oldest()
+                version = -1  # the table may have been rebuilt
+                head_ts, label_ts = heads()
+                continue
+            if event_id in pending:
+                del pending[event_id]  # the newest copy waits, at the end
+                self._waiting_total -= 1
+                head_ts = heads()[0]
+            elif not pending:
+                head_ts = ts
+            if version < 0:
+                if len(state.versions.names) >= _MAX_VERSIONS and model_version not in state.versions.index:
+                    self._reindex(state)
+                    head_ts = heads()[0]
+                version = state.versions.of(model_version)
+            text = isinstance(prediction, str)
+            packed = pack(nan if text else prediction, nan if ts is None else ts, first + index, partition, version)
+            pending[event_id] = (packed, prediction) if text else packed
+            self._waiting_total += 1
+            if now is not None and ((head_ts is not None and (now - head_ts > retention_s or head_ts - now > skew))
+                                    or (label_ts is not None and now - label_ts > stale_s)) \
+                    or len(pending) > retention:
+                self._silent = silent
+                self._expire(model, state, now)
+                head_ts, label_ts = heads()
+            if self._waiting_total > bound:
+                self._drop_oldest()
+                head_ts = heads()[0]
+        self._silent = rows[-1] < quiet
 
     def add_label(self, label: LabelEvent, partition: int = 0, fallback_ts: float | None = None,
                   silent: bool = False) -> None:
@@ -552,10 +664,13 @@ class LabelJoin:
         if len(ids) > self.limits.retention_events:
             ids.popitem(last=False)
 
-    def _expire(self, model: str, state: _ModelJoin) -> None:
+    def _expire(self, model: str, state: _ModelJoin, stream_ts: float | None | _Now = _NOW) -> None:
+        """Expire what is due at the model's stream time (or at ``stream_ts``: the clock after a row of
+        a block the clock took at once)."""
         limits = self.limits
         pending = state.pending
-        stream_ts = state.clock.now  # the model's stream time; it does not move in here
+        if stream_ts is _NOW:
+            stream_ts = state.clock.now  # the model's stream time; it does not move in here
         while pending:
             event_id, value = next(iter(pending.items()))
             ts = _pending_ts(value)

@@ -279,11 +279,8 @@ class Pipeline:
         schema = block.schema
         if schema.prediction == "absent":  # type: ignore[union-attr]
             return  # no message of the block carries a prediction
-        model, version = schema.model, schema.model_version  # type: ignore[union-attr]
-        for index, (event_id, prediction, ts, fallback) in enumerate(
-                zip(block.event_ids(), block.predictions(), block.times(), kafka)):
-            if prediction is not None:
-                add(event_id, model, version, prediction, ts, partition, fallback, index < quiet)
+        self.join.add_prediction_rows(block.event_ids(), schema.model, schema.model_version,  # type: ignore[union-attr]
+                                      block.predictions(), block.times(), partition, records.timestamps, quiet)
 
     def release(self) -> None:
         """Remove every metric series of this pipeline (its partition moved to another member)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stream_monitor.events import LabelEvent, PredictionEvent
 from stream_monitor.join import JoinLimits, LabelJoin
 
@@ -263,3 +265,81 @@ def test_a_prediction_read_after_the_commit_makes_its_pair_loud_whichever_side_c
     join.add_label(label(1), silent=True)
     join.add_label(label(2), silent=True)
     assert [(p.event_id, p.silent) for p in join.drain()] == [("e1", True), ("e2", False)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_block_of_predictions_added_at_once_leaves_the_join_as_row_by_row(seed: int) -> None:
+    """add_prediction_rows (a decoded block's rows) against add_prediction_fields one row at a time:
+    the same pairs, outcomes, expiries, drops, clamps and state after every batch, under small bounds
+    (expiry by count, by time and by the global bound inside a block), repeated ids, rows without
+    a prediction or a time, silent rows, time jumps, labels before and after their predictions."""
+    import random
+
+    from stream_monitor.events import LabelEvent
+    from stream_monitor.join import JoinLimits, LabelJoin
+
+    rng = random.Random(seed)
+    limits = JoinLimits(retention_events=rng.choice([40, 300]), retention_seconds=rng.choice([5.0, 60.0]),
+                        early_label_events=50, early_label_seconds=30.0, max_event_time_skew_s=100.0,
+                        max_waiting_predictions=rng.choice([150, 10_000]))
+    joins = [LabelJoin(limits, max_models=3), LabelJoin(limits, max_models=3)]
+    by_row = joins[0].add_prediction_fields
+    rows_one_by_one = []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows_one_by_one.append(args[0])
+        return by_row(*args, **kwargs)
+
+    joins[0].add_prediction_fields = counted  # type: ignore[method-assign]
+    clock = {model: 1_000.0 for model in "abcd"}
+    ids_of: dict[str, list[str]] = {model: [] for model in "abcd"}
+    number = 0
+    for batch in range(120):
+        items = []
+        for _ in range(rng.randrange(1, 5)):
+            if rng.random() < 0.7:
+                model = rng.choice("abc") if rng.random() < 0.97 else "d"  # d evicts a model now and then
+                size = rng.randrange(0, 60)
+                far = rng.randrange(size) if size and rng.random() < 0.05 else -1
+                rows = []
+                for _ in range(size):
+                    number += 1
+                    clock[model] += rng.random() * 0.5
+                    ts = None if rng.random() < 0.1 else clock[model]
+                    if len(rows) == far:
+                        ts = clock[model] + 10_000  # far ahead: the block goes row by row
+                    event_id = f"{model}{number if rng.random() > 0.05 else rng.randrange(number)}"
+                    prediction = None if rng.random() < 0.05 else (rng.random() if model != "d" else rng.choice("xy"))
+                    fallback = None if rng.random() < 0.3 else clock[model] - 1
+                    rows.append((event_id, prediction, ts, fallback))
+                    ids_of[model].append(event_id)
+                items.append(("block", model, rng.choice(["1", "2"]), rows, rng.randrange(0, 3) if batch < 5 else 0))
+            else:
+                model = rng.choice("abcd")
+                recent = ids_of[model][-120:] or [f"{model}0"]
+                labels = [LabelEvent(rng.choice(recent) if rng.random() < 0.97 else f"{model}{number + 2}", model,
+                                     rng.choice([0.0, 1.0]) if model != "d" else rng.choice("xy"),
+                                     None if rng.random() < 0.2 else clock[model] + rng.uniform(-40, 5))
+                          for _ in range(rng.randrange(1, 30))]
+                items.append(("labels", model, labels))
+        for at_once, join in zip((True, False), joins):
+            for item in items:
+                if item[0] == "labels":
+                    for label in item[2]:
+                        join.add_label(label, 0, None, False)
+                    continue
+                _, model, version, rows, quiet = item
+                ids, predictions, times, fallbacks = ([row[k] for row in rows] for k in range(4))
+                if at_once:
+                    join.add_prediction_rows(ids, model, version, predictions, times, 0, fallbacks, quiet)
+                else:
+                    for index, (event_id, prediction, ts, fallback) in enumerate(rows):
+                        if prediction is not None:
+                            join.add_prediction_fields(event_id, model, version, prediction, ts, 0, fallback,
+                                                       index < quiet)
+        got, expected = ([repr(join.drain()), join.take_outcomes(), join.take_dropped(), join.take_clamped(),
+                          repr(join.state_dict()), join.resolved_by_predictions] for join in joins)
+        assert got == expected, batch
+    totals = joins[0].totals
+    assert totals["joined"] > 50 and sum(totals.values()) > totals["joined"]  # joins, and other outcomes too
+    assert len(rows_one_by_one) < number // 2  # most blocks were added at once
