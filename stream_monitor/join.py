@@ -509,12 +509,13 @@ class LabelJoin:
             state.pending[event_id] = _pack(state.versions, model_version, prediction, ts, partition, arrival)
             self._waiting_total += 1
 
-    def add_prediction_rows(self, event_ids: Sequence[str], model: str, model_version: str,
+    def add_prediction_rows(self, event_ids: Sequence[str], model: str, model_version: str | Sequence[str],
                             predictions: Sequence[Any], times: Sequence[float | None],
                             partition: int = 0, fallbacks: Sequence[float | None] | None = None,
                             quiet: int = 0) -> None:
-        """The rows of a block of one (model, version), as :meth:`add_prediction_fields` row by row
-        would add them (a row without prediction is not an input; the first ``quiet`` rows are silent).
+        """The rows of a block of one model, as :meth:`add_prediction_fields` row by row would add them
+        (a row without prediction is not an input; the first ``quiet`` rows are silent);
+        ``model_version`` is the block's version, or each row's (a canary's interleaved versions).
 
         The usual block (its model joined before, every time within the skew of the clock) is
         added with the clock moved once; a row that meets no waiting label is packed straight into
@@ -522,6 +523,7 @@ class LabelJoin:
         (:meth:`_expire` runs only where something is due). Any other block goes row by row.
         """
         rows = [row for row, prediction in enumerate(predictions) if prediction is not None]
+        row_versions = None if isinstance(model_version, str) else list(model_version)
         kafka = fallbacks if fallbacks is not None else [None] * len(predictions)
         stamps = [times[row] if times[row] is not None else kafka[row] for row in rows]
         state = self._models.get(model)
@@ -530,8 +532,9 @@ class LabelJoin:
                 or self._waiting_total + len(rows) > self.limits.max_waiting_predictions
                 or not state.clock.observe_all(stamps)):
             for row in rows:
-                self.add_prediction_fields(event_ids[row], model, model_version, predictions[row], times[row],
-                                           partition, kafka[row], row < quiet)
+                self.add_prediction_fields(event_ids[row], model,
+                                           model_version if row_versions is None else row_versions[row],
+                                           predictions[row], times[row], partition, kafka[row], row < quiet)
             return
         if not rows:
             return
@@ -548,7 +551,7 @@ class LabelJoin:
         retention, retention_s, skew = limits.retention_events, limits.retention_seconds, limits.max_event_time_skew_s
         stale_s, bound = limits.early_label_seconds, limits.max_waiting_predictions
         pack, nan = _PACKED.pack, math.nan
-        version = -1  # the version's number in the model's table, once a row waits
+        numbers: dict[str, int] = {}  # a version's number in the model's table, once a row of it waits
 
         def heads() -> tuple[float | None, float | None]:
             """The oldest waiting prediction's time and the head label's (what expiry looks at)."""
@@ -559,16 +562,17 @@ class LabelJoin:
         running = _clock_after_each(clock_before, stamps)
         for index, row in enumerate(rows):
             event_id, prediction, ts, now = event_ids[row], predictions[row], stamps[index], running[index]
+            row_version = model_version if row_versions is None else row_versions[row]
             silent = row < quiet
             if waiting_by_id and event_id in waiting_by_id:
                 # a row that resolves waiting labels: as one row is added (its expiry always run)
                 self._silent = silent
-                self._take_prediction(state, model, event_id, model_version, prediction, ts, partition, silent,
+                self._take_prediction(state, model, event_id, row_version, prediction, ts, partition, silent,
                                       first + index)
                 self._expire(model, state, now)
                 if self._waiting_total > bound:
                     self._drop_oldest()
-                version = -1  # the table may have been rebuilt
+                numbers = {}  # the table may have been rebuilt
                 head_ts, label_ts = heads()
                 continue
             if event_id in pending:
@@ -577,11 +581,13 @@ class LabelJoin:
                 head_ts = heads()[0]
             elif not pending:
                 head_ts = ts
+            version = numbers.get(row_version, -1)  # type: ignore[arg-type]
             if version < 0:
-                if len(state.versions.names) >= _MAX_VERSIONS and model_version not in state.versions.index:
+                if len(state.versions.names) >= _MAX_VERSIONS and row_version not in state.versions.index:
                     self._reindex(state)
+                    numbers = {}
                     head_ts = heads()[0]
-                version = state.versions.of(model_version)
+                version = numbers[row_version] = state.versions.of(row_version)  # type: ignore[arg-type]
             text = isinstance(prediction, str)
             packed = pack(nan if text else prediction, nan if ts is None else ts, first + index, partition, version)
             pending[event_id] = (packed, prediction) if text else packed

@@ -268,7 +268,14 @@ class Pipeline:
         kafka = records.timestamps or itertools.repeat(None)
         if block.__class__ is MixedBlock:
             # several (model, version)s: their predictions in the block's order, as the records'
-            if all(part.schema.prediction == "absent" for part, _ in block.parts):  # type: ignore[union-attr]
+            parts = block.parts  # type: ignore[union-attr]
+            if all(part.schema.prediction == "absent" for part, _ in parts):
+                return
+            if len({part.schema.model for part, _ in parts}) == 1:
+                # one model's versions (a canary): its join state takes the rows at once
+                self.join.add_prediction_rows(
+                    block.event_ids(), parts[0][0].schema.model, [version for _, version in block.versions()],
+                    block.predictions(), block.times(), partition, records.timestamps, quiet)
                 return
             for index, (event_id, prediction, ts, fallback, (model, version)) in enumerate(
                     zip(block.event_ids(), block.predictions(), block.times(), kafka,

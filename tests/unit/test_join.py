@@ -313,7 +313,10 @@ def test_a_block_of_predictions_added_at_once_leaves_the_join_as_row_by_row(seed
                     fallback = None if rng.random() < 0.3 else clock[model] - 1
                     rows.append((event_id, prediction, ts, fallback))
                     ids_of[model].append(event_id)
-                items.append(("block", model, rng.choice(["1", "2"]), rows, rng.randrange(0, 3) if batch < 5 else 0))
+                # one version, or a canary's two interleaved (a mixed block of one model)
+                version = rng.choice(["1", "2", None])
+                versions = [version or rng.choice(["1", "2"]) for _ in rows] if version is None else version
+                items.append(("block", model, versions, rows, rng.randrange(0, 3) if batch < 5 else 0))
             else:
                 model = rng.choice("abcd")
                 recent = ids_of[model][-120:] or [f"{model}0"]
@@ -335,8 +338,9 @@ def test_a_block_of_predictions_added_at_once_leaves_the_join_as_row_by_row(seed
                 else:
                     for index, (event_id, prediction, ts, fallback) in enumerate(rows):
                         if prediction is not None:
-                            join.add_prediction_fields(event_id, model, version, prediction, ts, 0, fallback,
-                                                       index < quiet)
+                            join.add_prediction_fields(event_id, model,
+                                                       version if isinstance(version, str) else version[index],
+                                                       prediction, ts, 0, fallback, index < quiet)
         got, expected = ([repr(join.drain()), join.take_outcomes(), join.take_dropped(), join.take_clamped(),
                           repr(join.state_dict()), join.resolved_by_predictions] for join in joins)
         assert got == expected, batch
