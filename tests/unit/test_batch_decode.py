@@ -550,3 +550,48 @@ def test_messages_of_versions_without_a_schema_cut_the_batch_and_are_probed_a_fe
     assert len(probed) <= 16
     # churn's messages (a fifth, spread through the batch) leave no run of 250 of the others
     assert spans == [(0, 1000, None)]
+
+
+def _rfc3339_times(seed: int, count: int) -> list[str]:
+    """RFC 3339 times the contract allows, across 1970-2255 with every fraction length and offset
+    form, and near-misses the one-message decoder rejects or reads its own way."""
+    import datetime
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        when = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=rng.uniform(0, 2.5e9 if rng.random() < 0.8
+                                                                                           else 9e9))
+        fraction = "".join(rng.choice("0123456789") for _ in range(rng.choice([0, 0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 9])))
+        offset = rng.choice(["Z", "z", "+00:00", "-00:00", f"+{rng.randrange(24):02d}:{rng.randrange(60):02d}",
+                             f"-{rng.randrange(24):02d}:{rng.randrange(60):02d}"])
+        text = when.strftime("%Y-%m-%d") + rng.choice("TTTt ") + when.strftime("%H:%M:%S") + \
+            ("." + fraction if fraction else "") + offset
+        out.append(text)
+    out += ["2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2100-02-29T00:00:00Z", "2000-02-29T12:00:00+01:00",
+            "2025-11-24T24:00:00Z", "2025-11-24T16:00:60Z", "2025-11-24T16:00:00+24:00", "2025-11-24T16:00:00+05:60",
+            "0000-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01", "1970-01-01T00:00:00-00:01",
+            "2025-13-01T00:00:00Z", "2025-00-01T00:00:00Z", "2025-11-00T00:00:00Z", "2025-11-24T16:00:00.Z",
+            "2025-11-24T16:00:00.1234567890Z", "2025-11-24T16:00:00", "2025-11-24T16:00:00Z\n",
+            "2025-11-24T16:00:00+0100", "2025-11-24T16:00Z", "\u0662025-11-24T16:00:00Z", "9999-12-31T23:59:59Z",
+            "2255-06-05T23:47:34.740991Z", "2255-06-05T23:47:34.740992Z", "2025-11-24T16:00:00.999999999-23:59"]
+    return out
+
+
+def test_rfc3339_times_decode_to_the_oracles_seconds_or_are_left_to_it(block_decoder: str) -> None:
+    """A ``ts`` given as an RFC 3339 string: a message the block path takes has the oracle's
+    epoch seconds bit for bit; the compiled decoder takes the plain forms (so such a stream still
+    goes in blocks), anything else goes to the oracle."""
+    decoder = Decoder(Settings())
+    schema = BlockSchema("m", "2", ("x",), ("c",), (), "numeric")
+    texts = _rfc3339_times(3, 3000)
+    raws = [orjson.dumps({**BASE, "event_id": f"e{index}", "ts": text}) for index, text in enumerate(texts)]
+    taken = [raw for raw in raws if _check_block(decoder, [raw], schema)]  # equal to the oracle when taken
+    valid = [raw for raw in raws if _oracle(decoder, raw)[0] == "event"]
+    assert len(valid) >= 2900
+    if block_decoder == "native":
+        # every plain form within the block range (1970 to 2255) is taken, by the compiled decoder
+        plain = [raw for raw, text in zip(raws, texts) if raw in valid and text[:4] < "2255"
+                 and not text.startswith("1969") and text[-6:] not in ("+00:01",)]
+        assert all(isinstance(decoder.block([raw], schema), ColumnBlock) for raw in plain[:500])
+        assert len(taken) >= 0.9 * len(plain)

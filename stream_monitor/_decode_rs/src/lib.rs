@@ -425,7 +425,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                 Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })
                     .inspect_err(|_| out.foreign = true)?,
                 Field::Ts => {
-                    ts = map.next_value_seed(number)?;
+                    ts = map.next_value_seed(Time { number })?;
                     if let Some(t) = ts {
                         if !(0.0..=schema.latest_ts).contains(&t) {
                             return Err(de::Error::custom("a time out of range"));
@@ -546,6 +546,98 @@ impl<'de> Visitor<'de> for Number {
     fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
         Ok(None)
     }
+}
+
+/// The message's `ts`: epoch seconds (a number), null, or an RFC 3339 string in its plain forms
+/// (read as the one-message decoder reads it; any other string is not of the schema).
+#[derive(Clone, Copy)]
+struct Time {
+    number: Number,
+}
+
+impl<'de> DeserializeSeed<'de> for Time {
+    type Value = Option<f64>;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Option<f64>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Time {
+    type Value = Option<f64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("epoch seconds, null or an RFC 3339 time")
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<f64>, E> {
+        self.number.visit_f64(value)
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<f64>, E> {
+        self.number.visit_u64(value)
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<f64>, E> {
+        self.number.visit_i64(value)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<f64>, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Option<f64>, E> {
+        rfc3339_seconds(value).map(Some).ok_or_else(|| E::custom("a time string left to the one-message decoder"))
+    }
+}
+
+/// Epoch seconds of an RFC 3339 time as the one-message decoder computes them (Python's
+/// `datetime.fromisoformat(...).timestamp()`, the fraction cut to 6 digits): the integer
+/// microseconds since the epoch divided by 10^6, correctly rounded. Only the plain forms
+/// `YYYY-MM-DD[Tt ]HH:MM:SS[.f{1,9}](Z|z|+HH:MM|-HH:MM)` with ASCII digits and valid fields;
+/// None for anything else (the one-message decoder decides).
+fn rfc3339_seconds(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    let number = |from: usize, to: usize| -> Option<i64> {
+        let digits = b.get(from..to)?;
+        digits.iter().try_fold(0i64, |sum, &d| d.is_ascii_digit().then(|| sum * 10 + i64::from(d - b'0')))
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+    let mut at = 19;
+    let mut micros = 0i64;
+    if b[at] == b'.' {
+        let digits = b[at + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        let kept = digits.min(6);
+        micros = number(at + 1, at + 1 + kept)? * 10i64.pow((6 - kept) as u32);
+        at += 1 + digits;
+    }
+    let offset = match b.get(at..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(at + 1, at + 3)?, number(at + 4, at + 6)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (hours * 3600 + minutes * 60) * if *sign == b'-' { -1 } else { 1 }
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month[(month - 1) as usize]
+        || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    let shifted = if month <= 2 { year - 1 } else { year };
+    let era = shifted.div_euclid(400);
+    let of_era = shifted - era * 400;
+    let of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + of_era * 365 + of_era / 4 - of_era / 100 + of_year - 719_468;
+    let total = (days * 86_400 + hour * 3600 + minute * 60 + second - offset) * 1_000_000 + micros;
+    // exact as a double below 2^53 microseconds (year 2255): one correctly rounded division
+    (total.unsigned_abs() < 1u64 << 53).then(|| total as f64 / 1e6)
 }
 
 /// A string of `min` to `max` characters (a Python str) or null (None).
