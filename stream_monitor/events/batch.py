@@ -539,12 +539,15 @@ _MAX_BLOCK_DECODERS = 64
 
 
 class BlockDecoder:
-    """Messages of one known schema decoded in one msgspec call into a :class:`PredictionBlock`.
+    """Messages of known schemas decoded into blocks: by the compiled decoder into a
+    :class:`ColumnBlock` when it is built, else in one msgspec call into a :class:`PredictionBlock`.
 
     The typed shape is stricter than the input contract: every feature of the
     schema present (a number or null for a numeric one, a string or null for a
     categorical one), no other feature or field, the model and version the
-    schema's, ``ts`` a number in range or absent. A message not of that shape
+    schema's, ``ts`` a number in range or absent (the compiled decoder also takes
+    a boolean as the category "true"/"false" and ``ts`` as an RFC 3339 string in
+    its plain forms, with the oracle's values). A message not of that shape
     is decoded on its own by :class:`BatchDecoder` (whose verdicts are the
     oracle's): so a block only ever holds messages the oracle accepts, with
     the values it gives.

@@ -595,3 +595,24 @@ def test_rfc3339_times_decode_to_the_oracles_seconds_or_are_left_to_it(block_dec
                  and not text.startswith("1969") and text[-6:] not in ("+00:01",)]
         assert all(isinstance(decoder.block([raw], schema), ColumnBlock) for raw in plain[:500])
         assert len(taken) >= 0.9 * len(plain)
+
+
+def test_booleans_are_the_categories_true_and_false_in_blocks_as_in_the_oracle(block_decoder: str) -> None:
+    """A JSON boolean as a categorical feature's, an ignored feature's or a class prediction's value is
+    the category "true"/"false" (the oracle's reading): the compiled decoder takes such messages with
+    those values; a boolean where a number or an id goes is not of the block."""
+    decoder = Decoder(Settings())
+    schema = BlockSchema("m", "2", ("x",), ("c",), ("i",), "categorical")
+    base = {**BASE, "features": {"x": 1.5, "c": "DE", "i": 2.0}, "prediction": "yes"}
+    good = [orjson.dumps({**base, "features": {"x": 1.5, "c": True, "i": False}, "prediction": True}),
+            orjson.dumps({**base, "features": {"x": None, "c": False, "i": True}, "prediction": False}),
+            orjson.dumps({**base, "features": {"x": 2.5, "c": "true", "i": "x"}, "prediction": "false"})]
+    bad = [orjson.dumps({**base, "features": {"x": True, "c": "DE", "i": 1}}),  # a boolean numeric value
+           orjson.dumps({**base, "event_id": True})]  # the oracle rejects it
+    for raw in good + bad:
+        _check_block(decoder, [raw], schema)  # whatever is taken has the oracle's values
+    assert not any(_check_block(decoder, [raw], schema) for raw in bad)
+    if block_decoder == "native":
+        assert all(isinstance(decoder.block([raw], schema), ColumnBlock) for raw in good)
+        block = decoder.block(good, schema)
+        assert block.columns()[1] == ["true", "false", "true"] and block.predictions() == ["true", "false", "false"]

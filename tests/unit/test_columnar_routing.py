@@ -576,23 +576,30 @@ def test_mixed_blocks_with_labels_give_the_alerts_counts_and_join_of_their_recor
     assert mixed >= 0.5 * sum(kind == "prediction" for kind, _ in items)
 
 
-def test_a_stream_with_rfc3339_times_goes_in_blocks_with_the_alerts_of_value_by_value(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ts`` as RFC 3339 strings (the contract allows them; many producers write them), in several
-    forms: replay takes the stream in blocks (with the compiled decoder) and gives the alerts,
-    counts and summary of value by value."""
+@pytest.mark.parametrize("shape", ["rfc3339 times", "booleans"])
+def test_streams_of_rfc3339_times_or_booleans_go_in_blocks_with_the_alerts_of_value_by_value(
+        shape: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ts`` as RFC 3339 strings in several forms (the contract allows them; many producers write
+    them), or a boolean feature and a boolean prediction (categories "true"/"false"): replay takes
+    the stream in blocks (with the compiled decoder) and gives the alerts, counts and summary of
+    value by value."""
     import datetime
 
     pytest.importorskip("stream_monitor_decode", reason="the compiled block decoder is not built")
     monkeypatch.delenv("STREAM_MONITOR_NATIVE_DECODE", raising=False)
     scenario = Scenario(n_events=8000, n_numeric=3, n_categorical=1, seed=15,
                         drifts=(parse_drift("fraud:feature:f01@3000:shift=1.5"),))
+    rng = random.Random(15)
     lines = []
     for number, (event, _) in enumerate(generate(scenario)):
-        when = datetime.datetime.fromtimestamp(event["ts"], datetime.timezone.utc)
-        event["ts"] = (when.isoformat() if number % 3 == 0 else
-                       when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if number % 3 == 1 else
-                       when.astimezone(datetime.timezone(datetime.timedelta(hours=-5))).isoformat())
+        if shape == "booleans":
+            event["features"]["is_new"] = rng.random() < (0.2 if number < 5000 else 0.6)
+            event["prediction"] = event["prediction"] > 0.5
+        else:
+            when = datetime.datetime.fromtimestamp(event["ts"], datetime.timezone.utc)
+            event["ts"] = (when.isoformat() if number % 3 == 0 else
+                           when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if number % 3 == 1 else
+                           when.astimezone(datetime.timezone(datetime.timedelta(hours=-5))).isoformat())
         lines.append(orjson.dumps(event))
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -607,4 +614,6 @@ def test_a_stream_with_rfc3339_times_goes_in_blocks_with_the_alerts_of_value_by_
     expected = _replay(path, False, monkeypatch)
     got = _replay(path, True, monkeypatch)
     assert got == expected and b"feature:f01" in got[0]
+    if shape == "booleans":
+        assert b"feature:is_new" in got[0]  # the boolean feature's share of true moved at 5000
     assert sum(blocks) >= 8000 - 2000  # all but the first two chunks (the schema is known from the third)

@@ -8,13 +8,15 @@
 //! may lose) and writes the numbers into one float64 matrix (a row per numeric
 //! feature, NaN for null), so no Python object is made per numeric value.
 //!
-//! It accepts a subset of what the msgspec block shape accepts, with the same
-//! values: every schema feature present once (a number or null for a numeric
-//! one, a string or null for a categorical one, either for an ignored one), no
-//! other feature or field, no field twice, the schema's model and version,
-//! `event_id` a non-empty string, `ts` a number in range or absent. On any doubt
-//! about any message, `decode` returns None and the caller takes its msgspec
-//! path, whose verdicts are the one-message decoder's.
+//! It accepts the usual shape with the one-message decoder's values: every
+//! schema feature present once (a number or null for a numeric one; a string, a
+//! boolean, which is the category "true" or "false", or null for a categorical
+//! one; any of these for an ignored one), no other feature or field, no field
+//! twice, the schema's model and version, `event_id` a non-empty string, `ts` a
+//! number in range, an RFC 3339 string in its plain forms, or absent (booleans and
+//! RFC 3339 times are more than the msgspec block shape takes). On any doubt
+//! about a message, it is not of the schema and the caller decodes it another
+//! way (msgspec, or the one-message decoder, whose verdicts are the answer).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -417,7 +419,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
             given |= bit;
             match field {
                 Field::EventId => {
-                    let id = map.next_value_seed(Text { py, min: 1, max: schema.max_string_length })?;
+                    let id = map.next_value_seed(Text { py, min: 1, max: schema.max_string_length, booleans: false })?;
                     out.event_ids.push(id.ok_or_else(|| de::Error::custom("a null event_id"))?);
                 }
                 Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })
@@ -438,7 +440,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                     Prediction::Numeric => numeric_prediction = map.next_value_seed(number)?.unwrap_or(f64::NAN),
                     Prediction::Categorical => {
                         categorical_prediction =
-                            map.next_value_seed(Text { py, min: 0, max: schema.max_string_length })?
+                            map.next_value_seed(Text { py, min: 0, max: schema.max_string_length, booleans: true })?
                     }
                     Prediction::Absent => map.next_value_seed(Null)?,
                 },
@@ -645,6 +647,8 @@ struct Text<'py> {
     py: Python<'py>,
     min: usize,
     max: usize,
+    /// a JSON boolean is the category "true" or "false" (a feature's or prediction's value)
+    booleans: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Text<'_> {
@@ -666,6 +670,13 @@ impl<'de> Visitor<'de> for Text<'_> {
             return Err(E::custom("a string of the wrong length"));
         }
         Ok(Some(PyString::new(self.py, value).into_any().unbind()))
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Option<PyObject>, E> {
+        if !self.booleans {
+            return Err(E::custom("a boolean"));
+        }
+        let text = if value { pyo3::intern!(self.py, "true") } else { pyo3::intern!(self.py, "false") };
+        Ok(Some(text.clone().into_any().unbind()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Option<PyObject>, E> {
         Ok(None)
@@ -704,6 +715,9 @@ impl<'de> Visitor<'de> for Ignored {
             return Err(E::custom("a string too long"));
         }
         Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<(), E> {
+        Ok(())  // the category "true" or "false"
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
@@ -779,7 +793,7 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
                     }
                 }
                 Kind::Categorical => {
-                    let value = map.next_value_seed(Text { py: self.py, min: 0, max: schema.max_string_length })?;
+                    let value = map.next_value_seed(Text { py: self.py, min: 0, max: schema.max_string_length, booleans: true })?;
                     out.categorical[slot].push(value);
                 }
                 Kind::Ignored => map.next_value_seed(Ignored { max: schema.max_string_length, number })?,
