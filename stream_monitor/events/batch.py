@@ -775,17 +775,15 @@ class BlockDecoder:
         return False
 
     def _native_schema(self, schema: BlockSchema) -> Any:
-        """The compiled decoder's schema for ``schema`` (None: an ignored prediction, which it leaves to msgspec)."""
+        """The compiled decoder's schema for ``schema``."""
         if schema in self._native_schemas:
             return self._native_schemas[schema]
         if len(self._native_schemas) >= _MAX_BLOCK_DECODERS:
             self._native_schemas.clear()
-        native = None
-        if schema.prediction != "ignored":
-            limits = self.limits
-            native = self._native.Schema(list(schema.numeric), list(schema.categorical), list(schema.ignored),
-                                         schema.model, schema.model_version, schema.prediction,
-                                         limits.max_string_length, limits.max_message_bytes, _LATEST_TS)
+        limits = self.limits
+        native = self._native.Schema(list(schema.numeric), list(schema.categorical), list(schema.ignored),
+                                     schema.model, schema.model_version, schema.prediction,
+                                     limits.max_string_length, limits.max_message_bytes, _LATEST_TS)
         self._native_schemas[schema] = native
         return native
 

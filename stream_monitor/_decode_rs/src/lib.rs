@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ enum Prediction {
     Absent,
     Numeric,
     Categorical,
+    /// not monitored, but its values are kept (the label join scores them): a number, string or boolean
+    Ignored,
 }
 
 /// One (model, version)'s message shape, as `BlockSchema` gives it.
@@ -71,6 +73,7 @@ impl Schema {
             "absent" => Prediction::Absent,
             "numeric" => Prediction::Numeric,
             "categorical" => Prediction::Categorical,
+            "ignored" => Prediction::Ignored,
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
                     "prediction kind {other:?} is not decoded here (absent, numeric, categorical)")))
@@ -135,7 +138,7 @@ impl Schema {
         };
         match self.prediction {
             Prediction::Numeric => out.numeric_prediction.reserve(count),
-            Prediction::Categorical => out.categorical_prediction.reserve(count),
+            Prediction::Categorical | Prediction::Ignored => out.categorical_prediction.reserve(count),
             Prediction::Absent => {}
         }
         for (row, raw) in messages.iter().enumerate() {
@@ -185,7 +188,7 @@ impl Schema {
         let times = PyList::new(py, out.times)?;
         let prediction: Bound<'py, PyAny> = match self.prediction {
             Prediction::Numeric => PyBytes::new(py, as_bytes(&out.numeric_prediction)).into_any(),
-            Prediction::Categorical => PyList::new(py, out.categorical_prediction)?.into_any(),
+            Prediction::Categorical | Prediction::Ignored => PyList::new(py, out.categorical_prediction)?.into_any(),
             Prediction::Absent => py.None().into_bound(py),
         };
         Ok(Some(PyTuple::new(py, [numeric.into_any(), categorical.into_any(), event_ids.into_any(),
@@ -337,7 +340,7 @@ impl Out {
         self.times.push(None);
         match prediction {
             Prediction::Numeric => self.numeric_prediction.push(f64::NAN),
-            Prediction::Categorical => self.categorical_prediction.push(None),
+            Prediction::Categorical | Prediction::Ignored => self.categorical_prediction.push(None),
             Prediction::Absent => {}
         }
     }
@@ -442,6 +445,9 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                         categorical_prediction =
                             map.next_value_seed(Text { py, min: 0, max: schema.max_string_length, booleans: true })?
                     }
+                    Prediction::Ignored => {
+                        categorical_prediction = map.next_value_seed(AnyValue { py, max: schema.max_string_length, number })?
+                    }
                     Prediction::Absent => map.next_value_seed(Null)?,
                 },
             }
@@ -454,7 +460,7 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
         out.times.push(ts);
         match schema.prediction {
             Prediction::Numeric => out.numeric_prediction.push(numeric_prediction),
-            Prediction::Categorical => out.categorical_prediction.push(categorical_prediction),
+            Prediction::Categorical | Prediction::Ignored => out.categorical_prediction.push(categorical_prediction),
             Prediction::Absent => {}
         }
         Ok(())
@@ -677,6 +683,49 @@ impl<'de> Visitor<'de> for Text<'_> {
         }
         let text = if value { pyo3::intern!(self.py, "true") } else { pyo3::intern!(self.py, "false") };
         Ok(Some(text.clone().into_any().unbind()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<PyObject>, E> {
+        Ok(None)
+    }
+}
+
+/// A number (a Python float), a string, a boolean (the category "true"/"false") or null (None):
+/// a prediction that is not monitored, as the one-message decoder reads it.
+struct AnyValue<'py> {
+    py: Python<'py>,
+    max: usize,
+    number: Number,
+}
+
+impl<'de> DeserializeSeed<'de> for AnyValue<'_> {
+    type Value = Option<PyObject>;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Option<PyObject>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AnyValue<'_> {
+    type Value = Option<PyObject>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, a string, a boolean or null")
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<PyObject>, E> {
+        let value = self.number.visit_f64::<E>(value)?;
+        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<PyObject>, E> {
+        let value = self.number.visit_u64::<E>(value)?;
+        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<PyObject>, E> {
+        let value = self.number.visit_i64::<E>(value)?;
+        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Option<PyObject>, E> {
+        Text { py: self.py, min: 0, max: self.max, booleans: true }.visit_str(value)
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Option<PyObject>, E> {
+        Text { py: self.py, min: 0, max: self.max, booleans: true }.visit_bool(value)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Option<PyObject>, E> {
         Ok(None)
