@@ -177,7 +177,7 @@ class Pipeline:
             item.records() if item.__class__ is RecordBlock and self._needs_clamping(item)  # type: ignore[arg-type]
             else (item,))]  # type: ignore[union-attr]
         if self.join_labels:
-            self._check_events([item for item in items if item.__class__ is not RecordBlock])  # type: ignore[misc]
+            self._check_events(items)  # type: ignore[arg-type]
             return self._process_joined(items)
         # predictions only: blocks and runs of records in turn (the alerts do not depend on the cuts)
         alerts: list[Alert] = []
@@ -189,6 +189,7 @@ class Pipeline:
                 if pending:
                     alerts += self._process_records(pending)
                     pending = []
+                self._check_events((item,))  # type: ignore[arg-type]
                 alerts += self.monitor.process_block(item)  # type: ignore[arg-type]
         if pending:
             alerts += self._process_records(pending)
@@ -211,10 +212,18 @@ class Pipeline:
             return self.monitor.process(items)  # type: ignore[arg-type]  # predictions only
         return self._process_joined(items)
 
-    def _check_events(self, items: Sequence[Record | LabelRecord]) -> None:
-        """Clamp event times too far ahead of their Kafka time; count and log unknown fields."""
+    def _check_events(self, items: Sequence[Record | LabelRecord | RecordBlock]) -> None:
+        """Clamp event times too far ahead of their Kafka time; count and log unknown fields (a block's
+        too, message by message: its times need no clamping)."""
         skew = self._skew
         for item in items:
+            if item.__class__ is RecordBlock:
+                unknown = item.block.unknown_fields()  # type: ignore[union-attr]
+                if unknown is not None:
+                    for fields in unknown:
+                        if fields:
+                            self._check_fields(fields, "predictions")
+                continue
             event = item.event if item.__class__ is Record else item.label  # type: ignore[union-attr]
             ts, kafka_ts = event.ts, item.timestamp
             topic_kind = "predictions" if item.__class__ is Record else "labels"

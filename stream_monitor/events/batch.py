@@ -327,6 +327,10 @@ class PredictionBlock:
     def events(self) -> list[PredictionEvent]:
         return [self._oracle(raw) for raw in self.raws]
 
+    def unknown_fields(self) -> None:
+        """None: the typed shape takes no field outside the contract."""
+        return None
+
 
 class ColumnBlock:
     """A block decoded by the compiled decoder: the numeric features one float64 matrix.
@@ -337,7 +341,7 @@ class ColumnBlock:
     """
 
     __slots__ = ("schema", "raws", "_numeric", "_categorical", "_event_ids", "_times", "_prediction", "_oracle",
-                 "holes")
+                 "holes", "_unknown")
 
     def __init__(self, schema: BlockSchema, raws: Sequence[bytes], decoded: tuple[Any, ...],
                  oracle: Callable[[bytes | None], PredictionEvent], start: int = 0, stop: int | None = None,
@@ -345,7 +349,7 @@ class ColumnBlock:
         """The messages ``raws[start:stop]`` but the ``holes`` (positions from ``start``) of the
         compiled decoder's answer ``decoded`` for ``raws``; with ``rows``, the messages at those
         indices of ``raws`` (ascending) instead, and ``holes`` is only kept."""
-        numeric, categorical, event_ids, times, prediction, _fits = decoded
+        numeric, categorical, event_ids, times, prediction, _fits, unknown = decoded
         stop = len(raws) if stop is None else stop
         if rows is None and holes:
             left_out = set(holes)
@@ -367,6 +371,8 @@ class ColumnBlock:
             event_ids, times = event_ids[start:stop], times[start:stop]
             if prediction is not None:
                 prediction = prediction[start:stop]
+            if unknown is not None:
+                unknown = unknown[start:stop]
         else:
             take = _taker(rows)
             self.raws = list(take(raws))
@@ -377,7 +383,11 @@ class ColumnBlock:
                 prediction = prediction[rows]
             elif prediction is not None:
                 prediction = list(take(prediction))
+            if unknown is not None:
+                unknown = list(take(unknown))
         self._categorical, self._event_ids, self._times, self._prediction = categorical, event_ids, times, prediction
+        #: each message's top-level fields outside the contract (None: none), or None when no message has any
+        self._unknown = unknown if unknown is None or any(unknown) else None
         self._oracle = oracle
 
     def __len__(self) -> int:
@@ -408,6 +418,7 @@ class ColumnBlock:
         part._categorical = [column[start:stop] for column in self._categorical]
         part._event_ids, part._times = self._event_ids[start:stop], self._times[start:stop]
         part._prediction = None if self._prediction is None else self._prediction[start:stop]
+        part._unknown = None if self._unknown is None else self._unknown[start:stop]
         return part
 
     def event_ids(self) -> list[str]:
@@ -423,6 +434,11 @@ class ColumnBlock:
 
     def events(self) -> list[PredictionEvent]:
         return [self._oracle(raw) for raw in self.raws]
+
+    def unknown_fields(self) -> list[tuple[str, ...] | None] | None:
+        """Each message's top-level fields outside the contract, as the one-message decoder names them
+        (None: none); None when no message of the block has any."""
+        return self._unknown
 
 
 class MixedBlock:
@@ -497,6 +513,12 @@ class MixedBlock:
     def event(self, index: int) -> PredictionEvent:
         """The message's event, as the one-message decoder gives it (its own decode of the bytes)."""
         return self.parts[self._owner[index]][0].event(int(self._index[index]))
+
+    def unknown_fields(self) -> list[tuple[str, ...] | None] | None:
+        """Each message's top-level fields outside the contract (None: none); None when none has any."""
+        if all(block.unknown_fields() is None for block, _ in self.parts):
+            return None
+        return self._in_order(lambda block: block.unknown_fields() or [None] * len(block))
 
     def events(self) -> list[PredictionEvent]:
         return self._in_order(lambda block: block.events())
@@ -783,7 +805,8 @@ class BlockDecoder:
         limits = self.limits
         native = self._native.Schema(list(schema.numeric), list(schema.categorical), list(schema.ignored),
                                      schema.model, schema.model_version, schema.prediction,
-                                     limits.max_string_length, limits.max_message_bytes, _LATEST_TS)
+                                     limits.max_string_length, limits.max_message_bytes, _LATEST_TS,
+                                     not limits.strict)
         self._native_schemas[schema] = native
         return native
 

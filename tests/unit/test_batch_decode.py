@@ -299,7 +299,8 @@ def _check_block(decoder: Decoder, raws: list[bytes | None], schema: BlockSchema
             assert type(features[name]) is type(value) and repr(features[name]) == repr(value), name
         assert type(prediction) is type(event.prediction) and repr(prediction) == repr(event.prediction)
         assert type(ts) is type(event.ts) and repr(ts) == repr(event.ts)
-        assert event.unknown_fields == ()
+        unknown = block.unknown_fields()
+        assert (unknown[index] if unknown is not None else None) == (event.unknown_fields or None)
         assert repr(block.event(index)) == repr(event)
         # the schema's kinds: the monitor routes these columns whole
         assert all(features[name] is None or type(features[name]) is float for name in schema.numeric)
@@ -339,10 +340,14 @@ def test_a_batch_goes_the_block_path_only_when_every_message_fits(block_decoder:
     assert _check_block(decoder, nulls, schema)  # missing values are values of the block
     for bad in (b"", b"{}", b'{"event_id": "e", "model": "fraud", "prediction": NaN}', raws[1] + b"," + raws[2],
                 raws[1].replace(b'"f00"', b'"f09"'), raws[1].replace(b'"c00":"', b'"c00":1,"x":"'),
-                raws[1].replace(b'"model_version":"1"', b'"model_version":"2"'),
-                raws[1].replace(b'"ts":', b'"ts":"2025-11-24T16:00:00Z","t":')):
+                raws[1].replace(b'"model_version":"1"', b'"model_version":"2"')):
         mixed = raws[:200] + [bad] + raws[200:]
         assert decoder.block(mixed, schema) is None, bad
+    # an RFC 3339 time and a field outside the contract: the compiled decoder takes them (the oracle's
+    # values, the field named), the msgspec shape does not
+    other = raws[1].replace(b'"ts":', b'"ts":"2025-11-24T16:00:00Z","t":')
+    assert (decoder.block(raws[:200] + [other] + raws[200:], schema) is None) == (block_decoder == "msgspec")
+    assert _check_block(decoder, raws[:200] + [other] + raws[200:], schema) == (block_decoder == "native")
     assert decoder.block(raws[:3] + [None] + raws[3:10], schema) is None  # type: ignore[list-item]
     assert decoder.block([], schema) is None
 
@@ -614,3 +619,17 @@ def test_booleans_are_the_categories_true_and_false_in_blocks_as_in_the_oracle(b
         assert all(isinstance(decoder.block([raw], schema), ColumnBlock) for raw in good)
         block = decoder.block(good, schema)
         assert block.columns()[1] == ["true", "false", "true"] and block.predictions() == ["true", "false", "false"]
+
+
+def test_an_integer_version_is_its_text_and_an_integer_model_is_not_of_the_block(block_decoder: str) -> None:
+    """``"model_version": 2`` is the version "2" to the oracle (the compiled decoder takes it); 2.0, or a
+    model given as a number, is rejected by the oracle and never taken."""
+    decoder = Decoder(Settings())
+    schema = BlockSchema("2", "2", ("x",), ("c",), (), "numeric")
+    base = {**BASE, "model": "2"}
+    versions = [orjson.dumps({**base, "model_version": value}) for value in (2, "2")]
+    others = [orjson.dumps({**base, "model_version": 2.0}), orjson.dumps({**base, "model": 2}),
+              orjson.dumps({**base, "model_version": -2}), orjson.dumps({**base, "model_version": 20})]
+    assert all(_check_block(decoder, [raw], schema) == (block_decoder == "native" or b'"2"' in raw.split(b'"model_version":')[1][:3])
+               for raw in versions)
+    assert not any(_check_block(decoder, [raw], schema) for raw in others)

@@ -576,13 +576,14 @@ def test_mixed_blocks_with_labels_give_the_alerts_counts_and_join_of_their_recor
     assert mixed >= 0.5 * sum(kind == "prediction" for kind, _ in items)
 
 
-@pytest.mark.parametrize("shape", ["rfc3339 times", "booleans"])
-def test_streams_of_rfc3339_times_or_booleans_go_in_blocks_with_the_alerts_of_value_by_value(
+@pytest.mark.parametrize("shape", ["rfc3339 times", "booleans", "unknown fields", "integer versions"])
+def test_streams_of_usual_producer_shapes_go_in_blocks_with_the_alerts_of_value_by_value(
         shape: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ts`` as RFC 3339 strings in several forms (the contract allows them; many producers write
-    them), or a boolean feature and a boolean prediction (categories "true"/"false"): replay takes
-    the stream in blocks (with the compiled decoder) and gives the alerts, counts and summary of
-    value by value."""
+    """What producers commonly write and the contract allows: ``ts`` as RFC 3339 strings in several
+    forms, a boolean feature and a boolean prediction (categories "true"/"false"), top-level fields
+    outside the contract (counted in ``unknown_fields_total``), an integer ``model_version``: replay
+    takes the stream in blocks (with the compiled decoder) and gives the alerts, counts (the unknown
+    fields' included) and summary of value by value."""
     import datetime
 
     pytest.importorskip("stream_monitor_decode", reason="the compiled block decoder is not built")
@@ -595,6 +596,12 @@ def test_streams_of_rfc3339_times_or_booleans_go_in_blocks_with_the_alerts_of_va
         if shape == "booleans":
             event["features"]["is_new"] = rng.random() < (0.2 if number < 5000 else 0.6)
             event["prediction"] = event["prediction"] > 0.5
+        elif shape == "unknown fields":
+            event["request_id"] = f"r{number}"
+            if number % 10 == 0:
+                event["meta"] = {"host": "a", "latency_ms": [3, 4.5], "ok": True, "z": None}
+        elif shape == "integer versions":
+            event["model_version"] = 3
         else:
             when = datetime.datetime.fromtimestamp(event["ts"], datetime.timezone.utc)
             event["ts"] = (when.isoformat() if number % 3 == 0 else
@@ -616,4 +623,8 @@ def test_streams_of_rfc3339_times_or_booleans_go_in_blocks_with_the_alerts_of_va
     assert got == expected and b"feature:f01" in got[0]
     if shape == "booleans":
         assert b"feature:is_new" in got[0]  # the boolean feature's share of true moved at 5000
+    if shape == "unknown fields":
+        assert got[1][("stream_monitor_unknown_fields_total", (("topic_kind", "predictions"),))] == 8000
+    if shape == "integer versions":
+        assert b'"model_version":"3"' in got[0]
     assert sum(blocks) >= 8000 - 2000  # all but the first two chunks (the schema is known from the third)

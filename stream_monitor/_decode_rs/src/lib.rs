@@ -58,17 +58,19 @@ struct Schema {
     max_string_length: usize,
     max_message_bytes: usize,
     latest_ts: f64,
+    /// top-level fields outside the contract are skipped and named (input.strict off)
+    unknown_fields: bool,
 }
 
 #[pymethods]
 impl Schema {
     #[new]
     #[pyo3(signature = (numeric, categorical, ignored, model, model_version, prediction,
-                        max_string_length, max_message_bytes, latest_ts))]
+                        max_string_length, max_message_bytes, latest_ts, unknown_fields = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(numeric: Vec<String>, categorical: Vec<String>, ignored: Vec<String>, model: String,
            model_version: String, prediction: &str, max_string_length: usize, max_message_bytes: usize,
-           latest_ts: f64) -> PyResult<Self> {
+           latest_ts: f64, unknown_fields: bool) -> PyResult<Self> {
         let prediction = match prediction {
             "absent" => Prediction::Absent,
             "numeric" => Prediction::Numeric,
@@ -95,7 +97,7 @@ impl Schema {
         }
         let version = if model_version == "unknown" { None } else { Some(model_version) };
         Ok(Schema { names, index, kinds, slots, n_numeric: numeric.len(), n_categorical: categorical.len(),
-                    model, version, prediction, max_string_length, max_message_bytes, latest_ts })
+                    model, version, prediction, max_string_length, max_message_bytes, latest_ts, unknown_fields })
     }
 
     /// The messages as columns, or None when any is not plainly of the schema.
@@ -135,6 +137,7 @@ impl Schema {
             categorical_prediction: Vec::new(),
             seen: vec![false; self.names.len()],
             foreign: false,
+            unknown: Vec::with_capacity(count),
         };
         match self.prediction {
             Prediction::Numeric => out.numeric_prediction.reserve(count),
@@ -191,8 +194,13 @@ impl Schema {
             Prediction::Categorical | Prediction::Ignored => PyList::new(py, out.categorical_prediction)?.into_any(),
             Prediction::Absent => py.None().into_bound(py),
         };
+        let unknown: Bound<'py, PyAny> = if out.unknown.iter().any(Option::is_some) {
+            PyList::new(py, out.unknown)?.into_any()
+        } else {
+            py.None().into_bound(py)
+        };
         Ok(Some(PyTuple::new(py, [numeric.into_any(), categorical.into_any(), event_ids.into_any(),
-                                  times.into_any(), prediction, PyBytes::new(py, &fits).into_any()])?))
+                                  times.into_any(), prediction, PyBytes::new(py, &fits).into_any(), unknown])?))
     }
 }
 
@@ -293,10 +301,13 @@ struct Out {
     seen: Vec<bool>,
     /// the current message is of another model or version: no other parser is tried
     foreign: bool,
+    /// each message's top-level fields outside the contract (a tuple of names, sorted), or None
+    unknown: Vec<Option<PyObject>>,
 }
 
 /// How far the outputs were filled before a message.
 struct Mark {
+    unknown: usize,
     categorical: Vec<usize>,
     event_ids: usize,
     times: usize,
@@ -307,6 +318,7 @@ struct Mark {
 impl Out {
     fn mark(&self) -> Mark {
         Mark {
+            unknown: self.unknown.len(),
             categorical: self.categorical.iter().map(Vec::len).collect(),
             event_ids: self.event_ids.len(),
             times: self.times.len(),
@@ -321,6 +333,7 @@ impl Out {
             column.truncate(length);
         }
         self.event_ids.truncate(mark.event_ids);
+        self.unknown.truncate(mark.unknown);
         self.times.truncate(mark.times);
         self.numeric_prediction.truncate(mark.numeric_prediction);
         self.categorical_prediction.truncate(mark.categorical_prediction);
@@ -338,6 +351,7 @@ impl Out {
         }
         self.event_ids.push(py.None());
         self.times.push(None);
+        self.unknown.push(None);
         match prediction {
             Prediction::Numeric => self.numeric_prediction.push(f64::NAN),
             Prediction::Categorical | Prediction::Ignored => self.categorical_prediction.push(None),
@@ -357,30 +371,95 @@ enum Field {
     Prediction = 5,
 }
 
-struct FieldKey;
+/// A top-level key: a field of the contract, or another one's name (when such fields are skipped).
+enum Key {
+    Known(Field),
+    Unknown(String),
+}
+
+struct FieldKey {
+    unknown_fields: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for FieldKey {
-    type Value = Field;
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Field, D::Error> {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for FieldKey {
-    type Value = Field;
+    type Value = Key;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a field of the prediction contract")
     }
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
-        Ok(match key {
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(Key::Known(match key {
             "event_id" => Field::EventId,
             "model" => Field::Model,
             "model_version" => Field::ModelVersion,
             "ts" => Field::Ts,
             "features" => Field::Features,
             "prediction" => Field::Prediction,
+            _ if self.unknown_fields => return Ok(Key::Unknown(key.to_owned())),
             _ => return Err(E::custom("a field outside the contract")),
-        })
+        }))
+    }
+}
+
+/// Any JSON value, checked and dropped (a field outside the contract): nested at most
+/// `MAX_SKIPPED_DEPTH` deep, numbers finite (anything else is left to the one-message decoder).
+struct Skip {
+    depth: usize,
+}
+
+const MAX_SKIPPED_DEPTH: usize = 32;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
+        if value.is_finite() { Ok(()) } else { Err(E::custom("not finite")) }
+    }
+    fn visit_str<E: de::Error>(self, _value: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_SKIPPED_DEPTH {
+            return Err(de::Error::custom("nested too deep"));
+        }
+        while seq.next_element_seed(Skip { depth: self.depth + 1 })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_SKIPPED_DEPTH {
+            return Err(de::Error::custom("nested too deep"));
+        }
+        while map.next_key::<de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip { depth: self.depth + 1 })?;
+        }
+        Ok(())
     }
 }
 
@@ -414,7 +493,19 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
         let mut ts = None;
         let mut numeric_prediction = f64::NAN;
         let mut categorical_prediction = None;
-        while let Some(field) = map.next_key_seed(FieldKey)? {
+        let mut unknown: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key_seed(FieldKey { unknown_fields: schema.unknown_fields })? {
+            let field = match key {
+                Key::Known(field) => field,
+                Key::Unknown(name) => {
+                    if unknown.contains(&name) {
+                        return Err(de::Error::custom("a field given twice"));
+                    }
+                    map.next_value_seed(Skip { depth: 0 })?;
+                    unknown.push(name);
+                    continue;
+                }
+            };
             let bit = 1u8 << field as u8;
             if given & bit != 0 {
                 return Err(de::Error::custom("a field given twice"));
@@ -425,9 +516,9 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
                     let id = map.next_value_seed(Text { py, min: 1, max: schema.max_string_length, booleans: false })?;
                     out.event_ids.push(id.ok_or_else(|| de::Error::custom("a null event_id"))?);
                 }
-                Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model) })
+                Field::Model => map.next_value_seed(Exactly { want: Some(&schema.model), integers: false })
                     .inspect_err(|_| out.foreign = true)?,
-                Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref() })
+                Field::ModelVersion => map.next_value_seed(Exactly { want: schema.version.as_deref(), integers: true })
                     .inspect_err(|_| out.foreign = true)?,
                 Field::Ts => {
                     ts = map.next_value_seed(Time { number })?;
@@ -458,6 +549,14 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
             return Err(de::Error::custom("a required field is missing"));
         }
         out.times.push(ts);
+        out.unknown.push(if unknown.is_empty() {
+            None
+        } else {
+            // as the one-message decoder names them: each cut to 64 characters, sorted
+            let mut names: Vec<String> = unknown.iter().map(|name| name.chars().take(64).collect()).collect();
+            names.sort_unstable();
+            Some(PyTuple::new(py, names).map_err(|_| de::Error::custom("a name Python refused"))?.into_any().unbind())
+        });
         match schema.prediction {
             Prediction::Numeric => out.numeric_prediction.push(numeric_prediction),
             Prediction::Categorical | Prediction::Ignored => out.categorical_prediction.push(categorical_prediction),
@@ -470,6 +569,8 @@ impl<'de> Visitor<'de> for Message<'_, '_> {
 /// A string equal to `want`; with `want` None, null (or "unknown", for the version).
 struct Exactly<'a> {
     want: Option<&'a str>,
+    /// an integer is its decimal text (the version; a model must be a string)
+    integers: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Exactly<'_> {
@@ -493,6 +594,22 @@ impl<'de> Visitor<'de> for Exactly<'_> {
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         if self.want.is_none() { Ok(()) } else { Err(E::custom("a null")) }
+    }
+    // an integer version is its decimal text to the one-message decoder (3 is the version "3")
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
+        self.integer(i128::from(value))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
+        self.integer(i128::from(value))
+    }
+}
+
+impl Exactly<'_> {
+    fn integer<E: de::Error>(self, value: i128) -> Result<(), E> {
+        match self.want {
+            Some(want) if self.integers && want == value.to_string() => Ok(()),
+            _ => Err(E::custom("another value")),
+        }
     }
 }
 
