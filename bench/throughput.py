@@ -30,7 +30,10 @@ Figures are CPU seconds of this process (all threads), medians of the repeats:
 - with ``--shapes``: streams of several (model, version)s interleaved on one
   partition (a canary compared live, four models round robin): ``replay``
   with mixed blocks beside without them (only the last seen (model, version)
-  in blocks), and ``run`` from the broker of each beside the consume-only loop.
+  in blocks), and ``run`` from the broker of each beside the consume-only loop;
+  and ``replay`` of the stream as producers commonly write it (``ts`` as RFC
+  3339, a boolean feature, a field of their own, an integer version, more
+  features than the signal cap), compiled decoder beside msgspec block decode.
 """
 
 from __future__ import annotations
@@ -252,6 +255,58 @@ def without_mixed_blocks() -> Iterator[None]:
         Pipeline.schema_of = original  # type: ignore[method-assign]
 
 
+def _producer_shape(name: str) -> Callable[[dict[str, Any], int], dict[str, Any]]:
+    """How a producer may write the simulated event (the contract allows each of these)."""
+    import datetime
+
+    def shaped(event: dict[str, Any], number: int) -> dict[str, Any]:
+        if name == "ts as RFC 3339":
+            when = datetime.datetime.fromtimestamp(event["ts"], datetime.timezone.utc)
+            event["ts"] = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        elif name == "a boolean feature":
+            event["features"]["is_new"] = number % 3 == 0
+        elif name == "a field of its own":
+            event["request_id"] = f"r-{number}"
+        elif name == "integer model_version":
+            event["model_version"] = 3
+        elif name == "101 features (over the cap)":
+            event["features"].update({f"g{index:02d}": (number * 7 + index) % 101 / 10 for index in range(80)})
+        return event
+    return shaped
+
+
+PRODUCER_SHAPES = ["as simulated", "ts as RFC 3339", "a boolean feature", "a field of its own",
+                   "integer model_version", "101 features (over the cap)"]
+
+
+def bench_producer_shapes(events: int, repeats: int) -> None:
+    """``replay`` of the 22-signal stream as producers commonly write it, with the compiled decoder
+    beside msgspec block decode (whose typed shape takes none of these but the first: they go
+    message by message)."""
+    settings = Settings()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PRODUCER_SHAPES:
+            shaped = _producer_shape(name)
+            path = Path(tmp) / "events.jsonl"
+            with open(path, "wb") as handle:
+                for number, (event, _) in enumerate(generate(Scenario(n_events=events, seed=1))):
+                    handle.write(orjson.dumps(shaped(event, number)) + b"\n")
+            native, msgspec_only = [], []
+            if not rows:
+                replay_batch(settings, path)  # the detectors' compiled code built before any figure
+            for _ in range(repeats):
+                with decode_with(native=True):
+                    native.append(cpu(lambda: replay_batch(settings, path)))
+                with decode_with(native=False):
+                    msgspec_only.append(cpu(lambda: replay_batch(settings, path)))
+            rows.append((name, events / statistics.median(native), events / statistics.median(msgspec_only)))
+    print(f"replay of the stream as producers write it, {events} events, events/s, median of {repeats}:")
+    print(f"{'stream':<30}{'compiled':>10}{'msgspec':>10}")
+    for name, native_rate, msgspec_rate in rows:
+        print(f"{name:<30}{native_rate:>10,.0f}{msgspec_rate:>10,.0f}")
+
+
 def bench_shapes(events: int, repeats: int) -> None:
     """``replay`` of each of :data:`SHAPES`, with mixed blocks and without (then each batch's messages
     of other (model, version)s than the last seen cut it, and mostly go one by one)."""
@@ -466,6 +521,7 @@ def main() -> None:
     bench_replay(args.events, args.repeats)
     if args.shapes:
         bench_shapes(args.events, args.repeats)
+        bench_producer_shapes(args.events, args.repeats)
     if args.detectors:
         bench_detectors(args.events)
     servers = os.environ.get("KAFKA_BOOTSTRAP")
