@@ -84,6 +84,10 @@ _PASSING_DELIVERY_ERRORS = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIM
                                       KafkaError.LEADER_NOT_AVAILABLE,
                                       KafkaError.NOT_LEADER_FOR_PARTITION})
 
+#: delivery reports of the messages an aborted transaction had queued or in flight (abort_transaction
+#: purges them): not failures, the rollback itself
+_ROLLED_BACK = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
 
 class TopicsMissing(StreamMonitorError):
     def __init__(self, topics: list[str]) -> None:
@@ -782,6 +786,8 @@ class Service:
             self._rolled_back_total[topic] = self._rolled_back_total.get(topic, 0) + count
         self._uncommitted_reads = {}
         for kind, topic, _key, _value, _headers, _partition, error in failed:
+            if error.code() in _ROLLED_BACK:
+                continue  # the abort purged it: the rollback itself, read again below
             if not (error.retriable() or error.code() in _PASSING_DELIVERY_ERRORS):
                 self._give_up(kind, topic, error)
                 return

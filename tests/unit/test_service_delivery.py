@@ -271,3 +271,22 @@ def test_lag_from_statistics_stored_then_committed_then_an_empty_partition():
     service._on_stats(orjson.dumps({"topics": {"t": {"partitions": partitions}}}).decode())
     assert service._lag == {("t", 0): 7, ("t", 1): 4, ("t", 2): 0, ("t", 3): None}
     service.consumer.close()
+
+
+def test_messages_an_aborted_transaction_purged_are_rolled_back_not_given_up():
+    """abort_transaction purges what the transaction had queued; their delivery reports say
+    _PURGE_QUEUE or _PURGE_INFLIGHT. That is the rollback itself: the batch is read again from the
+    committed state, the service goes on (a rebalance that fails a commit with ILLEGAL_GENERATION
+    stopped a member with exit 1 here). A message that can never be produced still stops it."""
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, delivery="exactly_once")
+    service = Service(settings, Metrics(CollectorRegistry()), Health())
+    for code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        service._deliveries.callback("state", "group.state", b"k", b"v", None, 0)(KafkaError(code), None)
+    service._rewind()
+    assert not service._stop.is_set() and service.exit_status() == 0
+    assert service.metrics.registry.get_sample_value(
+        "stream_monitor_produce_failures_total", {"kind": "state", "code": "_PURGE_QUEUE"}) is None
+    service._deliveries.callback("alert", "alerts", b"k", b"v", None, -1)(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+    service._rewind()
+    assert service._stop.is_set() and service.exit_status() == 1
+    service.consumer.close()
