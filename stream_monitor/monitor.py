@@ -868,22 +868,7 @@ class Monitor:
         last = records.last_time()
         if last is not None:
             batch.last_ts[model] = last
-        positions = _arange(count)
-        by_feature = version.by_feature
-        for name, column in zip((*schema.numeric, *schema.categorical), block.columns()):
-            state = by_feature[name]
-            assert state is not None
-            self._take_column(version, state, column, positions, batch, True)
-        for name in schema.ignored:
-            if not (version.unselected and "feature:" + name in version.unselected):
-                batch.count(batch.dropped, model, count)
-        prediction = version.prediction
-        if schema.prediction == "ignored":
-            if "prediction" not in version.unselected:
-                predictions = block.predictions()
-                batch.count(batch.dropped, model, count - predictions.count(None))
-        elif isinstance(prediction, _SignalState):
-            self._take_column(version, prediction, block.prediction_column(), positions, batch, False)
+        self._take_part(version, block, _arange(count), batch)
         base = self._events_seen
         self._events_seen += count
         return self._finish(records, batch, base)
@@ -921,28 +906,33 @@ class Monitor:
                     if position > latest.get(model, (-1, 0.0))[0]:
                         latest[model] = (position, ts)
                     break
-            by_feature = version.by_feature
-            for name, column in zip((*schema.numeric, *schema.categorical), part.columns()):
-                state = by_feature[name]
-                assert state is not None
-                self._take_column(version, state, column, positions, batch, True)
-            size = len(part)
-            for name in schema.ignored:
-                if not (version.unselected and "feature:" + name in version.unselected):
-                    batch.count(batch.dropped, model, size)
-            prediction = version.prediction
-            if schema.prediction == "ignored":
-                if "prediction" not in version.unselected:
-                    predictions = part.predictions()
-                    batch.count(batch.dropped, model, size - predictions.count(None))
-            elif isinstance(prediction, _SignalState):
-                self._take_column(version, prediction, part.prediction_column(), positions, batch, False)
+            self._take_part(version, part, positions, batch)
         batch.last_ts.update({model: ts for model, (_, ts) in latest.items()})
         last = parts[int(block.owner(count - 1))][0].schema
         self._last_version = (last.model, last.model_version)
         base = self._events_seen
         self._events_seen += count
         return self._finish(records, batch, base)
+
+    def _take_part(self, version: _VersionState, block: PredictionBlock | ColumnBlock, positions: np.ndarray,
+                   batch: _Batch) -> None:
+        """A block of one (model, version) whose schema is the version's: each column to its signal at
+        ``positions`` (their places in the batch), the ignored features and prediction counted."""
+        schema, model, count = block.schema, version.model, len(block)
+        by_feature = version.by_feature
+        for name, column in zip((*schema.numeric, *schema.categorical), block.columns()):
+            state = by_feature[name]
+            assert state is not None
+            self._take_column(version, state, column, positions, batch, True)
+        for name in schema.ignored:
+            if not (version.unselected and "feature:" + name in version.unselected):
+                batch.count(batch.dropped, model, count)
+        prediction = version.prediction
+        if schema.prediction == "ignored":
+            if "prediction" not in version.unselected:
+                batch.count(batch.dropped, model, count - block.predictions().count(None))
+        elif isinstance(prediction, _SignalState):
+            self._take_column(version, prediction, block.prediction_column(), positions, batch, False)
 
     def _take_column(self, version: _VersionState, state: _SignalState, column: Sequence[Any],
                      positions: np.ndarray, batch: _Batch, null_is_missing: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -166,6 +167,21 @@ def _lines(items: list[tuple[str, dict]], seed: int) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+def _spy_blocks(monkeypatch: pytest.MonkeyPatch, of: Callable[[RecordBlock], object] = len) -> list:
+    """What ``of`` gives for each block the monitor is fed from now on (None: not listed)."""
+    seen: list = []
+    original = Monitor.process_block
+
+    def spy(self, records):  # type: ignore[no-untyped-def]
+        value = of(records)
+        if value is not None:
+            seen.append(value)
+        return original(self, records)
+
+    monkeypatch.setattr(Monitor, "process_block", spy)
+    return seen
+
+
 def _replay(path, columnar: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, dict, object]:
     from stream_monitor import replay as replay_module
 
@@ -194,14 +210,7 @@ def test_replay_in_blocks_gives_the_alerts_counts_and_summary_of_value_by_value(
     items = _roughen(_events(seed), seed) if rough else _events(seed)
     items = [(kind, item) for kind, item in items if item["model"] in models]
     path.write_bytes(_lines(items, seed))
-    blocks = []
-    original = Monitor.process_block
-
-    def spy(self, records):  # type: ignore[no-untyped-def]
-        blocks.append(len(records))
-        return original(self, records)
-
-    monkeypatch.setattr(Monitor, "process_block", spy)
+    blocks = _spy_blocks(monkeypatch)
     expected = _replay(path, False, monkeypatch)
     assert blocks == []
     got = _replay(path, True, monkeypatch)
@@ -417,14 +426,7 @@ def test_blocks_with_nulls_give_the_alerts_and_counts_of_value_by_value(
             event["prediction"] = None
         lines.append(orjson.dumps(event) + b"\n")
     path.write_bytes(b"".join(lines))
-    kinds = []
-    original = Monitor.process_block
-
-    def spy(self, records):  # type: ignore[no-untyped-def]
-        kinds.append(type(records.block))
-        return original(self, records)
-
-    monkeypatch.setattr(Monitor, "process_block", spy)
+    kinds = _spy_blocks(monkeypatch, lambda records: type(records.block))
     expected = _replay(path, False, monkeypatch)
     assert kinds == []
     got = _replay(path, True, monkeypatch)
@@ -456,14 +458,7 @@ def test_a_stream_with_bad_lines_and_far_times_spread_through_it_still_goes_in_b
         lines.append(orjson.dumps(event))
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    blocks = []
-    original = Monitor.process_block
-
-    def spy(self, records):  # type: ignore[no-untyped-def]
-        blocks.append(len(records))
-        return original(self, records)
-
-    monkeypatch.setattr(Monitor, "process_block", spy)
+    blocks = _spy_blocks(monkeypatch)
     expected = _replay(path, False, monkeypatch)
     got = _replay(path, True, monkeypatch)
     assert got == expected and b"feature:f01" in got[0]
@@ -498,15 +493,7 @@ def test_interleaved_models_and_versions_replay_in_mixed_blocks_with_the_alerts_
     items = [("prediction", event) for event, _ in generate(_mixed_scenarios(seed)[shape])]
     path = tmp_path / "events.jsonl"
     path.write_bytes(_lines(items, seed))
-    mixed = []
-    original = Monitor.process_block
-
-    def spy(self, records):  # type: ignore[no-untyped-def]
-        if isinstance(records.block, MixedBlock):
-            mixed.append(len(records))
-        return original(self, records)
-
-    monkeypatch.setattr(Monitor, "process_block", spy)
+    mixed = _spy_blocks(monkeypatch, lambda records: len(records) if isinstance(records.block, MixedBlock) else None)
     expected = _replay(path, False, monkeypatch)
     got = _replay(path, True, monkeypatch)
     assert got[0] == expected[0]
@@ -610,14 +597,7 @@ def test_streams_of_usual_producer_shapes_go_in_blocks_with_the_alerts_of_value_
         lines.append(orjson.dumps(event))
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    blocks = []
-    original = Monitor.process_block
-
-    def spy(self, records):  # type: ignore[no-untyped-def]
-        blocks.append(len(records))
-        return original(self, records)
-
-    monkeypatch.setattr(Monitor, "process_block", spy)
+    blocks = _spy_blocks(monkeypatch)
     expected = _replay(path, False, monkeypatch)
     got = _replay(path, True, monkeypatch)
     assert got == expected and b"feature:f01" in got[0]

@@ -827,25 +827,31 @@ impl<'de> Visitor<'de> for AnyValue<'_> {
         f.write_str("a number, a string, a boolean or null")
     }
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<PyObject>, E> {
-        let value = self.number.visit_f64::<E>(value)?;
-        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+        self.float(self.number.visit_f64(value)?)
     }
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<PyObject>, E> {
-        let value = self.number.visit_u64::<E>(value)?;
-        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+        self.float(self.number.visit_u64(value)?)
     }
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<PyObject>, E> {
-        let value = self.number.visit_i64::<E>(value)?;
-        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+        self.float(self.number.visit_i64(value)?)
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Option<PyObject>, E> {
-        Text { py: self.py, min: 0, max: self.max, booleans: true }.visit_str(value)
+        self.text().visit_str(value)
     }
     fn visit_bool<E: de::Error>(self, value: bool) -> Result<Option<PyObject>, E> {
-        Text { py: self.py, min: 0, max: self.max, booleans: true }.visit_bool(value)
+        self.text().visit_bool(value)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Option<PyObject>, E> {
         Ok(None)
+    }
+}
+
+impl<'py> AnyValue<'py> {
+    fn float<E: de::Error>(&self, value: Option<f64>) -> Result<Option<PyObject>, E> {
+        Ok(value.map(|value| PyFloat::new(self.py, value).into_any().unbind()))
+    }
+    fn text(&self) -> Text<'py> {
+        Text { py: self.py, min: 0, max: self.max, booleans: true }
     }
 }
 
